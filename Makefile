@@ -1,0 +1,49 @@
+# body4d — the two commands: `make test` and `make run`. Both set everything up from nothing
+# (Debian packages, .venv, Python packages) and are quick when already set up.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.body4d-installed
+# Debian packages: libGL/glib for OpenCV, EGL + Mesa for the mesh renderer, Chromium for browser tests.
+APT_PACKAGES := libgl1 libglib2.0-0 libegl1 libgl1-mesa-dri libegl-mesa0 chromium
+BODY4D_HOST ?= 127.0.0.1
+BODY4D_PORT ?= 7860
+export BODY4D_HOST BODY4D_PORT
+
+.PHONY: test run setup system-deps lint format bench clean-venv
+
+test: setup lint
+	$(PY) -m pytest -q
+
+run: setup
+	$(PY) app.py
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) benchmarks/video_io.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,96 @@
+"""Command-line entry point: ``body4d probe VIDEO``, ``body4d run ...``, ``body4d check``.
+
+Exit codes: 0 success, 2 bad input (the reason is printed on stderr), 1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from body4d import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from body4d.video import VideoError, probe
+
+    try:
+        info = probe(args.video)
+    except VideoError as exc:
+        print(f"body4d probe: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = {
+        "frames": info.n_frames,
+        "fps": float(info.fps),
+        "fps_exact": f"{info.fps.numerator}/{info.fps.denominator}",
+        "width": info.width,
+        "height": info.height,
+        "codec": info.codec,
+        "duration": round(info.duration, 6),
+        "rotation": info.rotation,
+    }
+    print(json.dumps(out))
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from body4d.config import ConfigError, load_config
+    from models.registry import checkpoint_report
+
+    try:
+        cfg = load_config(args.config, overrides=args.set)
+    except ConfigError as exc:
+        print(f"body4d check: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    report = checkpoint_report(cfg)
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="body4d", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"body4d {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("probe", help="print {frames, fps, width, height, codec, duration} of a video as JSON")
+    p.add_argument("video", help="video file or frame folder")
+    p.set_defaults(func=_probe)
+
+    c = sub.add_parser("check", help="validate the config and list missing checkpoints with the fix")
+    c.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    c.set_defaults(func=_check)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands whose modules arrive with later stages."""
+    try:
+        from body4d.cli_run import add_run_parser
+    except ImportError:
+        return
+    add_run_parser(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

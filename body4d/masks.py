@@ -1,0 +1,191 @@
+"""Label maps and masks: palette PNG I/O (DAVIS palette), per-id masks, boxes, overlays.
+
+A label map is ``uint8[H, W]``: pixel value = object id (1..255), 0 = background. Every
+visualisation (mask overlays, meshes, the UI) colours object ``k`` with `color_for(k)`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from body4d.types import Click
+
+MAX_OBJ_ID = 255
+
+
+def _davis_palette() -> np.ndarray:
+    """The 256-entry DAVIS palette (bit-interleaved, as in the PASCAL VOC/DAVIS tools)."""
+    pal = np.zeros((256, 3), dtype=np.uint8)
+    for i in range(256):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+DAVIS_PALETTE = _davis_palette()
+
+# Display colours (the original's colormap entries k+4): 1 orange, 2 yellow, 3 purple, 4 green,
+# 5 sky blue, 6 dark red; further ids cycle through a golden-angle hue sequence.
+_BASE_COLORS = np.array(
+    [(216, 82, 24), (236, 176, 31), (125, 46, 141), (118, 171, 47), (76, 189, 237), (161, 19, 46)],
+    dtype=np.uint8,
+)
+
+
+def color_for(obj_id: int) -> tuple[int, int, int]:
+    """RGB display colour of object ``obj_id`` (>= 1), the same everywhere in body4d."""
+    if obj_id < 1:
+        raise ValueError(f"object ids start at 1, got {obj_id}")
+    if obj_id <= len(_BASE_COLORS):
+        r, g, b = _BASE_COLORS[obj_id - 1]
+        return int(r), int(g), int(b)
+    hue = (obj_id * 0.618033988749895) % 1.0
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.92)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def encode_palette_png(labels: np.ndarray) -> bytes:
+    """PNG bytes of a label map in palette mode (DAVIS palette, pixel = object id)."""
+    labels = _check_labels(labels)
+    im = Image.fromarray(labels, mode="P")
+    im.putpalette(DAVIS_PALETTE.tobytes())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def write_palette_png(path: str | Path, labels: np.ndarray) -> Path:
+    """Write a label map as a palette PNG (not atomic; `RunDir` wraps it atomically)."""
+    path = Path(path)
+    path.write_bytes(encode_palette_png(labels))
+    return path
+
+
+def read_palette_png(path: str | Path) -> np.ndarray:
+    """Read a label map from a palette PNG (or a single-channel PNG): ``uint8[H, W]``.
+
+    Raises:
+        ValueError: the file is an RGB image or otherwise not a label map.
+    """
+    path = Path(path)
+    with Image.open(path) as im:
+        if im.mode in ("P", "L"):
+            return np.asarray(im, dtype=np.uint8).copy()
+        if im.mode == "1":
+            return np.asarray(im, dtype=np.uint8).copy()
+        raise ValueError(
+            f"{path} is a {im.mode} image, not a label map: save masks as palette ('P') or "
+            "greyscale ('L') PNGs whose pixel values are object ids"
+        )
+
+
+def labels_to_masks(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Split a label map into ``{obj_id: bool[H, W]}`` for every id present (sorted)."""
+    labels = _check_labels(labels)
+    return {int(i): labels == i for i in np.unique(labels) if i != 0}
+
+
+def masks_to_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Merge per-id boolean masks into a label map; where masks overlap the higher id wins.
+
+    Args:
+        masks: ``{obj_id: bool[H, W]}`` with ids in 1..255.
+        shape: ``(H, W)`` of the label map.
+    """
+    labels = np.zeros(shape, dtype=np.uint8)
+    for obj_id in sorted(masks):
+        if not 1 <= obj_id <= MAX_OBJ_ID:
+            raise ValueError(f"object id {obj_id} is outside 1..{MAX_OBJ_ID}")
+        mask = np.asarray(masks[obj_id], dtype=bool)
+        if mask.shape != tuple(shape):
+            raise ValueError(f"mask of object {obj_id} is {mask.shape}, expected {tuple(shape)}")
+        labels[mask] = obj_id
+    return labels
+
+
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Tight box ``(x0, y0, x1, y1)`` in pixels (x1, y1 exclusive) of a boolean mask, or None if empty."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if ys.size == 0:
+        return None
+    xs = np.flatnonzero(mask.any(axis=0))
+    return float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)
+
+
+def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5, contour: bool = True) -> np.ndarray:
+    """Paint every object of ``labels`` on ``frame`` in its colour, with a white contour.
+
+    Args:
+        frame: RGB ``uint8[H, W, 3]``.
+        labels: ``uint8[H, W]`` label map of the same size.
+        alpha: opacity of the colour fill.
+        contour: draw a 2-px white outline around each object.
+    """
+    labels = _check_labels(labels)
+    if frame.shape[:2] != labels.shape:
+        raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
+    out = frame.astype(np.float32)
+    for obj_id in np.unique(labels):
+        if obj_id == 0:
+            continue
+        mask = labels == obj_id
+        color = np.array(color_for(int(obj_id)), dtype=np.float32)
+        out[mask] = out[mask] * (1 - alpha) + color * alpha
+        if contour:
+            edge = mask & ~ndimage.binary_erosion(mask, iterations=2, border_value=0)
+            out[edge] = 255.0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def visualise_masks(frame: np.ndarray, labels: np.ndarray, background_alpha: float = 0.5) -> np.ndarray:
+    """`masks_vis/` image: objects in full colour of the frame, background whitened by ``background_alpha``."""
+    labels = _check_labels(labels)
+    out = frame.astype(np.float32)
+    bg = labels == 0
+    out[bg] = out[bg] * (1 - background_alpha) + 255.0 * background_alpha
+    return overlay(np.clip(out + 0.5, 0, 255).astype(np.uint8), labels, alpha=0.35)
+
+
+def draw_clicks(frame: np.ndarray, clicks: Iterable[Click]) -> np.ndarray:
+    """Draw click markers: green disc with '+' for positive, red with '-' for negative."""
+    out = frame.copy()
+    h, w = out.shape[:2]
+    radius = max(6, int(round(0.015 * min(h, w))))
+    yy, xx = np.ogrid[:h, :w]
+    for click in clicks:
+        cx, cy = int(round(click.x)), int(round(click.y))
+        d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+        fill = (60, 200, 80) if click.positive else (220, 60, 60)
+        out[d2 <= radius**2] = (255, 255, 255)
+        out[d2 <= (radius - 2) ** 2] = fill
+        arm = max(2, radius // 2)
+        y0, y1 = max(0, cy - 1), min(h, cy + 1)
+        out[y0:y1, max(0, cx - arm) : min(w, cx + arm + 1)] = (255, 255, 255)
+        if click.positive:
+            x0, x1 = max(0, cx - 1), min(w, cx + 1)
+            out[max(0, cy - arm) : min(h, cy + arm + 1), x0:x1] = (255, 255, 255)
+    return out
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"a label map is HxW, got shape {labels.shape}")
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > MAX_OBJ_ID):
+            raise ValueError(f"label values must be 0..{MAX_OBJ_ID}, got {labels.min()}..{labels.max()}")
+        labels = labels.astype(np.uint8)
+    return labels

@@ -1,0 +1,150 @@
+"""Frozen dataclasses that cross stage boundaries (numpy only, never torch).
+
+Conventions used everywhere in body4d:
+- images are RGB ``uint8`` arrays of shape ``(H, W, 3)``;
+- object ids are integers ``>= 1``; ``0`` is background in label maps;
+- frame indices are 0-based; spans are half-open ``[start, stop)``;
+- pixel coordinates are in the original video resolution;
+- 3D quantities are in metres in the OpenCV camera frame (x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a probe learns about a video or a frame folder.
+
+    Attributes:
+        path: the video file or frame folder.
+        fps: exact frame rate (e.g. ``Fraction(30000, 1001)`` for 29.97 fps).
+        n_frames: number of decodable frames.
+        height: frame height in pixels after rotation metadata is applied.
+        width: frame width in pixels after rotation metadata is applied.
+        codec: codec name (``"png"``/``"jpeg"``/``"bmp"`` for frame folders).
+        rotation: clockwise rotation in degrees applied to the stored frames (0, 90, 180, 270).
+    """
+
+    path: Path
+    fps: Fraction
+    n_frames: int
+    height: int
+    width: int
+    codec: str
+    rotation: int = 0
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds (``n_frames / fps``)."""
+        return float(self.n_frames / self.fps) if self.fps else 0.0
+
+
+@dataclass(frozen=True)
+class Click:
+    """One point prompt on one frame.
+
+    Attributes:
+        frame: 0-based frame index.
+        x: column in pixels (original resolution).
+        y: row in pixels (original resolution).
+        positive: ``True`` for a foreground click (label 1), ``False`` for background (label 0).
+    """
+
+    frame: int
+    x: float
+    y: float
+    positive: bool = True
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Point prompts per object id: ``{obj_id: (Click, ...)}``."""
+
+    clicks: dict[int, tuple[Click, ...]] = field(default_factory=dict)
+
+    @property
+    def obj_ids(self) -> list[int]:
+        """Sorted object ids that have at least one click."""
+        return sorted(k for k, v in self.clicks.items() if v)
+
+
+@dataclass(frozen=True)
+class MaskTrack:
+    """Per-frame label maps for all tracked objects.
+
+    Attributes:
+        obj_ids: sorted object ids present in the track (even if empty on some frames).
+        labels: ``uint8[T, H, W]`` (array or memmap); pixel value = object id, 0 = background.
+    """
+
+    obj_ids: tuple[int, ...]
+    labels: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole camera intrinsics.
+
+    Attributes:
+        K: ``float64[3, 3]`` in pixels, ``fx == fy`` (square pixels), principal point ``(cx, cy)``.
+        width: image width in pixels the intrinsics refer to.
+        height: image height in pixels.
+        source: how they were obtained (``"moge"`` or ``"default"``).
+    """
+
+    K: np.ndarray
+    width: int
+    height: int
+    source: str = "default"
+
+    @property
+    def focal(self) -> float:
+        return float(self.K[0, 0])
+
+    @property
+    def principal_point(self) -> tuple[float, float]:
+        return float(self.K[0, 2]), float(self.K[1, 2])
+
+
+@dataclass(frozen=True)
+class OcclusionReport:
+    """Occlusion decision per frame and object.
+
+    Attributes:
+        obj_ids: object ids, column order of the arrays.
+        iou: ``float32[T, N]`` IoU(visible, amodal); NaN where not evaluated.
+        occluded: ``bool[T, N]``.
+        spans: per object id, half-open ``(start, stop)`` frame windows to complete.
+    """
+
+    obj_ids: tuple[int, ...]
+    iou: np.ndarray
+    occluded: np.ndarray
+    spans: dict[int, tuple[tuple[int, int], ...]]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Completed appearance of one occluded object over one window.
+
+    Attributes:
+        obj_id: object id.
+        span: half-open global frame window ``(start, stop)``.
+        rgb: ``uint8[L, H, W, 3]`` completed person on white, original resolution.
+        amodal: ``bool[L, H, W]`` amodal (full-body) mask.
+    """
+
+    obj_id: int
+    span: tuple[int, int]
+    rgb: np.ndarray
+    amodal: np.ndarray

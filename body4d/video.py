@@ -1,0 +1,457 @@
+"""Probe, decode and encode videos and frame folders (PyAV; no system ffmpeg needed).
+
+Decoding is lazy: `open_video()` reads only the container index; `Video.frame(i)` seeks to the
+keyframe before frame ``i`` and decodes forward, and sequential access (iteration, `chunks`)
+decodes each frame once, so memory does not grow with the video's length.
+
+Frames come out as RGB ``uint8[H, W, 3]`` at native resolution with the container's rotation
+metadata applied. With ``max_side`` set, frames whose longer side exceeds it are downscaled
+(aspect kept, both sides rounded to even numbers) by the decoder's scaler.
+
+Encoding writes H.264 (libx264, yuv420p, ``+faststart``) at the exact input frame rate; odd
+frame sizes are padded by one replicated edge pixel because yuv420p needs even sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageOps
+
+from body4d.types import VideoInfo
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# Frame folders carry no timing; this rate is used unless the caller passes one.
+DEFAULT_FOLDER_FPS = Fraction(30)
+# Frames decoded past the target before giving up on a seek (broken timestamps).
+_MAX_SEEK_DECODE = 10_000
+
+
+class VideoError(ValueError):
+    """A video or frame folder that cannot be used; the message says why and what to do."""
+
+
+def probe(path: str | Path, *, folder_fps: Fraction = DEFAULT_FOLDER_FPS) -> VideoInfo:
+    """Describe a video file or a frame folder without decoding its frames.
+
+    Args:
+        path: video file (mp4/mov/avi/mkv/webm/m4v) or folder of jpg/jpeg/png/bmp frames.
+        folder_fps: frame rate assigned to a frame folder.
+
+    Returns:
+        `VideoInfo` with the exact fps, frame count and the displayed (rotated) size.
+
+    Raises:
+        VideoError: missing path, unsupported extension, unreadable or truncated file, no frames.
+    """
+    return _open_source(Path(path), folder_fps).info
+
+
+def open_video(
+    path: str | Path,
+    *,
+    max_frames: int = 0,
+    max_side: int = 0,
+    folder_fps: Fraction = DEFAULT_FOLDER_FPS,
+) -> Video:
+    """Open a video or frame folder for lazy decoding.
+
+    Args:
+        path: video file or frame folder.
+        max_frames: refuse inputs with more frames than this (0 = no limit).
+        max_side: downscale frames whose longer side exceeds this many pixels (0 = native).
+        folder_fps: frame rate assigned to a frame folder.
+
+    Raises:
+        VideoError: as `probe`, or the video is longer than ``max_frames``.
+    """
+    source = _open_source(Path(path), folder_fps)
+    info = source.info
+    if max_frames and info.n_frames > max_frames:
+        raise VideoError(
+            f"{info.path} has {info.n_frames} frames, more than video.max_frames={max_frames}: "
+            f"trim the video or raise the limit with --set video.max_frames={info.n_frames}"
+        )
+    return Video(source, max_side)
+
+
+class Video:
+    """Lazily decoded frames of one video or frame folder.
+
+    `frame(i)` gives random access; iteration and `chunks(n)` stream frames in order.
+    `info` describes the frames as delivered (after downscaling).
+    """
+
+    def __init__(self, source: _Source, max_side: int = 0) -> None:
+        self._source = source
+        src = source.info
+        self.size = _scaled_size(src.width, src.height, max_side)
+        w, h = self.size
+        self.info = VideoInfo(
+            path=src.path, fps=src.fps, n_frames=src.n_frames, height=h, width=w,
+            codec=src.codec, rotation=src.rotation,
+        )
+        if (w, h) != (src.width, src.height):
+            log.info("downscaling %s from %dx%d to %dx%d (video.max_side)", src.path, src.width, src.height, w, h)
+
+    def __len__(self) -> int:
+        return self.info.n_frames
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the decoder (reopened on the next access)."""
+        self._source.close()
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` (0-based) as RGB ``uint8[H, W, 3]``.
+
+        Raises:
+            IndexError: index outside ``[0, len)``.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} is outside the video (0..{len(self) - 1})")
+        return self._source.frame(index, self.size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._source.iterate(0, len(self), self.size)
+
+    def iter_range(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Frames ``[start, stop)`` in order, each decoded once."""
+        start, stop = max(0, start), min(len(self), stop)
+        return self._source.iterate(start, stop, self.size)
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Consecutive blocks of at most ``size`` frames: ``(start_index, uint8[n, H, W, 3])``."""
+        if size < 1:
+            raise ValueError(f"chunk size must be at least 1, got {size}")
+        block: list[np.ndarray] = []
+        start = 0
+        for i, frame in enumerate(self):
+            if not block:
+                start = i
+            block.append(frame)
+            if len(block) == size:
+                yield start, np.stack(block)
+                block = []
+        if block:
+            yield start, np.stack(block)
+
+
+def encode_video(
+    frames: Iterable[np.ndarray],
+    path: str | Path,
+    fps: Fraction | float | int,
+    *,
+    crf: int = 18,
+) -> Path:
+    """Encode RGB frames to a browser-playable H.264 mp4 (yuv420p, +faststart).
+
+    Args:
+        frames: RGB ``uint8[H, W, 3]`` frames, all the same size.
+        path: output ``.mp4`` path; written to a temporary file and renamed into place.
+        fps: exact frame rate (a Fraction keeps 30000/1001 exact).
+        crf: x264 constant rate factor.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        VideoError: no frames, or frames of different sizes or types.
+    """
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1_000_000)
+    if rate <= 0:
+        raise VideoError(f"cannot encode at {fps} fps: the frame rate must be positive")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.mp4", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    count = 0
+    try:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            stream = out.add_stream("libx264", rate=rate)
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = 1 / rate
+            stream.options = {"crf": str(crf), "preset": "medium"}
+            shape = None
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                    raise VideoError(
+                        f"frame {count} is {frame.dtype} {frame.shape}; expected RGB uint8 HxWx3"
+                    )
+                if shape is None:
+                    shape = frame.shape
+                    stream.height = shape[0] + shape[0] % 2
+                    stream.width = shape[1] + shape[1] % 2
+                elif frame.shape != shape:
+                    raise VideoError(
+                        f"frame {count} is {frame.shape[1]}x{frame.shape[0]} but the video is "
+                        f"{shape[1]}x{shape[0]}: all frames of one video must have the same size"
+                    )
+                if shape[0] % 2 or shape[1] % 2:
+                    frame = np.pad(frame, ((0, shape[0] % 2), (0, shape[1] % 2), (0, 0)), mode="edge")
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                vf.pts = count
+                out.mux(stream.encode(vf))
+                count += 1
+            if count == 0:
+                raise VideoError(f"no frames to encode into {path}")
+            out.mux(stream.encode(None))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class _Source:
+    info: VideoInfo
+
+    def frame(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def iterate(self, start: int, stop: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to release by default."""
+
+
+def _open_source(path: Path, folder_fps: Fraction) -> _Source:
+    if not path.exists():
+        raise VideoError(f"{path} does not exist: check the path of the video or frame folder")
+    if path.is_dir():
+        return _FolderSource(path, Fraction(folder_fps))
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise VideoError(
+            f"{path.name} has the unsupported extension {path.suffix or '(none)'!r}: use a video "
+            f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of {', '.join(IMAGE_EXTENSIONS)} frames"
+        )
+    return _FileSource(path)
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+class _FolderSource(_Source):
+    def __init__(self, path: Path, fps: Fraction) -> None:
+        files = sorted(
+            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+            key=lambda p: _natural_key(p.name),
+        )
+        if not files:
+            raise VideoError(
+                f"folder {path} holds no frames: put {', '.join(IMAGE_EXTENSIONS)} images in it"
+            )
+        sizes: dict[tuple[int, int], str] = {}
+        codecs = set()
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    size = _oriented_size(im)
+                    codecs.add((im.format or f.suffix[1:]).lower())
+            except OSError as exc:
+                raise VideoError(f"{f} is not a readable image ({exc}): replace or remove it") from exc
+            sizes.setdefault(size, f.name)
+        if len(sizes) > 1:
+            listed = "; ".join(f"{w}x{h} (e.g. {n})" for (w, h), n in sizes.items())
+            raise VideoError(
+                f"frames in {path} have different sizes: {listed}. Resize them to one size first"
+            )
+        (w, h), = sizes
+        self.files = files
+        self.info = VideoInfo(
+            path=path, fps=fps, n_frames=len(files), height=h, width=w, codec="/".join(sorted(codecs))
+        )
+
+    def _load(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        with Image.open(self.files[index]) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            if im.size != size:
+                im = im.resize(size, Image.Resampling.LANCZOS)
+            return np.asarray(im)
+
+    def frame(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        return self._load(index, size)
+
+    def iterate(self, start: int, stop: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+        for i in range(start, stop):
+            yield self._load(i, size)
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    orientation = im.getexif().get(0x0112, 1)
+    w, h = im.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+class _FileSource(_Source):
+    """A container file with a frame-index -> pts table built by demuxing (no decoding)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._container: av.container.InputContainer | None = None
+        self._next_index = -1  # index of the frame the open decoder yields next
+        self._decoder: Iterator[av.VideoFrame] | None = None
+        try:
+            container = av.open(str(path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise VideoError(
+                f"{path} cannot be read as a video ({_reason(exc)}): it is not a video, is damaged, "
+                "or uses an unknown container; re-export it as H.264 mp4"
+            ) from exc
+        try:
+            if not container.streams.video:
+                raise VideoError(f"{path} has no video stream: pick a file with video in it")
+            stream = container.streams.video[0]
+            fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+            if not fps or fps <= 0:
+                raise VideoError(f"{path} declares no frame rate: re-export it with a fixed frame rate")
+            fps = Fraction(fps)
+            declared = stream.frames
+            pts: list[int] = []
+            try:
+                for packet in container.demux(stream):
+                    if packet.size and packet.pts is not None:
+                        pts.append(int(packet.pts))
+                    elif packet.size:
+                        pts.append(len(pts))
+            except av.FFmpegError as exc:
+                raise VideoError(
+                    f"{path} is damaged after {len(pts)} frames ({_reason(exc)}): re-download or re-export it"
+                ) from exc
+            if not pts:
+                raise VideoError(f"{path} contains zero frames: pick a video that has frames")
+            if declared and len(pts) < declared:
+                raise VideoError(
+                    f"{path} is truncated: its header promises {declared} frames but only {len(pts)} "
+                    "are present; re-download or re-export the file"
+                )
+            ctx = stream.codec_context
+            width, height = ctx.width, ctx.height
+            codec = ctx.name
+            time_base = stream.time_base
+        finally:
+            container.close()
+        self.pts = sorted(pts)
+        self.time_base = time_base
+        self._first_frame = self._decode_first()
+        rotation = int(getattr(self._first_frame, "rotation", 0) or 0) % 360
+        if rotation in (90, 270):
+            width, height = height, width
+        self.rotation = rotation
+        self.info = VideoInfo(
+            path=path, fps=fps, n_frames=len(self.pts), height=height, width=width,
+            codec=codec, rotation=rotation,
+        )
+
+    def _decode_first(self) -> av.VideoFrame:
+        try:
+            with av.open(str(self.path)) as c:
+                for frame in c.decode(video=0):
+                    return frame
+        except av.FFmpegError as exc:
+            raise VideoError(f"{self.path} cannot be decoded ({_reason(exc)}): re-export it as H.264 mp4") from exc
+        raise VideoError(f"{self.path} contains zero decodable frames: pick a video that has frames")
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container = None
+        self._decoder = None
+        self._next_index = -1
+
+    def _to_rgb(self, frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+        w, h = size
+        if self.rotation in (90, 270):
+            w, h = h, w
+        if (frame.width, frame.height) != (w, h):
+            frame = frame.reformat(width=w, height=h, interpolation="AREA")
+        rgb = frame.to_ndarray(format="rgb24")
+        if self.rotation:
+            # Display matrix rotation is counter-clockwise in FFmpeg's convention.
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rotation // 90))
+        return rgb
+
+    def _seek_to(self, index: int) -> None:
+        self.close()
+        self._container = av.open(str(self.path))
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if index > 0:
+            self._container.seek(self.pts[index], stream=stream, backward=True, any_frame=False)
+        self._decoder = self._container.decode(stream)
+        self._next_index = -1 if index > 0 else 0
+        self._target = index
+
+    def frame(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        if index != self._next_index or self._decoder is None:
+            self._seek_to(index)
+        return self._to_rgb(self._advance_to(index), size)
+
+    def _advance_to(self, index: int) -> av.VideoFrame:
+        assert self._decoder is not None
+        target_pts = self.pts[index]
+        skipped = 0
+        try:
+            for frame in self._decoder:
+                if self._next_index >= 0:
+                    current = self._next_index
+                else:
+                    # After a seek, position is known from the pts of the decoded frame.
+                    if frame.pts is None:
+                        raise VideoError(f"{self.path} has frames without timestamps: re-export it")
+                    current = _bisect(self.pts, int(frame.pts))
+                self._next_index = current + 1
+                if current == index or (frame.pts is not None and frame.pts >= target_pts):
+                    return frame
+                skipped += 1
+                if skipped > _MAX_SEEK_DECODE:
+                    break
+        except av.FFmpegError as exc:
+            raise VideoError(f"{self.path} is damaged near frame {index} ({_reason(exc)}): re-export it") from exc
+        self.close()
+        raise VideoError(f"{self.path}: frame {index} could not be decoded; the file may be truncated")
+
+    def iterate(self, start: int, stop: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+        for i in range(start, stop):
+            yield self.frame(i, size)
+
+
+def _bisect(sorted_pts: list[int], value: int) -> int:
+    import bisect
+
+    i = bisect.bisect_left(sorted_pts, value)
+    return min(i, len(sorted_pts) - 1)
+
+
+def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    even = lambda v: max(2, int(round(v * scale / 2)) * 2)  # noqa: E731
+    return even(width), even(height)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__

@@ -1,0 +1,138 @@
+"""Which checkpoints the pipeline needs, whether they are present, and device/dtype choice.
+
+Nothing here loads a network; adapters in this package do. The app and `body4d check` use
+`checkpoint_report()` to say exactly what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from body4d.config import Config
+
+log = logging.getLogger(__name__)
+
+# Written by body4d.testing.tiny_checkpoints into every tiny test checkpoint folder.
+TINY_MARKER = "BODY4D_TINY_TEST_CHECKPOINT"
+SETUP_HINT = "python scripts/setup.py --ckpt-root {root}"
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``"auto"`` → cuda if available, else mps, else cpu; otherwise ``torch.device(spec)``.
+
+    Raises:
+        ValueError: an unknown device string, or CUDA requested on a machine without it.
+    """
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise ValueError(f"runtime.device={spec!r} is not a device: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"runtime.device={spec!r} but CUDA is not available here: use runtime.device=auto or cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Network precision for ``name`` (fp32/bf16/fp16); half precision falls back to fp32 on CPU."""
+    if name not in _DTYPES:
+        raise ValueError(f"runtime.dtype={name!r} is not one of {', '.join(_DTYPES)}")
+    dtype = _DTYPES[name]
+    if device.type == "cpu" and dtype != torch.float32:
+        log.info("runtime.dtype=%s on CPU: using fp32 (half precision is slow or unsupported there)", name)
+        return torch.float32
+    return dtype
+
+
+@dataclass(frozen=True)
+class CheckpointStatus:
+    """One required checkpoint file or folder.
+
+    Attributes:
+        name: human name of the model.
+        path: where the config expects it.
+        present: the file exists (or the folder exists and is not empty).
+        needed_for: what the model does in the pipeline.
+        gated: the Hugging Face repository needs an accepted licence and HF_TOKEN.
+        tiny: it is a tiny random test checkpoint (useless for real results).
+    """
+
+    name: str
+    path: Path
+    present: bool
+    needed_for: str
+    gated: bool
+    tiny: bool
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    items: tuple[CheckpointStatus, ...]
+    ckpt_root: Path
+
+    @property
+    def ok(self) -> bool:
+        return all(i.present for i in self.items)
+
+    @property
+    def missing(self) -> tuple[CheckpointStatus, ...]:
+        return tuple(i for i in self.items if not i.present)
+
+    @property
+    def uses_tiny(self) -> bool:
+        return any(i.tiny for i in self.items if i.present)
+
+    def text(self) -> str:
+        """Human-readable status: one line per checkpoint, then the fix if anything is missing."""
+        lines = []
+        for i in self.items:
+            mark = "ok" if i.present else "MISSING"
+            extra = " (TINY TEST CHECKPOINT: random weights, results are meaningless)" if i.tiny else ""
+            lines.append(f"[{mark}] {i.name}: {i.path}{extra} — {i.needed_for}")
+        if self.missing:
+            lines.append(
+                f"Missing checkpoints: run `{SETUP_HINT.format(root=self.ckpt_root)}` "
+                "(SAM-3 and SAM-3D-Body are gated: accept their licences on Hugging Face and set HF_TOKEN first)."
+            )
+        else:
+            lines.append("All checkpoints present.")
+        return "\n".join(lines)
+
+
+def checkpoint_report(cfg: Config) -> CheckpointReport:
+    """Status of every checkpoint the configuration asks for."""
+    s3b = cfg.sam_3d_body
+    entries: list[tuple[str, str, str, bool]] = [
+        ("SAM-3 (facebook/sam3)", cfg.sam3.ckpt_path, "clicks, mask propagation, person detection", True),
+        ("SAM-3D-Body weights", s3b.ckpt_path, "3D body mesh recovery", True),
+        ("SAM-3D-Body config", s3b.config_path, "3D body mesh recovery", True),
+        ("MHR body model", s3b.mhr_path, "3D body mesh recovery", True),
+    ]
+    if s3b.fov_path:
+        entries.append(("MoGe-2 ViT-L normal", s3b.fov_path, "camera intrinsics", False))
+    if cfg.completion.enable:
+        c = cfg.completion
+        entries += [
+            ("Diffusion-VAS amodal segmentation", c.model_path_mask, "occlusion detection", False),
+            ("Diffusion-VAS content completion", c.model_path_rgb, "occlusion completion", False),
+            ("Depth Anything V2 Large", c.model_path_depth, "occlusion depth condition", False),
+        ]
+    items = []
+    for name, path_str, needed_for, gated in entries:
+        path = Path(path_str)
+        present = path.is_file() and path.stat().st_size > 0 or (path.is_dir() and any(path.iterdir()))
+        folder = path if path.is_dir() else path.parent
+        tiny = present and any((p / TINY_MARKER).exists() for p in (folder, *folder.parents[:2]))
+        items.append(CheckpointStatus(name, path, bool(present), needed_for, gated, tiny))
+    return CheckpointReport(tuple(items), Path(cfg.paths.ckpt_root))

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real street clip and synthetic videos/frame folders."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from body4d.video import encode_video
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VTEST = SHARED / "data" / "vtest.avi"
+
+
+@pytest.fixture(scope="session")
+def vtest() -> Path:
+    """The real multi-person street clip (795 frames, 10 fps, 768x576, MS-MPEG4 in AVI)."""
+    assert VTEST.is_file(), f"{VTEST} is missing: the shared/ folder must sit beside the repository"
+    return VTEST
+
+
+def gradient_frames(n: int, height: int, width: int) -> list[np.ndarray]:
+    """Frames whose mean brightness encodes the frame index (index * 8), for order checks."""
+    frames = []
+    for i in range(n):
+        f = np.full((height, width, 3), (i * 8) % 256, dtype=np.uint8)
+        f[:, : max(1, width // 8), 1] = 255  # a green band on the left marks orientation
+        frames.append(f)
+    return frames
+
+
+@pytest.fixture
+def make_video(tmp_path: Path):
+    """Write a synthetic H.264 mp4: ``make_video(n, h, w, fps) -> Path``."""
+
+    def _make(n: int = 10, height: int = 64, width: int = 96, fps=Fraction(25), name: str = "clip.mp4") -> Path:
+        return encode_video(gradient_frames(n, height, width), tmp_path / name, fps)
+
+    return _make
+
+
+def set_mp4_rotation(src: Path, dst: Path, clockwise_degrees: int) -> Path:
+    """Copy an mp4 with its track matrix set to display the frames rotated clockwise (like phones do)."""
+    data = bytearray(src.read_bytes())
+    i = data.find(b"tkhd")
+    version = data[i + 4]
+    off = i + 8 + (20 if version == 0 else 32) + 16
+    one, w = 0x10000, 0x40000000
+    matrices = {
+        90: (0, one, 0, -one, 0, 0, 0, 0, w),
+        180: (-one, 0, 0, 0, -one, 0, 0, 0, w),
+        270: (0, -one, 0, one, 0, 0, 0, 0, w),
+    }
+    data[off : off + 36] = struct.pack(">9i", *matrices[clockwise_degrees])
+    dst.write_bytes(bytes(data))
+    return dst

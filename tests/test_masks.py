@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from body4d import masks
+from body4d.types import Click
+
+
+def test_palette_round_trip_all_ids(tmp_path: Path) -> None:
+    labels = np.arange(256, dtype=np.uint8).reshape(16, 16)  # ids 1..255 + background
+    path = masks.write_palette_png(tmp_path / "m.png", labels)
+    with Image.open(path) as im:
+        assert im.mode == "P"
+        assert im.getpalette()[: 3 * 4] == [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]  # DAVIS
+    assert np.array_equal(masks.read_palette_png(path), labels)
+
+
+def test_read_rejects_rgb(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="not a label map"):
+        masks.read_palette_png(tmp_path / "rgb.png")
+
+
+def test_labels_masks_round_trip_and_overlap_rule() -> None:
+    a = np.zeros((8, 8), bool)
+    a[:4] = True
+    b = np.zeros((8, 8), bool)
+    b[2:6] = True
+    labels = masks.masks_to_labels({3: a, 7: b}, (8, 8))
+    assert labels[0, 0] == 3 and labels[3, 0] == 7 and labels[7, 0] == 0  # higher id wins
+    split = masks.labels_to_masks(labels)
+    assert sorted(split) == [3, 7]
+    assert split[3].sum() == 16 and split[7].sum() == 32
+
+
+def test_masks_to_labels_validates() -> None:
+    with pytest.raises(ValueError, match="outside 1..255"):
+        masks.masks_to_labels({0: np.ones((2, 2), bool)}, (2, 2))
+    with pytest.raises(ValueError, match="expected"):
+        masks.masks_to_labels({1: np.ones((3, 2), bool)}, (2, 2))
+
+
+def test_mask_box() -> None:
+    m = np.zeros((10, 20), bool)
+    assert masks.mask_box(m) is None
+    m[2:5, 7:11] = True
+    assert masks.mask_box(m) == (7.0, 2.0, 11.0, 5.0)
+
+
+def test_colors_stable_and_distinct() -> None:
+    assert masks.color_for(1) == (216, 82, 24)
+    assert masks.color_for(2) == (236, 176, 31)
+    colours = {masks.color_for(i) for i in range(1, 41)}
+    assert len(colours) == 40
+    with pytest.raises(ValueError):
+        masks.color_for(0)
+
+
+def test_overlay_paints_only_objects() -> None:
+    frame = np.full((20, 20, 3), 100, np.uint8)
+    labels = np.zeros((20, 20), np.uint8)
+    labels[5:15, 5:15] = 1
+    out = masks.overlay(frame, labels, alpha=0.5, contour=True)
+    assert (out[0, 0] == 100).all()
+    assert tuple(out[10, 10]) == (158, 91, 62)  # half-way to orange
+    assert (out[5, 10] == 255).all()  # contour
+    with pytest.raises(ValueError, match="differ in size"):
+        masks.overlay(frame, labels[:10])
+
+
+def test_draw_clicks_marks_positive_and_negative() -> None:
+    frame = np.zeros((100, 100, 3), np.uint8)
+    out = masks.draw_clicks(frame, [Click(0, 20, 20, True), Click(0, 70, 70, False)])
+    assert out[20, 20].tolist() == [255, 255, 255]  # plus sign centre
+    assert out[22, 23][1] > out[22, 23][0]  # green fill near the positive click
+    assert out[72, 73][0] > out[72, 73][1]  # red fill near the negative click
+    assert (out[50, 50] == 0).all()
