@@ -110,6 +110,13 @@ class CheckpointReport:
         return "\n".join(lines)
 
 
+def _present(path: Path) -> bool:
+    """A non-empty file, or a model folder holding at least one JSON config (not just download debris)."""
+    if path.is_file():
+        return path.stat().st_size > 0
+    return path.is_dir() and any(p.suffix == ".json" for p in path.rglob("*") if ".cache" not in p.parts)
+
+
 def checkpoint_report(cfg: Config) -> CheckpointReport:
     """Status of every checkpoint the configuration asks for."""
     s3b = cfg.sam_3d_body
@@ -131,7 +138,7 @@ def checkpoint_report(cfg: Config) -> CheckpointReport:
     items = []
     for name, path_str, needed_for, gated in entries:
         path = Path(path_str)
-        present = path.is_file() and path.stat().st_size > 0 or (path.is_dir() and any(path.iterdir()))
+        present = _present(path)
         folder = path if path.is_dir() else path.parent
         tiny = present and any((p / TINY_MARKER).exists() for p in (folder, *folder.parents[:2]))
         items.append(CheckpointStatus(name, path, bool(present), needed_for, gated, tiny))
