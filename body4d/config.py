@@ -252,7 +252,9 @@ def load_config(
     try:
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as exc:
-        raise ConfigError([f"cannot resolve an interpolation ({exc}): check the ${{...}} references"], str(path)) from exc
+        raise ConfigError(
+            [f"cannot resolve an interpolation ({exc}): check the ${{...}} references"], str(path)
+        ) from exc
     return _build(raw, str(path))
 
 

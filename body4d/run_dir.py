@@ -200,12 +200,18 @@ class RunDir:
 
     def save_labels(self, index: int, labels: np.ndarray, frame: np.ndarray | None = None) -> Path:
         """``masks/<index>.png`` (palette, pixel = id) and, given the frame, ``masks_vis/<index>.png``."""
-        path = self.write_bytes(Path("masks") / self.frame_name(index, ".png"), masklib.encode_palette_png(labels))
+        path = self.write_bytes(
+            Path("masks") / self.frame_name(index, ".png"), masklib.encode_palette_png(labels)
+        )
         if frame is not None:
-            self.write_image(Path("masks_vis") / self.frame_name(index, ".png"), masklib.visualise_masks(frame, labels))
+            self.write_image(
+                Path("masks_vis") / self.frame_name(index, ".png"), masklib.visualise_masks(frame, labels)
+            )
         return path
 
-    def write_video(self, name: str, frames: Iterable[np.ndarray], fps: Fraction | float, crf: int = 18) -> Path:
+    def write_video(
+        self, name: str, frames: Iterable[np.ndarray], fps: Fraction | float, crf: int = 18
+    ) -> Path:
         """Encode an H.264 mp4 ``name`` at the run root (atomic)."""
         return encode_video(frames, self.path(name), fps, crf=crf)
 
@@ -257,11 +263,17 @@ class RunDir:
             yield handle
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, KeyboardInterrupt | StageCancelled) else "failed"
-            self._set_stage(name, status=status, seconds=round(time.time() - started, 3),
-                            error=f"{type(exc).__name__}: {exc}", finished=_now())
+            self._set_stage(
+                name,
+                status=status,
+                seconds=round(time.time() - started, 3),
+                error=f"{type(exc).__name__}: {exc}",
+                finished=_now(),
+            )
             raise
-        self._set_stage(name, status="done", seconds=round(time.time() - started, 3), finished=_now(),
-                        **handle.extra)
+        self._set_stage(
+            name, status="done", seconds=round(time.time() - started, 3), finished=_now(), **handle.extra
+        )
 
     def _set_stage(self, name: str, **fields: Any) -> None:
         with self._lock:

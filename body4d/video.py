@@ -99,11 +99,18 @@ class Video:
         self.size = _scaled_size(src.width, src.height, max_side)
         w, h = self.size
         self.info = VideoInfo(
-            path=src.path, fps=src.fps, n_frames=src.n_frames, height=h, width=w,
-            codec=src.codec, rotation=src.rotation,
+            path=src.path,
+            fps=src.fps,
+            n_frames=src.n_frames,
+            height=h,
+            width=w,
+            codec=src.codec,
+            rotation=src.rotation,
         )
         if (w, h) != (src.width, src.height):
-            log.info("downscaling %s from %dx%d to %dx%d (video.max_side)", src.path, src.width, src.height, w, h)
+            log.info(
+                "downscaling %s from %dx%d to %dx%d (video.max_side)", src.path, src.width, src.height, w, h
+            )
 
     def __len__(self) -> int:
         return self.info.n_frames
@@ -260,9 +267,7 @@ class _FolderSource(_Source):
             key=lambda p: _natural_key(p.name),
         )
         if not files:
-            raise VideoError(
-                f"folder {path} holds no frames: put {', '.join(IMAGE_EXTENSIONS)} images in it"
-            )
+            raise VideoError(f"folder {path} holds no frames: put {', '.join(IMAGE_EXTENSIONS)} images in it")
         sizes: dict[tuple[int, int], str] = {}
         codecs = set()
         for f in files:
@@ -278,7 +283,7 @@ class _FolderSource(_Source):
             raise VideoError(
                 f"frames in {path} have different sizes: {listed}. Resize them to one size first"
             )
-        (w, h), = sizes
+        ((w, h),) = sizes
         self.files = files
         self.info = VideoInfo(
             path=path, fps=fps, n_frames=len(files), height=h, width=w, codec="/".join(sorted(codecs))
@@ -361,8 +366,13 @@ class _FileSource(_Source):
             width, height = height, width
         self.rotation = rotation
         self.info = VideoInfo(
-            path=path, fps=fps, n_frames=len(self.pts), height=height, width=width,
-            codec=codec, rotation=rotation,
+            path=path,
+            fps=fps,
+            n_frames=len(self.pts),
+            height=height,
+            width=width,
+            codec=codec,
+            rotation=rotation,
         )
 
     def _decode_first(self) -> av.VideoFrame:
@@ -371,7 +381,9 @@ class _FileSource(_Source):
                 for frame in c.decode(video=0):
                     return frame
         except av.FFmpegError as exc:
-            raise VideoError(f"{self.path} cannot be decoded ({_reason(exc)}): re-export it as H.264 mp4") from exc
+            raise VideoError(
+                f"{self.path} cannot be decoded ({_reason(exc)}): re-export it as H.264 mp4"
+            ) from exc
         raise VideoError(f"{self.path} contains zero decodable frames: pick a video that has frames")
 
     def close(self) -> None:
@@ -429,7 +441,9 @@ class _FileSource(_Source):
                 if skipped > _MAX_SEEK_DECODE:
                     break
         except av.FFmpegError as exc:
-            raise VideoError(f"{self.path} is damaged near frame {index} ({_reason(exc)}): re-export it") from exc
+            raise VideoError(
+                f"{self.path} is damaged near frame {index} ({_reason(exc)}): re-export it"
+            ) from exc
         self.close()
         raise VideoError(f"{self.path}: frame {index} could not be decoded; the file may be truncated")
 

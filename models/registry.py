@@ -40,7 +40,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
     except RuntimeError as exc:
         raise ValueError(f"runtime.device={spec!r} is not a device: use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"runtime.device={spec!r} but CUDA is not available here: use runtime.device=auto or cpu")
+        raise ValueError(
+            f"runtime.device={spec!r} but CUDA is not available here: use runtime.device=auto or cpu"
+        )
     return device
 
 

@@ -56,8 +56,12 @@ DOWNLOADS = (
         gated=True,
     ),
     Download("Ruicheng/moge-2-vitl-normal", "moge-2-vitl-normal", allow=("model.pt",)),
-    Download("kaihuac/diffusion-vas-amodal-segmentation", "diffusion-vas-amodal-segmentation", completion_only=True),
-    Download("kaihuac/diffusion-vas-content-completion", "diffusion-vas-content-completion", completion_only=True),
+    Download(
+        "kaihuac/diffusion-vas-amodal-segmentation", "diffusion-vas-amodal-segmentation", completion_only=True
+    ),
+    Download(
+        "kaihuac/diffusion-vas-content-completion", "diffusion-vas-content-completion", completion_only=True
+    ),
     Download("depth-anything/Depth-Anything-V2-Large-hf", "depth-anything-v2-large-hf", completion_only=True),
 )
 
@@ -67,7 +71,9 @@ def write_ckpt_root(config_path: Path, ckpt_root: Path) -> None:
     text = config_path.read_text(encoding="utf-8")
     pattern = re.compile(r"^(paths:\s*\n(?:\s*#.*\n)*\s+ckpt_root:)\s*.*$", re.MULTILINE)
     if not pattern.search(text):
-        raise SystemExit(f"{config_path} has no paths.ckpt_root key: restore it from git (configs/body4d.yaml)")
+        raise SystemExit(
+            f"{config_path} has no paths.ckpt_root key: restore it from git (configs/body4d.yaml)"
+        )
     new = pattern.sub(lambda m: f"{m.group(1)} {ckpt_root}", text, count=1)
     atomic_write_bytes(config_path, new.encode("utf-8"))
 
@@ -111,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt-root", type=Path, required=True, help="folder that will hold every checkpoint")
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file to update")
-    ap.add_argument("--with-completion", action="store_true", help="also get Diffusion-VAS + Depth Anything V2")
+    ap.add_argument(
+        "--with-completion", action="store_true", help="also get Diffusion-VAS + Depth Anything V2"
+    )
     ap.add_argument("--no-download", action="store_true", help="only rewrite the config and verify")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -141,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     report = checkpoint_report(cfg)
     log.info("%s", report.text())
     if failures or not report.ok:
-        log.error("setup incomplete: %d download(s) blocked, %d checkpoint(s) missing", len(failures),
-                  len(report.missing))
+        log.error(
+            "setup incomplete: %d download(s) blocked, %d checkpoint(s) missing",
+            len(failures),
+            len(report.missing),
+        )
         return 1
     log.info("setup complete")
     return 0

@@ -36,7 +36,9 @@ def gradient_frames(n: int, height: int, width: int) -> list[np.ndarray]:
 def make_video(tmp_path: Path):
     """Write a synthetic H.264 mp4: ``make_video(n, h, w, fps) -> Path``."""
 
-    def _make(n: int = 10, height: int = 64, width: int = 96, fps=Fraction(25), name: str = "clip.mp4") -> Path:
+    def _make(
+        n: int = 10, height: int = 64, width: int = 96, fps=Fraction(25), name: str = "clip.mp4"
+    ) -> Path:
         return encode_video(gradient_frames(n, height, width), tmp_path / name, fps)
 
     return _make

@@ -23,27 +23,44 @@ def test_default_config_loads_with_interpolation() -> None:
 def test_every_original_key_is_present() -> None:
     d = load_config().to_dict()
     for section, key in [
-        ("paths", "ckpt_root"), ("sam3", "ckpt_path"), ("sam_3d_body", "ckpt_path"),
-        ("sam_3d_body", "mhr_path"), ("sam_3d_body", "fov_path"), ("sam_3d_body", "batch_size"),
-        ("sam_3d_body", "detector_path"), ("sam_3d_body", "segmentor_path"), ("runtime", "output_dir"),
-        ("runtime", "smpl_export"), ("completion", "enable"), ("completion", "detection_resolution"),
-        ("completion", "completion_resolution"), ("completion", "model_path_mask"),
-        ("completion", "model_path_rgb"), ("completion", "model_path_depth"),
-        ("completion", "depth_encoder"), ("completion", "max_occ_len"),
+        ("paths", "ckpt_root"),
+        ("sam3", "ckpt_path"),
+        ("sam_3d_body", "ckpt_path"),
+        ("sam_3d_body", "mhr_path"),
+        ("sam_3d_body", "fov_path"),
+        ("sam_3d_body", "batch_size"),
+        ("sam_3d_body", "detector_path"),
+        ("sam_3d_body", "segmentor_path"),
+        ("runtime", "output_dir"),
+        ("runtime", "smpl_export"),
+        ("completion", "enable"),
+        ("completion", "detection_resolution"),
+        ("completion", "completion_resolution"),
+        ("completion", "model_path_mask"),
+        ("completion", "model_path_rgb"),
+        ("completion", "model_path_depth"),
+        ("completion", "depth_encoder"),
+        ("completion", "max_occ_len"),
     ]:
         assert key in d[section], f"{section}.{key} missing"
 
 
 def test_env_overrides_ckpt_root_and_output_dir(tmp_path: Path) -> None:
-    cfg = load_config(env={"BODY4D_CKPT_ROOT": str(tmp_path / "ck"), "BODY4D_OUTPUT_DIR": str(tmp_path / "o")})
+    cfg = load_config(
+        env={"BODY4D_CKPT_ROOT": str(tmp_path / "ck"), "BODY4D_OUTPUT_DIR": str(tmp_path / "o")}
+    )
     assert cfg.sam3.ckpt_path == str(tmp_path / "ck" / "sam3")
     assert cfg.runtime.output_dir == str(tmp_path / "o")
 
 
 def test_set_overrides_beat_env_and_parse_yaml_values(tmp_path: Path) -> None:
     cfg = load_config(
-        overrides=[f"paths.ckpt_root={tmp_path}", "sam3.redetect_every=5", "completion.enable=true",
-                   "completion.detection_resolution=[256, 512]"],
+        overrides=[
+            f"paths.ckpt_root={tmp_path}",
+            "sam3.redetect_every=5",
+            "completion.enable=true",
+            "completion.detection_resolution=[256, 512]",
+        ],
         env={"BODY4D_CKPT_ROOT": "/elsewhere"},
     )
     assert cfg.sam3.ckpt_path == str(tmp_path / "sam3")
@@ -54,8 +71,15 @@ def test_set_overrides_beat_env_and_parse_yaml_values(tmp_path: Path) -> None:
 
 def test_every_problem_reported_at_once() -> None:
     with pytest.raises(ConfigError) as err:
-        load_config(overrides=["sam3.bogus=1", "video.crf=99", "runtime.dtype=fp64",
-                               "sam_3d_body.batch_size=abc", "nosuch.key=1"])
+        load_config(
+            overrides=[
+                "sam3.bogus=1",
+                "video.crf=99",
+                "runtime.dtype=fp64",
+                "sam_3d_body.batch_size=abc",
+                "nosuch.key=1",
+            ]
+        )
     problems = err.value.problems
     assert len(problems) == 5
     text = str(err.value)

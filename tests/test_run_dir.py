@@ -91,7 +91,9 @@ def test_atomic_write_survives_simulated_crash(tmp_path: Path, monkeypatch: pyte
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"], "temp file left behind"
 
 
-@pytest.mark.parametrize("bad", ["../etc", "20261123_213400_123_0a1b2c3d/../x", "x", "", "20261123_213400_123_0A1B2C3D"])
+@pytest.mark.parametrize(
+    "bad", ["../etc", "20261123_213400_123_0a1b2c3d/../x", "x", "", "20261123_213400_123_0A1B2C3D"]
+)
 def test_run_ids_validated(bad: str, tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="is not a run id"):
         validate_run_id(bad)

@@ -14,7 +14,9 @@ SETUP = Path(__file__).resolve().parents[1] / "scripts" / "setup.py"
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_TOKEN", None)
-    return subprocess.run([sys.executable, str(SETUP), *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SETUP), *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_offline_setup_rewrites_config_skips_existing_and_fails_loudly(tmp_path: Path) -> None:
@@ -44,8 +46,12 @@ def test_setup_succeeds_when_everything_is_present(tmp_path: Path) -> None:
     root = tmp_path / "ckpts"
     (root / "sam3").mkdir(parents=True)
     (root / "sam3" / "config.json").write_text("{}")
-    for rel in ("sam-3d-body-dinov3/model.ckpt", "sam-3d-body-dinov3/model_config.yaml",
-                "sam-3d-body-dinov3/assets/mhr_model.pt", "moge-2-vitl-normal/model.pt"):
+    for rel in (
+        "sam-3d-body-dinov3/model.ckpt",
+        "sam-3d-body-dinov3/model_config.yaml",
+        "sam-3d-body-dinov3/assets/mhr_model.pt",
+        "moge-2-vitl-normal/model.pt",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     (root / "sam3" / ".complete").write_text("ok")

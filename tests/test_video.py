@@ -145,7 +145,7 @@ def test_not_a_video(tmp_path: Path) -> None:
 
 def test_truncated_file(vtest: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.avi"
-    cut.write_bytes(vtest.read_bytes()[: 4_000_000])
+    cut.write_bytes(vtest.read_bytes()[:4_000_000])
     with pytest.raises(VideoError, match="truncated"):
         probe(cut)
 
