@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from body4d.export import bodies_arrays, camera_json, obj_bytes
+
+
+def _tetra() -> tuple[np.ndarray, np.ndarray]:
+    v = np.array([[0, 0, 2], [0.1, 0, 2], [0, 0.1, 2], [0, 0, 2.1]], dtype=np.float32)
+    f = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]])
+    return v, f
+
+
+def test_obj_loads_in_trimesh_with_same_geometry_and_colour() -> None:
+    v, f = _tetra()
+    mesh = trimesh.load(io.BytesIO(obj_bytes(v, f, color=(216, 82, 24))), file_type="obj", process=False)
+    assert np.allclose(mesh.vertices, v, atol=1e-6)
+    assert np.array_equal(mesh.faces, f)
+    assert tuple(mesh.visual.vertex_colors[0, :3]) == (216, 82, 24)
+
+
+def test_obj_rejects_bad_meshes() -> None:
+    v, f = _tetra()
+    with pytest.raises(ValueError, match="Vx3"):
+        obj_bytes(v[:, :2], f)
+    with pytest.raises(ValueError, match="face indices"):
+        obj_bytes(v, f + 4)
+    bad = v.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        obj_bytes(bad, f)
+
+
+def test_camera_json_schema() -> None:
+    rec = camera_json(1234.5, (640.0, 360.0), np.array([0.1, -0.2, 3.0]))
+    assert json.loads(json.dumps(rec)) == {
+        "focal_length": 1234.5,
+        "principal_point": [640.0, 360.0],
+        "camera": [0.1, -0.2, 3.0],
+    }
+
+
+def test_bodies_arrays_keys_and_validation() -> None:
+    arrays = bodies_arrays(
+        {2: {"frames": np.arange(3), "cam_t": np.zeros((3, 3))}, 1: {"frames": np.arange(1)}}
+    )
+    assert list(arrays["obj_ids"]) == [1, 2]
+    assert arrays["id2/cam_t"].shape == (3, 3)
+    with pytest.raises(ValueError, match="expected 3"):
+        bodies_arrays({1: {"frames": np.arange(3), "cam_t": np.zeros((2, 3))}})
