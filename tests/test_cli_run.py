@@ -1,0 +1,185 @@
+"""``body4d run`` / ``scripts/offline_app.py`` end to end on a tiny checkpoint and a synthetic mp4."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from body4d.cli import main
+from body4d.cli_run import PromptFileError, load_prompts
+from body4d.masks import read_palette_png
+from body4d.testing.tiny_sam3 import write_tiny_sam3
+from body4d.video import encode_video, probe
+
+REPO = Path(__file__).resolve().parents[1]
+T, H, W = 8, 64, 96
+FPS = Fraction(30000, 1001)
+
+
+@pytest.fixture(scope="module")
+def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ckpt")
+    write_tiny_sam3(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    frames = []
+    for t in range(T):
+        f = np.full((H, W, 3), 128, np.uint8)
+        f[10:40, 5 + 2 * t : 30 + 2 * t] = (220, 40, 40)
+        f[30:60, 60:90] = (40, 80, 230)
+        frames.append(f)
+    return encode_video(frames, tmp_path_factory.mktemp("video") / "clip.mp4", FPS)
+
+
+def write_prompts(path: Path, prompts: object) -> Path:
+    path.write_text(json.dumps(prompts))
+    return path
+
+
+def run(args: list[str], ckpt_root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(
+        [
+            "run",
+            *args,
+            "--set",
+            f"paths.ckpt_root={ckpt_root}",
+            "--set",
+            "runtime.device=cpu",
+            "--set",
+            "runtime.dtype=fp32",
+        ]
+    )
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_with_prompts_writes_every_output(
+    clip: Path, ckpt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = write_prompts(
+        tmp_path / "prompts.json",
+        {
+            "1": [{"frame": 0, "x": 15, "y": 25, "positive": True}],
+            "4": [{"frame": 3, "x": 75, "y": 45}, {"frame": 3, "x": 2, "y": 2, "positive": False}],
+        },
+    )
+    code, out, err = run(
+        [
+            "--input_video",
+            str(clip),
+            "--prompts",
+            str(prompts),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--stop-after",
+            "masks",
+        ],
+        ckpt_root,
+        capsys,
+    )
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    root = Path(summary["run_dir"])
+    assert summary["obj_ids"] == [1, 4] and summary["frames"] == T
+    names = [f"{i:08d}" for i in range(T)]
+    assert sorted(p.stem for p in (root / "images").glob("*.jpg")) == names
+    assert sorted(p.stem for p in (root / "masks").glob("*.png")) == names
+    assert sorted(p.stem for p in (root / "masks_vis").glob("*.png")) == names
+    labels = np.stack([read_palette_png(root / "masks" / f"{n}.png") for n in names])
+    assert labels.shape == (T, H, W)
+    assert set(np.unique(labels)) <= {0, 1, 4} and (labels == 4).any()
+    mp4 = root / f"video_mask_{summary['run_id']}.mp4"
+    info = probe(mp4)
+    assert info.fps == FPS and info.n_frames == T and (info.width, info.height) == (W, H)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["stages"]["masks"]["status"] == "done"
+    seg = json.loads((root / "segmentation.json").read_text())
+    assert seg == {"obj_ids": [1, 4], "first_frames": {"1": 0, "4": 3}, "mode": "prompts"}
+
+
+def test_run_without_prompts_detects_people(
+    clip: Path, ckpt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["--input_video", str(clip), "--output_dir", str(tmp_path)], ckpt_root, capsys)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["obj_ids"] and summary["obj_ids"] == list(range(1, len(summary["obj_ids"]) + 1))
+    seg = json.loads((Path(summary["run_dir"]) / "segmentation.json").read_text())
+    assert seg["mode"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        ({"1": [{"frame": 0, "x": 96, "y": 10}]}, "outside the 96x64 frame"),
+        ({"1": [{"frame": 0, "x": 10, "y": 10, "positive": False}]}, "only negative clicks"),
+        ({"1": [{"frame": 99, "x": 10, "y": 10}]}, "frame 99 is outside the video"),
+        ({"0": [{"frame": 0, "x": 10, "y": 10}]}, "object id '0' must be an integer from 1 to 255"),
+        ({"1": [{"frame": 0, "x": "a", "y": 10}]}, "x must be a number"),
+        ([], "must map object ids to lists of clicks"),
+    ],
+)
+def test_bad_prompts_exit_2_with_one_line(
+    clip: Path,
+    ckpt_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    prompts: object,
+    message: str,
+) -> None:
+    path = write_prompts(tmp_path / "p.json", prompts)
+    code, _, err = run(
+        ["--input_video", str(clip), "--prompts", str(path), "--output_dir", str(tmp_path / "o")],
+        ckpt_root,
+        capsys,
+    )
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_missing_checkpoint_and_video_exit_2(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["--input_video", str(clip), "--output_dir", str(tmp_path)], tmp_path / "none", capsys)
+    assert code == 2
+    assert str(tmp_path / "none" / "sam3") in err and "scripts/setup.py --ckpt-root" in err
+    code, _, err = run(["--input_video", str(tmp_path / "missing.mp4")], tmp_path, capsys)
+    assert code == 2 and "missing.mp4" in err
+
+
+def test_load_prompts_parses_clicks(tmp_path: Path) -> None:
+    path = write_prompts(tmp_path / "p.json", {"2": [{"frame": 1, "x": 3, "y": 4.5}]})
+    prompts = load_prompts(path)
+    assert prompts.obj_ids == [2]
+    (click,) = prompts.clicks[2]
+    assert (click.frame, click.x, click.y, click.positive) == (1, 3.0, 4.5, True)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(PromptFileError, match="not valid JSON"):
+        load_prompts(tmp_path / "bad.json")
+
+
+def test_offline_app_wrapper_forwards_the_original_flag(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "offline_app.py"),
+            "--input_video",
+            str(tmp_path / "none.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "none.mp4" in proc.stderr.strip().splitlines()[-1]
