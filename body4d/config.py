@@ -70,6 +70,10 @@ class Sam3Config:
     redetect_iou: float = 0.3
     mask_threshold: float = 0.0
     max_cached_frames: int = 16
+    vision_cache_frames: int = 2
+    frame_cache: int = 4
+    detection_nms_iou: float = 0.5
+    detection_mask_threshold: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Sam3DBodyConfig:
 @dataclass(frozen=True)
 class CameraConfig:
     num_frames: int = 5
+    resolution_level: int = 9
 
 
 @dataclass(frozen=True)
@@ -117,10 +122,13 @@ class CompletionConfig:
 class SmoothingConfig:
     enable: bool = True
     min_cutoff: float = 1.0
-    beta: float = 0.5
+    beta: float = 1.0
     d_cutoff: float = 1.0
     max_gap: int = 30
     lock_shape: bool = True
+    fill_mode: Literal["linear", "cubic"] = "cubic"
+    zero_phase: bool = True
+    tangent_window: int = 5
 
 
 @dataclass(frozen=True)
@@ -172,9 +180,15 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("sam3", "redetect_every"): (lambda v: v >= 0, "use 0 (first frame only) or a positive frame count"),
     ("sam3", "redetect_iou"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
     ("sam3", "max_cached_frames"): (lambda v: v >= 0, "use 0 (keep all) or a positive frame count"),
+    ("sam3", "vision_cache_frames"): (lambda v: v >= 1, "use at least 1 frame"),
+    ("sam3", "frame_cache"): (lambda v: v >= 1, "use at least 1 frame"),
+    ("sam3", "detection_nms_iou"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
+    ("sam3", "detection_mask_threshold"): (lambda v: 0 < v < 1, "use a probability strictly between 0 and 1"),
     ("sam_3d_body", "batch_size"): (lambda v: v >= 1, "use a batch size of at least 1"),
     ("sam_3d_body", "bbox_padding"): (lambda v: v >= 1.0, "use a padding factor of at least 1.0"),
     ("camera", "num_frames"): (lambda v: v >= 1, "use at least 1 frame"),
+    ("camera", "resolution_level"): (lambda v: 0 <= v <= 9, "use a level from 0 to 9"),
+    ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
     ("completion", "detection_resolution"): (
         lambda v: all(x > 0 and x % 64 == 0 for x in v),
         "use [H, W] with both multiples of 64 (the VAS UNet needs it)",

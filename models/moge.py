@@ -1,0 +1,163 @@
+"""MoGe-2 (PyPI ``dlr-moge``) adapter: loads the checkpoint strictly and estimates pinhole intrinsics.
+
+The checkpoint ``${paths.ckpt_root}/moge-2-vitl-normal/model.pt`` is a torch file
+``{"model_config": dict, "model": state_dict}``. Upstream's ``MoGeModel.from_pretrained`` loads it with
+``strict=False`` (a wrong file silently keeps random weights) and falls back to downloading from the
+Hub; this adapter builds the same ``MoGeModel`` from ``model_config`` and refuses any missing or
+unexpected key, and never touches the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from moge.model.v2 import MoGeModel
+
+from models.registry import SETUP_HINT
+
+log = logging.getLogger(__name__)
+
+# MoGe's `infer` picks num_tokens = lo + level/9 * (hi - lo) from the model's num_tokens_range;
+# 9 (the most tokens, 3600 for the released model) is upstream's default and SAM-Body4D's setting.
+DEFAULT_RESOLUTION_LEVEL = 9
+MAX_RESOLUTION_LEVEL = 9
+# Key names listed in a strict-load error before "... and N more".
+_MAX_KEYS_SHOWN = 12
+_UINT8_MAX = 255.0
+
+
+class MoGeCheckpointError(RuntimeError):
+    """The MoGe checkpoint is unreadable or does not match the model; the message names file and fix."""
+
+
+class MoGe:
+    """A loaded MoGe-2 model that estimates camera intrinsics from single RGB images.
+
+    Build it with `load_moge`. The weights stay in fp32; ``dtype`` selects the autocast precision used
+    on CUDA only (MoGe's ``infer`` offers fp16 autocast, which is also used when bf16 is requested).
+    """
+
+    def __init__(
+        self,
+        model: MoGeModel,
+        device: torch.device,
+        dtype: torch.dtype,
+        resolution_level: int = DEFAULT_RESOLUTION_LEVEL,
+    ) -> None:
+        if not 0 <= resolution_level <= MAX_RESOLUTION_LEVEL:
+            raise ValueError(f"resolution_level must be in 0..{MAX_RESOLUTION_LEVEL}, got {resolution_level}")
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.resolution_level = resolution_level
+        # Half precision only where it pays off and is supported: CUDA. CPU always runs fp32.
+        self.use_half = device.type == "cuda" and dtype != torch.float32
+        if dtype == torch.bfloat16 and self.use_half:
+            log.info("MoGe runs under fp16 autocast (its infer() offers no bf16 autocast)")
+
+    def estimate_intrinsics(self, image: np.ndarray) -> np.ndarray:
+        """Pinhole intrinsics of one image as MoGe-2 predicts them.
+
+        Args:
+            image: RGB ``uint8[H, W, 3]``.
+
+        Returns:
+            ``float64[3, 3]`` K in pixels: ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` where MoGe's
+            normalised intrinsics are scaled by the image size (fx*W, fy*H, cx*W, cy*H). MoGe builds
+            square pixels in (``fx == fy`` up to rounding) and puts the principal point at the centre.
+            The values are not checked: a degenerate prediction may be non-finite or non-positive.
+
+        Raises:
+            ValueError: ``image`` is not ``uint8[H, W, 3]``.
+        """
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != 3
+        ):
+            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"MoGe expects an RGB uint8[H, W, 3] image, got {got}")
+        height, width = image.shape[:2]
+        x = (
+            torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+            / _UINT8_MAX
+        )
+        with torch.inference_mode():
+            # `infer` scopes its own fp16 autocast to the forward pass when use_fp16 is True.
+            out = self.model.infer(x, resolution_level=self.resolution_level, use_fp16=self.use_half)
+        k_norm = out["intrinsics"].double().cpu().numpy()
+        scale = np.array([[width], [height], [1.0]])
+        k = k_norm * scale
+        k[2] = (0.0, 0.0, 1.0)
+        return k
+
+
+def load_moge(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    resolution_level: int = DEFAULT_RESOLUTION_LEVEL,
+    ckpt_root: str | Path | None = None,
+) -> MoGe:
+    """Load MoGe-2 from ``model.pt`` with a strict key check.
+
+    Args:
+        path: the checkpoint file (``cfg.sam_3d_body.fov_path``).
+        device: where the model runs.
+        dtype: autocast precision on CUDA (``torch.float32``, ``torch.float16`` or ``torch.bfloat16``).
+        resolution_level: 0..9, MoGe's token budget (more = slower, finer).
+        ckpt_root: checkpoint root named in error messages (default: two folders above ``path``).
+
+    Returns:
+        A `MoGe` in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        MoGeCheckpointError: unreadable file, wrong layout, missing/unexpected keys or shape mismatch.
+    """
+    path = Path(path)
+    root = Path(ckpt_root) if ckpt_root is not None else path.parent.parent
+    fix = f"run `{SETUP_HINT.format(root=root)}` to download it"
+    if not path.is_file():
+        raise FileNotFoundError(f"MoGe-2 checkpoint not found: {path}; {fix}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MoGeCheckpointError(f"cannot read MoGe-2 checkpoint {path} ({exc}); {fix}") from exc
+    if not isinstance(ckpt, dict) or not {"model_config", "model"} <= ckpt.keys():
+        got = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise MoGeCheckpointError(
+            f"{path} is not a MoGe-2 checkpoint: expected a dict with 'model_config' and 'model', got {got}; {fix}"
+        )
+    try:
+        model = MoGeModel(**ckpt["model_config"])
+    except Exception as exc:
+        raise MoGeCheckpointError(
+            f"{path}: model_config does not build a MoGe-2 model ({exc}); {fix}"
+        ) from exc
+    try:
+        result = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        raise MoGeCheckpointError(f"{path}: weights do not fit the model ({exc}); {fix}") from exc
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing keys {_keys(result.missing_keys)}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected keys {_keys(result.unexpected_keys)}")
+    if problems:
+        raise MoGeCheckpointError(f"{path} does not match the MoGe-2 model: {'; '.join(problems)}; {fix}")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    log.info("Loaded MoGe-2 from %s on %s (resolution level %d)", path, device, resolution_level)
+    return MoGe(model, device, dtype, resolution_level)
+
+
+def _keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_KEYS_SHOWN])
+    more = len(keys) - _MAX_KEYS_SHOWN
+    return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"
