@@ -1,0 +1,134 @@
+"""body4d web app (Gradio): the composition root.
+
+Reads the configuration, reports the environment and the checkpoints, builds the UI, launches.
+Run ``python app.py`` (or ``make run``) and open http://127.0.0.1:7860.
+
+Environment: ``BODY4D_HOST`` / ``BODY4D_PORT`` override ``app.host`` / ``app.port``;
+``BODY4D_CKPT_ROOT`` / ``BODY4D_OUTPUT_DIR`` override ``paths.ckpt_root`` / ``runtime.output_dir``.
+The app starts without checkpoints: its status panel lists what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from body4d.config import Config, ConfigError, load_config
+
+log = logging.getLogger("body4d.app")
+
+EXIT_BAD_CONFIG = 2
+HOST_ENV = "BODY4D_HOST"
+PORT_ENV = "BODY4D_PORT"
+# Gradio's file cache (uploads, served results) lives beside the runs so one volume holds both.
+GRADIO_CACHE_DIRNAME = ".gradio_cache"
+# Cached files older than a day are deleted, checked hourly (seconds); longer than a session lives.
+CACHE_CLEAN_EVERY_S = 60 * 60
+CACHE_MAX_AGE_S = 24 * 60 * 60
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options: an alternative config file and dotted overrides."""
+    parser = argparse.ArgumentParser(description="body4d web app")
+    parser.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    return parser.parse_args(argv)
+
+
+def app_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    """The config with ``BODY4D_HOST``/``BODY4D_PORT`` applied, then ``--set`` overrides."""
+    overrides = []
+    if env.get(HOST_ENV):
+        overrides.append(f"app.host={env[HOST_ENV]}")
+    if env.get(PORT_ENV):
+        overrides.append(f"app.port={env[PORT_ENV]}")
+    return load_config(args.config, overrides=overrides + list(args.set), env=env)
+
+
+def log_environment() -> None:
+    """Log torch, CUDA (driver, device) and the OpenGL renderer the mesh overlays will use."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    log.info("torch %s (built for CUDA %s); CUDA available: %s", torch.__version__, torch.version.cuda, cuda)
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        log.info(
+            "GPU 0: %s, %.1f GiB, compute %d.%d",
+            props.name,
+            props.total_memory / 2**30,
+            props.major,
+            props.minor,
+        )
+    driver = Path("/proc/driver/nvidia/version")
+    if driver.is_file():
+        log.info("NVIDIA driver: %s", driver.read_text(encoding="utf-8").splitlines()[0])
+    try:
+        import moderngl
+
+        ctx = moderngl.create_standalone_context(backend="egl")
+        try:
+            renderer = ctx.info["GL_RENDERER"]
+        finally:
+            ctx.release()
+    except Exception as exc:  # any GL failure only means no mesh overlays; the app still starts
+        log.warning("no OpenGL (EGL) renderer: %s; mesh overlays will use the software fallback", exc)
+        return
+    log.info("OpenGL renderer: %s", renderer)
+    if cuda and "llvmpipe" in renderer:
+        log.warning("CUDA is available but OpenGL runs on the CPU (llvmpipe): expose the NVIDIA EGL driver")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the web app; returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        cfg = app_config(args, os.environ)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_CONFIG
+    output_dir = Path(cfg.runtime.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # Gradio reads GRADIO_TEMP_DIR when it is imported, so it must be set first.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(output_dir / GRADIO_CACHE_DIRNAME))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+    from body4d.session import SessionStore
+    from body4d.ui.handlers import UiEvents, capabilities, example_thumbnails, find_examples, layout_spec
+    from body4d.ui.layout import build_layout
+    from models.registry import checkpoint_report
+
+    log_environment()
+    report = checkpoint_report(cfg)
+    for line in report.text().splitlines():
+        (log.info if report.ok else log.warning)("checkpoints: %s", line)
+    caps = capabilities(cfg, report)
+    examples, thumbs = example_thumbnails(find_examples(cfg.app.examples_dir))
+    log.info("%d example video(s) in %s", len(examples), cfg.app.examples_dir)
+
+    demo, widgets = build_layout(
+        layout_spec(report, caps, thumbs), delete_cache=(CACHE_CLEAN_EVERY_S, CACHE_MAX_AGE_S)
+    )
+    UiEvents(cfg, SessionStore(), report, caps, examples).bind(demo, widgets)
+    # One GPU job at a time; light events (frames, clicks, targets) opt out per event.
+    demo.queue(default_concurrency_limit=1)
+    log.info("outputs in %s; serving on http://%s:%d", output_dir, cfg.app.host, cfg.app.port)
+    demo.launch(
+        server_name=cfg.app.host,
+        server_port=cfg.app.port,
+        allowed_paths=[str(output_dir)],
+        ssr_mode=False,
+        show_error=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Per-browser-session state and a thread-safe store of sessions keyed by session id.
+
+One `Session` holds everything a user builds up in the app: the loaded video (a lazily decoded
+`Video` that can be reopened from its path), the run folder, the frame on screen, and the click
+prompts of every target. The app creates one `SessionStore` and passes it to the UI handlers;
+nothing here is a module global, so many users can work at once without seeing each other's data.
+
+Target ids start at 1 and are never renumbered: removing target 2 of 1, 2, 3 leaves 1 and 3, and
+the next new target is 4. Only "clear all targets" (or a new video) starts again at 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from body4d.run_dir import RunDir
+from body4d.types import Click, Prompts, VideoInfo
+from body4d.video import Video, open_video
+
+log = logging.getLogger(__name__)
+
+FIRST_TARGET_ID = 1
+# A session nobody touched for this long is dropped (its decoder closed) on the next store access.
+DEFAULT_IDLE_SECONDS = 2 * 60 * 60
+# Upper bound on live sessions; beyond it the least recently used one is dropped.
+DEFAULT_MAX_SESSIONS = 64
+
+
+@dataclass
+class Session:
+    """What one browser session has loaded and prompted so far (guard with ``lock``).
+
+    Attributes:
+        session_id: the browser session hash (unique per page load).
+        video_path: the uploaded video file or frame folder, or None before an upload.
+        info: the video as the pipeline sees it (after ``video.max_side`` downscaling).
+        max_side: the ``video.max_side`` the video was opened with (needed to reopen it).
+        run: the run folder created for this video.
+        preview_path: browser-playable H.264 version of the video, once made.
+        current_frame: 0-based index of the frame on screen.
+        targets: clicks per target id, in creation order; always holds ``current_target``.
+        current_target: the target new clicks go to.
+        next_id: the id the next added target gets.
+        last_used: `time.monotonic()` of the last access (for idle eviction).
+    """
+
+    session_id: str
+    video_path: Path | None = None
+    info: VideoInfo | None = None
+    max_side: int = 0
+    run: RunDir | None = None
+    preview_path: Path | None = None
+    current_frame: int = 0
+    targets: dict[int, list[Click]] = field(default_factory=lambda: {FIRST_TARGET_ID: []})
+    current_target: int = FIRST_TARGET_ID
+    next_id: int = FIRST_TARGET_ID + 1
+    last_used: float = field(default_factory=time.monotonic)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    _video: Video | None = field(default=None, repr=False, compare=False)
+    _frame_cache: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ video
+    @property
+    def has_video(self) -> bool:
+        """A video is loaded."""
+        return self.info is not None
+
+    def set_video(self, video: Video, path: Path, run: RunDir, max_side: int) -> None:
+        """Switch to a freshly opened video: prompts, frame and preview start over."""
+        self.close()
+        self._video = video
+        self.video_path = path
+        self.info = video.info
+        self.max_side = max_side
+        self.run = run
+        self.preview_path = None
+        self.current_frame = 0
+        self.clear_targets()
+
+    def video(self) -> Video:
+        """The open decoder, reopened from ``video_path`` after `close()` or eviction.
+
+        Raises:
+            RuntimeError: no video loaded yet.
+        """
+        if self._video is None:
+            if self.video_path is None:
+                raise RuntimeError("no video is loaded in this session")
+            self._video = open_video(self.video_path, max_side=self.max_side)
+        return self._video
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as RGB ``uint8[H, W, 3]`` (the last one is cached for redraws)."""
+        if self._frame_cache is not None and self._frame_cache[0] == index:
+            return self._frame_cache[1]
+        rgb = self.video().frame(index)
+        self._frame_cache = (index, rgb)
+        return rgb
+
+    def close(self) -> None:
+        """Release the decoder and the cached frame (the video can be reopened later)."""
+        if self._video is not None:
+            self._video.close()
+        self._video = None
+        self._frame_cache = None
+
+    # ------------------------------------------------------------------ prompts
+    def add_click(self, click: Click) -> None:
+        """Append ``click`` to the current target."""
+        self.targets[self.current_target].append(click)
+
+    def clicks_on(self, frame: int) -> list[tuple[int, Click]]:
+        """``(target_id, click)`` for every click of every target on ``frame``."""
+        return [(tid, c) for tid, clicks in self.targets.items() for c in clicks if c.frame == frame]
+
+    def add_target(self) -> bool:
+        """Start a new target and make it current; refused (False) while the current one has no clicks."""
+        if not self.targets[self.current_target]:
+            return False
+        new_id = self.next_id
+        self.targets[new_id] = []
+        self.current_target = new_id
+        self.next_id += 1
+        return True
+
+    def select_target(self, target_id: int) -> None:
+        """Send new clicks to ``target_id``.
+
+        Raises:
+            KeyError: no such target.
+        """
+        if target_id not in self.targets:
+            raise KeyError(f"there is no target {target_id}; targets are {list(self.targets)}")
+        self.current_target = target_id
+
+    def remove_target(self, target_id: int) -> None:
+        """Delete ``target_id`` and its clicks; ids of the others stay as they are.
+
+        The last remaining target becomes current; removing the only target leaves a new empty
+        one with a fresh id.
+
+        Raises:
+            KeyError: no such target.
+        """
+        if target_id not in self.targets:
+            raise KeyError(f"there is no target {target_id}; targets are {list(self.targets)}")
+        del self.targets[target_id]
+        if not self.targets:
+            self.targets[self.next_id] = []
+            self.next_id += 1
+        if self.current_target not in self.targets:
+            self.current_target = next(reversed(self.targets))
+
+    def clear_targets(self) -> None:
+        """Drop every target and click; the next target is 1 again."""
+        self.targets = {FIRST_TARGET_ID: []}
+        self.current_target = FIRST_TARGET_ID
+        self.next_id = FIRST_TARGET_ID + 1
+
+    def prompts(self) -> Prompts:
+        """The clicks of every target that has any, as the frozen `Prompts` the pipeline takes."""
+        return Prompts({tid: tuple(clicks) for tid, clicks in self.targets.items() if clicks})
+
+
+class SessionStore:
+    """Thread-safe map from session id to `Session`, dropping idle and surplus sessions.
+
+    Args:
+        idle_seconds: drop sessions unused for longer than this.
+        max_sessions: keep at most this many sessions (least recently used dropped first).
+        clock: monotonic time source in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if idle_seconds <= 0 or max_sessions < 1:
+            raise ValueError("idle_seconds must be positive and max_sessions at least 1")
+        self.idle_seconds = idle_seconds
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        with self._lock:
+            return session_id in self._sessions
+
+    def get(self, session_id: str) -> Session:
+        """The session of ``session_id``, created on first use; marks it as used now."""
+        if not session_id:
+            raise ValueError("a session id is required (Gradio passes request.session_hash)")
+        now = self._clock()
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is None:
+                session = Session(session_id=session_id)
+                log.debug("new session %s", session_id)
+            session.last_used = now
+            self._sessions[session_id] = session  # re-insert: dict order = least recently used first
+            dropped = self._evict(now, keep=session_id)
+        for old in dropped:
+            self._close(old)
+        return session
+
+    def drop(self, session_id: str) -> None:
+        """Forget ``session_id`` (e.g. the browser tab closed) and release its decoder."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._close(session)
+
+    def evict_idle(self) -> int:
+        """Drop every session idle for longer than ``idle_seconds``; returns how many."""
+        with self._lock:
+            dropped = self._evict(self._clock(), keep=None)
+        for old in dropped:
+            self._close(old)
+        return len(dropped)
+
+    def _evict(self, now: float, keep: str | None) -> list[Session]:
+        """Remove idle and surplus sessions (caller holds the lock); returns them for closing."""
+        dropped = [
+            s for sid, s in self._sessions.items() if sid != keep and now - s.last_used > self.idle_seconds
+        ]
+        for s in dropped:
+            del self._sessions[s.session_id]
+        while len(self._sessions) > self.max_sessions:
+            oldest = next(iter(self._sessions))
+            dropped.append(self._sessions.pop(oldest))
+        return dropped
+
+    @staticmethod
+    def _close(session: Session) -> None:
+        log.info("session %s dropped", session.session_id)
+        with session.lock:
+            session.close()

@@ -1,0 +1,1 @@
+"""Gradio user interface: `layout` builds the widgets, `handlers` gives them behaviour."""

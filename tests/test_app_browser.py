@@ -1,0 +1,252 @@
+"""The real app in a real browser: start `app.py` without checkpoints, drive Debian Chromium.
+
+Uploads the street clip, scrubs to frame 400, clicks on a person, and checks what a user sees:
+the status panel naming the missing checkpoints with the fix, the frame changing, the click
+marker drawn at the clicked pixel, the targets list and the playable H.264 preview.
+Screenshots go to the test's tmp folder (or ``BODY4D_SHOTS`` when set).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+APP_START_TIMEOUT_S = 60
+UI_TIMEOUT_MS = 20_000
+PREVIEW_TIMEOUT_MS = 90_000
+VIEWPORT = {"width": 1400, "height": 1200}
+CLICK_X, CLICK_Y = 286, 235  # the torso of the walker left of the lamp post on frame 400 (video px)
+# A pixel this far right and down of a marker centre is in its fill, off its white "+" arms.
+FILL_OFFSET = 3
+JPEG_TOLERANCE = 40  # frames travel as JPEG: colours come back within this per channel
+POSITIVE_FILL = (60, 200, 80)
+
+
+def _require_chromium() -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install it with `apt-get install chromium` (`make test` does this)"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """`python app.py` on a free port with an empty checkpoint folder; yields url, ckpt, out."""
+    _require_chromium()
+    root = tmp_path_factory.mktemp("browser_app")
+    ckpt, out = root / "ckpt", root / "out"
+    ckpt.mkdir()
+    port = _free_port()
+    env = dict(
+        os.environ,
+        BODY4D_HOST="127.0.0.1",
+        BODY4D_PORT=str(port),
+        BODY4D_CKPT_ROOT=str(ckpt),
+        BODY4D_OUTPUT_DIR=str(out),
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
+    env.pop("GRADIO_TEMP_DIR", None)
+    log_path = root / "app.log"
+    url = f"http://127.0.0.1:{port}/"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + APP_START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()}")
+                try:
+                    if httpx.get(url, timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"app.py did not answer on {url} within {APP_START_TIMEOUT_S} s:\n{log_path.read_text()}"
+                    )
+                time.sleep(0.25)
+            yield {"url": url, "ckpt": ckpt, "out": out, "log": log_path}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page(app: dict[str, object]):
+    """A fresh headless Debian Chromium page on the app."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install it with `apt-get install chromium` (`make test` does this)"
+        )
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            pg = context.new_page()
+            pg.set_default_timeout(UI_TIMEOUT_MS)
+            pg.goto(str(app["url"]), wait_until="domcontentloaded")
+            pg.locator("#upload").wait_for()
+            yield pg
+        finally:
+            browser.close()
+
+
+def _shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("BODY4D_SHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _frame_src(pg) -> str:
+    return pg.locator("#frame img").get_attribute("src") or ""
+
+
+def _wait_src_change(pg, old: str) -> str:
+    pg.wait_for_function(
+        "old => { const i = document.querySelector('#frame img');"
+        " return i && i.src && i.src !== old && i.complete && i.naturalWidth > 0; }",
+        arg=old,
+    )
+    return _frame_src(pg)
+
+
+def _aim_at_video_pixel(pg, x: int, y: int) -> tuple[int, int, int, int]:
+    """Where to click the frame to hit video pixel (x, y): ``(client_x, client_y, x', y')``.
+
+    ``(x', y')`` is the pixel Gradio will report for that click.
+
+    Gradio maps a click to ``round((clientX - left - offsetX) / r)`` with ``r`` the display
+    scale of the centred image. Chromium sends integer client coordinates, so when the frame is
+    shown smaller than its size (r < 1) some pixels cannot be hit exactly: aim at the nearest
+    integer coordinate and compute what Gradio will make of it.
+    """
+    g = pg.locator("#frame img").evaluate(
+        "e => { const r = e.getBoundingClientRect();"
+        " return {l: r.left, t: r.top, w: r.width, h: r.height, nw: e.naturalWidth, nh: e.naturalHeight}; }"
+    )
+    r = min(g["w"] / g["nw"], g["h"] / g["nh"], 1.0)
+    off_x, off_y = (g["w"] - g["nw"] * r) / 2, (g["h"] - g["nh"] * r) / 2
+
+    def aim(origin: float, offset: float, pixel: int) -> tuple[int, int]:
+        candidates = range(
+            math.floor(origin + offset + pixel * r) - 2, math.ceil(origin + offset + pixel * r) + 3
+        )
+        reported = {c: math.floor((c - origin - offset) / r + 0.5) for c in candidates}  # JS Math.round
+        best = min(candidates, key=lambda c: (abs(reported[c] - pixel), c))
+        return best, reported[best]
+
+    (cx, px), (cy, py) = aim(g["l"], off_x, x), aim(g["t"], off_y, y)
+    return cx, cy, px, py
+
+
+def _displayed_pixel(pg, x: int, y: int) -> list[int]:
+    """RGB of pixel (x, y) of the frame image the browser shows."""
+    return pg.locator("#frame img").evaluate(
+        "(img, p) => { const c = document.createElement('canvas');"
+        " c.width = img.naturalWidth; c.height = img.naturalHeight;"
+        " const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);"
+        " return Array.from(ctx.getImageData(p[0], p[1], 1, 1).data.slice(0, 3)); }",
+        [x, y],
+    )
+
+
+def test_upload_scrub_click_without_checkpoints(app: dict[str, object], page, tmp_path: Path) -> None:
+    pg = page
+    shots = _shots(tmp_path)
+    started = time.monotonic()
+
+    # The status panel names the missing checkpoints and the exact fix; model buttons are off.
+    models = pg.locator("#models").inner_text()
+    for name in ("SAM-3 (facebook/sam3)", "SAM-3D-Body weights", "MHR body model"):
+        assert name in models
+    assert f"python scripts/setup.py --ckpt-root {app['ckpt']}" in models and "HF_TOKEN" in models
+    mask_button = pg.locator("#mask_generation")
+    assert mask_button.is_disabled() and "needs the SAM-3 checkpoint" in mask_button.inner_text()
+    assert pg.locator("#generate_4d").is_disabled() and pg.locator("#auto_detect").is_disabled()
+
+    # Upload the AVI: frame 0, slider range and time appear.
+    pg.locator("#upload input[type=file]").set_input_files(str(VTEST))
+    status = pg.locator("#status textarea")
+    pg.wait_for_function(
+        "() => document.querySelector('#status textarea')?.value.includes('795 frames at 10 fps')"
+    )
+    src0 = _wait_src_change(pg, "")
+    assert pg.locator("#frame img").evaluate("e => [e.naturalWidth, e.naturalHeight]") == [768, 576]
+    assert pg.locator("#time textarea").input_value() == "00:00.00 / 01:19.50"
+
+    # Move the slider to frame 400: the picture and the time change.
+    number = pg.locator("#frame_slider input[type=number]")
+    number.fill("400")
+    number.press("Enter")
+    pg.wait_for_function("() => document.querySelector('#time textarea').value === '00:40.00 / 01:19.50'")
+    src400 = _wait_src_change(pg, src0)
+
+    # Click on a person: the click is recorded at that pixel and its marker is drawn there.
+    cx, cy, px, py = _aim_at_video_pixel(pg, CLICK_X, CLICK_Y)
+    before = _displayed_pixel(pg, px + FILL_OFFSET, py + FILL_OFFSET)
+    assert abs(px - CLICK_X) <= 1 and abs(py - CLICK_Y) <= 1, "frame shown at > 1 video px per screen px"
+    pg.mouse.click(cx, cy)
+    expected = f"positive click at (x={px}, y={py}) on frame 400"
+    try:
+        pg.wait_for_function(
+            "s => document.querySelector('#status textarea').value.includes(s)", arg=expected
+        )
+    except PlaywrightTimeout:
+        pytest.fail(f"status never said {expected!r}; it says {status.input_value()!r}")
+    _wait_src_change(pg, src400)
+    after = _displayed_pixel(pg, px + FILL_OFFSET, py + FILL_OFFSET)
+    assert any(abs(a - b) > JPEG_TOLERANCE for a, b in zip(before, POSITIVE_FILL, strict=True)), before
+    assert all(abs(a - b) <= JPEG_TOLERANCE for a, b in zip(after, POSITIVE_FILL, strict=True)), after
+    assert "masks need the SAM-3 checkpoint" in status.input_value()
+    assert "Target 1 · 1 click" in pg.locator("#targets").inner_text()
+    pg.screenshot(path=str(shots / "app_after_click.png"), full_page=True)
+
+    # The AVI gets a browser-playable H.264 preview.
+    pg.wait_for_function(
+        "() => { const v = document.querySelector('#preview_video video');"
+        " return v && v.readyState >= 1 && v.videoWidth === 768 && !v.error; }",
+        timeout=PREVIEW_TIMEOUT_MS,
+    )
+    previews = list(Path(str(app["out"])).glob("*/input_preview.mp4"))
+    assert len(previews) == 1
+    pg.screenshot(path=str(shots / "app_with_preview.png"), full_page=True)
+    print(f"browser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")

@@ -1,0 +1,324 @@
+"""App handlers on the real street clip, without a browser: upload, preview, scrub, clicks, targets."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from body4d.config import Config, ConfigError, load_config
+from body4d.masks import draw_clicks
+from body4d.session import Session, SessionStore
+from body4d.types import Click
+from body4d.ui import handlers as h
+from body4d.video import VideoError, open_video, probe
+from models.registry import checkpoint_report
+
+VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
+VTEST_FRAMES = 795
+VTEST_FPS = Fraction(10)
+VTEST_W, VTEST_H = 768, 576
+# draw_clicks fill colours (RGB) of positive and negative markers.
+POSITIVE_FILL = (60, 200, 80)
+NEGATIVE_FILL = (220, 60, 60)
+# A pixel this far right and down of a marker centre is in its fill, off its white "+"/"-" arms.
+FILL_OFFSET = 3
+
+
+def marker_colour(image: np.ndarray, x: int, y: int) -> tuple[int, ...]:
+    """RGB of the fill of a click marker centred on (x, y)."""
+    return tuple(int(v) for v in image[y + FILL_OFFSET, x + FILL_OFFSET])
+
+
+def make_cfg(tmp: Path) -> Config:
+    """Config with an empty checkpoint folder and a private output folder."""
+    (tmp / "ckpt").mkdir(exist_ok=True)
+    return load_config(
+        overrides={"paths.ckpt_root": str(tmp / "ckpt"), "runtime.output_dir": str(tmp / "out")}, env={}
+    )
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return make_cfg(tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def loaded(cfg: Config) -> tuple[Session, h.LoadResult]:
+    """One session with vtest.avi loaded (shared by the read-only tests of this module)."""
+    assert VTEST.is_file(), f"{VTEST} is missing: the shared/ folder must sit beside the repository"
+    session = Session(session_id="vtest")
+    return session, h.load_video(cfg, session, VTEST)
+
+
+@pytest.fixture
+def fresh(cfg: Config) -> Session:
+    """A session with vtest.avi loaded, for tests that change prompts."""
+    session = Session(session_id="fresh")
+    h.load_video(cfg, session, VTEST)
+    return session
+
+
+@pytest.fixture(scope="module")
+def caps_report(cfg: Config) -> tuple[h.Capabilities, object]:
+    report = checkpoint_report(cfg)
+    return h.capabilities(cfg, report), report
+
+
+def vtest_frame(index: int) -> np.ndarray:
+    with open_video(VTEST) as video:
+        return video.frame(index)
+
+
+def test_upload_vtest_creates_session_with_795_frames_at_10_fps(cfg: Config, loaded) -> None:
+    session, result = loaded
+    assert result.info.n_frames == VTEST_FRAMES and result.info.fps == VTEST_FPS
+    assert (result.info.width, result.info.height) == (VTEST_W, VTEST_H)
+    assert session.info == result.info and session.video_path == VTEST
+    assert session.current_frame == 0 and session.targets == {1: []} and session.current_target == 1
+    assert result.needs_transcode, "MS-MPEG4 in AVI cannot play in browsers"
+    run_root = Path(cfg.runtime.output_dir) / result.run_id
+    assert session.run is not None and session.run.root == run_root and (run_root / "manifest.json").is_file()
+    assert session.run.manifest["video"]["frames"] == VTEST_FRAMES
+    assert result.view.index == 0 and result.view.time == "00:00.00 / 01:19.50"
+    assert np.array_equal(result.view.image, vtest_frame(0))
+    assert "795 frames at 10 fps" in result.message and "768×576" in result.message
+
+
+def test_preview_of_avi_is_h264_mp4_in_the_run_folder(cfg: Config, loaded) -> None:
+    session, result = loaded
+    calls: list[tuple[int, int]] = []
+    preview = h.make_preview(session, on_progress=lambda done, total: calls.append((done, total)))
+    assert preview is not None and preview == session.run.root / h.PREVIEW_NAME
+    info = probe(preview)
+    assert info.codec == "h264" and info.n_frames == VTEST_FRAMES and info.fps == VTEST_FPS
+    assert (info.width, info.height) == (VTEST_W, VTEST_H)
+    assert session.preview_path == preview
+    assert h.PREVIEW_NAME in session.run.manifest["artefacts"]["preview"]
+    assert calls[0] == (0, VTEST_FRAMES) and calls[-1] == (VTEST_FRAMES - 1, VTEST_FRAMES)
+
+
+def test_preview_of_h264_mp4_is_the_file_itself(cfg: Config, make_video) -> None:
+    clip = make_video(n=4, height=64, width=96, fps=Fraction(25))
+    session = Session(session_id="mp4")
+    assert not h.load_video(cfg, session, clip).needs_transcode
+    assert h.make_preview(session) == clip
+
+
+def test_scrub_to_frame_400_returns_that_frame_and_time(loaded) -> None:
+    session, _ = loaded
+    view = h.show_frame(session, 400)
+    assert view.index == 400 and session.current_frame == 400
+    assert view.time == "00:40.00 / 01:19.50"
+    expected = vtest_frame(400)
+    assert np.array_equal(view.image, expected)
+    assert not np.array_equal(view.image, vtest_frame(0))
+    assert h.show_frame(session, 10_000).index == VTEST_FRAMES - 1, "out-of-range index is clamped"
+
+
+def test_clicks_are_recorded_in_video_pixels_and_drawn(fresh: Session, caps_report) -> None:
+    caps, report = caps_report
+    h.show_frame(fresh, 400)
+    pos = h.add_click(fresh, h.ClickRequest(100, 200, positive=True), caps, report)
+    neg = h.add_click(fresh, h.ClickRequest(500, 300, positive=False), caps, report)
+    assert fresh.targets[1] == [Click(400, 100.0, 200.0, True), Click(400, 500.0, 300.0, False)]
+    assert marker_colour(pos.view.image, 100, 200) == POSITIVE_FILL == marker_colour(neg.view.image, 100, 200)
+    assert marker_colour(neg.view.image, 500, 300) == NEGATIVE_FILL
+    assert np.array_equal(neg.view.image, draw_clicks(vtest_frame(400), fresh.targets[1]))
+    assert "positive click at (x=100, y=200) on frame 400" in pos.message
+    assert (
+        "masks need the SAM-3 checkpoint" in pos.message
+        and "python scripts/setup.py --ckpt-root" in pos.message
+    )
+    # markers belong to their frame: none on frame 10, both again on frame 400
+    assert np.array_equal(h.show_frame(fresh, 10).image, vtest_frame(10))
+    assert marker_colour(h.show_frame(fresh, 400).image, 500, 300) == NEGATIVE_FILL
+    assert fresh.prompts().obj_ids == [1]
+
+
+def test_click_on_downscaled_frame_maps_back_to_video_pixels(cfg: Config, make_video, caps_report) -> None:
+    caps, report = caps_report
+    clip = make_video(n=2, height=720, width=2560, fps=Fraction(30), name="wide.mp4")
+    session = Session(session_id="wide")
+    view = h.load_video(cfg, session, clip).view
+    assert view.scale == pytest.approx(0.5) and view.image.shape == (360, 1280, 3)
+    h.add_click(session, h.ClickRequest(100, 50, positive=True), caps, report)
+    h.add_click(session, h.ClickRequest(5000, -3, positive=True), caps, report)
+    assert session.targets[1] == [Click(0, 200.0, 100.0, True), Click(0, 2559.0, 0.0, True)]
+
+
+def test_targets_add_remove_clear_keep_their_ids(fresh: Session, caps_report) -> None:
+    caps, report = caps_report
+    with pytest.raises(h.UserError, match="Target 1 has no clicks yet"):
+        h.add_target(fresh)
+    for expected_id in (1, 2, 3):
+        assert fresh.current_target == expected_id
+        h.add_click(fresh, h.ClickRequest(10 * expected_id, 20, positive=True), caps, report)
+        if expected_id < 3:
+            assert "Added Target" in h.add_target(fresh)
+    assert [tid for _, tid in h.target_choices(fresh)] == [1, 2, 3]
+    h.select_target(fresh, 2)
+    assert "Removed Target 2" in h.remove_target(fresh)
+    assert list(fresh.targets) == [1, 3] and fresh.current_target == 3
+    h.add_target(fresh)
+    assert fresh.current_target == 4, "ids are never reused or renumbered"
+    assert h.target_choices(fresh) == [
+        ("Target 1 · 1 click", 1),
+        ("Target 3 · 1 click", 3),
+        ("Target 4 · 0 clicks", 4),
+    ]
+    assert fresh.prompts().obj_ids == [1, 3]
+    with pytest.raises(h.UserError, match="no target 2"):
+        h.select_target(fresh, 2)
+    h.clear_targets(fresh)
+    assert fresh.targets == {1: []} and fresh.current_target == 1 and fresh.next_id == 2
+    assert fresh.prompts().obj_ids == []
+
+
+def test_bad_uploads_raise_gr_error_with_the_reason(cfg: Config, tmp_path: Path) -> None:
+    store = SessionStore()
+    report = checkpoint_report(cfg)
+    events = h.UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
+    request = gr.Request(session_hash="bad")
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("this is not a video")
+    with pytest.raises(VideoError):
+        h.load_video(cfg, Session(session_id="x"), fake)
+    with pytest.raises(gr.Error) as err:
+        events.upload(str(fake), request)
+    message = str(err.value.message)
+    assert "holiday.mp4 cannot be read as a video" in message and "re-export it as H.264 mp4" in message
+    assert str(tmp_path) not in message, "the user sees the file name, not the server path"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(gr.Error, match="notes.txt is not a video this app reads"):
+        events.upload(str(notes), request)
+    assert not store.get("bad").has_video
+
+
+def test_too_long_video_is_refused_with_the_config_key(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path).replace(**{"app.max_video_seconds": 30})
+    with pytest.raises(VideoError, match=r"lasts 79.5 s, longer than the 30 s .*app.max_video_seconds"):
+        h.load_video(cfg, Session(session_id="long"), VTEST)
+
+
+def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
+    store = SessionStore()
+    report = checkpoint_report(cfg)
+    events = h.UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
+    alice, bob = gr.Request(session_hash="alice"), gr.Request(session_hash="bob")
+    outputs = events.upload(str(VTEST), alice)
+    assert len(outputs) == events.n_load_outputs
+    image, slider, time, targets, status = outputs[:5]
+    assert (
+        image.shape == (VTEST_H, VTEST_W, 3)
+        and slider.maximum == VTEST_FRAMES - 1
+        and time.startswith("00:00.00")
+    )
+    assert "795 frames" in status and outputs[5:] == (None,) * 5
+    image400, time400 = events.scrub(400, alice)
+    assert time400 == "00:40.00 / 01:19.50" and np.array_equal(image400, vtest_frame(400))
+    select = gr.SelectData(target=None, data={"index": [120, 240], "value": None})
+    drawn, targets, message = events.click("Negative", select, alice)
+    assert store.get("alice").targets[1] == [Click(400, 120.0, 240.0, False)]
+    assert marker_colour(drawn, 120, 240) == NEGATIVE_FILL and "negative click" in message
+    assert not store.get("bob").has_video and events.scrub(3, bob) == (gr.skip(), gr.skip())
+    with pytest.raises(gr.Error, match="no video loaded"):
+        events.click("Positive", select, bob)
+    events.unload(alice)
+    assert "alice" not in store
+
+
+def test_status_lists_missing_checkpoints_with_the_setup_command(cfg: Config) -> None:
+    report = checkpoint_report(cfg)
+    assert not report.ok
+    text = h.models_markdown(report)
+    for name in ("SAM-3 (facebook/sam3)", "SAM-3D-Body weights", "MHR body model", "MoGe-2 ViT-L normal"):
+        assert name in text
+    assert f"python scripts/setup.py --ckpt-root {cfg.paths.ckpt_root}" in text
+    assert "HF_TOKEN" in text and "gated" in text
+    caps = h.capabilities(cfg, report)
+    assert caps.segment == "needs the SAM-3 checkpoint"
+    assert caps.reconstruct == "needs the SAM-3 and SAM-3D-Body checkpoints"
+    spec = h.layout_spec(report, caps, [])
+    for button in (spec.auto_detect, spec.mask_generation, spec.generate_4d, spec.cancel):
+        assert not button.interactive
+    assert spec.mask_generation.label == "Mask Generation (needs the SAM-3 checkpoint)"
+
+
+def test_capabilities_when_checkpoints_exist_but_models_are_not_loaded(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    for path in (
+        cfg.sam3.ckpt_path + "/config.json",
+        cfg.sam_3d_body.ckpt_path,
+        cfg.sam_3d_body.config_path,
+        cfg.sam_3d_body.mhr_path,
+        cfg.sam_3d_body.fov_path,
+    ):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"x")
+    report = checkpoint_report(cfg)
+    assert report.ok and "all checkpoints present" in h.models_markdown(report)
+    assert h.capabilities(cfg, report).segment == "SAM-3 is not loaded in this version of the app"
+    assert h.capabilities(cfg, report, segmenter_loaded=True, reconstructor_loaded=True) == h.Capabilities(
+        None, None
+    )
+
+
+def test_time_labels_use_the_exact_frame_rate() -> None:
+    ntsc = Fraction(30000, 1001)
+    assert h.format_time(Fraction(1) / ntsc) == "00:00.03"
+    assert h.format_time(Fraction(1799) / ntsc) == "01:00.02"
+    assert h.format_time(Fraction(3725)) == "62:05.00"
+    assert h.format_fps(ntsc) == "29.97" and h.format_fps(Fraction(10)) == "10"
+
+
+def test_examples_folder_lists_videos_and_loads_a_picked_one(cfg: Config, make_video, tmp_path: Path) -> None:
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    (folder / "README.md").write_text("examples go here")
+    clip = make_video(n=3, height=480, width=800, name="walk.mp4")
+    (folder / "walk.mp4").write_bytes(clip.read_bytes())
+    (folder / "broken.mkv").write_text("nope")
+    assert h.find_examples(folder) == [folder / "broken.mkv", folder / "walk.mp4"]
+    assert h.find_examples(tmp_path / "missing") == []
+    usable, thumbs = h.example_thumbnails(h.find_examples(folder))
+    assert usable == [folder / "walk.mp4"] and thumbs[0][1] == "walk" and thumbs[0][0].shape == (192, 320, 3)
+    report = checkpoint_report(cfg)
+    events = h.UiEvents(cfg, SessionStore(), report, h.capabilities(cfg, report), usable)
+    outputs = events.pick_example(
+        gr.SelectData(target=None, data={"index": 0, "value": None}), gr.Request(session_hash="ex")
+    )
+    assert outputs[1].maximum == 2 and "Loaded walk.mp4: 3 frames" in outputs[4]
+
+
+def test_session_store_evicts_idle_and_surplus_sessions() -> None:
+    now = [0.0]
+    store = SessionStore(idle_seconds=100, max_sessions=2, clock=lambda: now[0])
+    a = store.get("a")
+    assert store.get("a") is a
+    now[0] = 50
+    store.get("b")
+    now[0] = 120  # a idle for 120 s > 100, b for 70 s
+    store.get("c")
+    assert "a" not in store and "b" in store and "c" in store
+    store.get("d")  # over capacity: least recently used (b) goes
+    assert "b" not in store and len(store) == 2
+    now[0] = 1000
+    assert store.evict_idle() == 2 and len(store) == 0
+    with pytest.raises(ValueError, match="session id is required"):
+        store.get("")
+
+
+def test_app_host_and_port_come_from_env_then_set_overrides() -> None:
+    import app
+
+    cfg = app.app_config(app.parse_args([]), {"BODY4D_HOST": "0.0.0.0", "BODY4D_PORT": "7999"})
+    assert (cfg.app.host, cfg.app.port) == ("0.0.0.0", 7999)
+    cfg = app.app_config(app.parse_args(["--set", "app.port=8123"]), {"BODY4D_PORT": "7999"})
+    assert (cfg.app.host, cfg.app.port) == ("127.0.0.1", 8123)
+    with pytest.raises(ConfigError, match="app.port"):
+        app.app_config(app.parse_args([]), {"BODY4D_PORT": "seventy"})
