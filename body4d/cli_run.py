@@ -1,7 +1,8 @@
-"""``body4d run``: offline processing of one video (segmentation now; later stages plug in here).
+"""``body4d run``: offline processing of one video through `body4d.reconstruct` (the app's recipe).
 
     body4d run --input_video V [--prompts prompts.json] [--output_dir D] [--config C]
-               [--set key=value ...] [--stop-after masks]
+               [--set key=value ...] [--masks DIR] [--resume RUN_ID [--force]]
+               [--stop-after masks|camera|recover|smooth|export]
 
 ``prompts.json`` maps object ids to clicks in original pixels::
 
@@ -17,13 +18,8 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
-from contextlib import ExitStack
-from functools import partial
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from body4d.masks import MAX_OBJ_ID
 from body4d.types import Click, Prompts
@@ -33,8 +29,6 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
-STAGES = ("masks",)  # stages `run` knows, in order; --stop-after picks the last one to run
-LABELS_IN_MEMORY_MAX_BYTES = 1 << 30  # larger label volumes go to a temporary memory-mapped file
 
 
 class PromptFileError(ValueError):
@@ -94,7 +88,11 @@ def _parse_click(path: Path, key: str, index: int, item: Any) -> Click:
 
 def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``run`` subcommand on ``subparsers`` (``set_defaults(func=run_command)``)."""
-    p = subparsers.add_parser("run", help="process a video offline: masks (more stages later)")
+    from body4d.reconstruct import STAGES
+
+    p = subparsers.add_parser(
+        "run", help="process a video offline: masks, camera, bodies, smoothing, exports"
+    )
     p.add_argument(
         "--input_video", "--input-video", dest="input_video", required=True, help="video file or frame folder"
     )
@@ -104,12 +102,21 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help='JSON {"<obj_id>": [{"frame", "x", "y", "positive"}]}; default: detect people',
     )
     p.add_argument(
+        "--masks",
+        default=None,
+        help="folder of palette PNG masks (one per frame, pixel = object id) used instead of segmentation",
+    )
+    p.add_argument(
         "--output_dir",
         "--output-dir",
         dest="output_dir",
         default=None,
         help="parent of the run folder (default runtime.output_dir)",
     )
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_ID", help="continue a run folder; done stages are skipped"
+    )
+    p.add_argument("--force", action="store_true", help="with --resume: redo stages already done")
     p.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument(
@@ -128,111 +135,66 @@ def _bad_input(message: str) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Execute ``body4d run``; returns the exit code (see module doc)."""
     from body4d.config import ConfigError, load_config
-    from body4d.run_dir import RunDir
-    from body4d.stages.segment import apply_prompts, check_prompts, segment_video, write_outputs
+    from body4d.reconstruct import STAGES, load_models, reconstruct
+    from body4d.run_dir import RunDir, RunDirError
+    from body4d.stages.segment import check_prompts
     from body4d.video import VideoError, open_video
-    from models.registry import resolve_device, resolve_dtype
-    from models.sam3 import PromptError, Sam3CheckpointError, Sam3Models
+    from models.sam3 import PromptError
 
     try:
         cfg = load_config(args.config, overrides=args.set)
     except ConfigError as exc:
         return _bad_input(" ".join(str(exc).split()))
+    output_dir = args.output_dir or cfg.runtime.output_dir
+    last = STAGES.index(args.stop_after)
     try:
         prompts = load_prompts(args.prompts) if args.prompts else None
         video = open_video(args.input_video, max_frames=cfg.video.max_frames, max_side=cfg.video.max_side)
         if prompts is not None:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
-        device = resolve_device(cfg.runtime.device)
-        dtype = resolve_dtype(cfg.runtime.dtype, device)
-        models = Sam3Models.load(
-            cfg.sam3.ckpt_path, device=device, dtype=dtype, with_detector=prompts is None
+        run = RunDir.open(output_dir, args.resume) if args.resume else None
+        segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
+        models = load_models(
+            cfg,
+            sam3=segment,
+            detector=segment and prompts is None,
+            body=last >= STAGES.index("recover"),
+            camera=last >= STAGES.index("camera"),
         )
-    except (PromptFileError, PromptError, VideoError, Sam3CheckpointError, ValueError) as exc:
+        if run is None:
+            run = RunDir.create(output_dir, input_path=args.input_video, config=cfg)
+    except (PromptFileError, PromptError, VideoError, RunDirError, FileNotFoundError, ValueError) as exc:
+        return _bad_input(str(exc))
+    except RuntimeError as exc:  # checkpoint content errors (strict loading)
         return _bad_input(str(exc))
 
-    with ExitStack() as stack:
-        stack.enter_context(video)
-        sam3 = cfg.sam3
-        session = models.open_session(
-            video, max_cached_frames=sam3.max_cached_frames, mask_threshold=sam3.mask_threshold
-        )
+    with video:
         try:
-            if prompts is not None:
-                apply_prompts(session, prompts)
-        except PromptError as exc:
+            result = reconstruct(
+                video,
+                run,
+                cfg,
+                models,
+                prompts=prompts,
+                masks_dir=Path(args.masks) if args.masks else None,
+                stop_after=args.stop_after,
+                force=args.force,
+            )
+        except (PromptError, ValueError) as exc:
+            log.error("run %s failed: %s (see %s)", run.run_id, exc, run.path("manifest.json"))
             return _bad_input(str(exc))
-        run = RunDir.create(
-            args.output_dir or cfg.runtime.output_dir, input_path=args.input_video, config=cfg
-        )
-        info = video.info
-        run.update_manifest(
-            video={
-                "n_frames": info.n_frames,
-                "fps": f"{info.fps.numerator}/{info.fps.denominator}",
-                "height": info.height,
-                "width": info.width,
-            }
-        )
-        detect = None
-        if prompts is None:
-            detect = partial(models.detect, prompt=sam3.detection_prompt, threshold=sam3.detection_threshold)
-        labels = _label_volume(stack, len(video), info.height, info.width)
-        try:
-            with run.stage("masks") as handle:
-                result = segment_video(
-                    session,
-                    detect=detect,
-                    redetect_every=sam3.redetect_every,
-                    redetect_iou=sam3.redetect_iou,
-                    progress=lambda p: log.debug(
-                        "masks %d/%d (frame %d, %s)", p.done, p.total, p.frame, p.phase
-                    ),
-                    out=labels,
-                )
-                mp4 = write_outputs(
-                    run,
-                    video,
-                    result.track,
-                    fps=info.fps,
-                    crf=cfg.video.crf,
-                    jpeg_quality=cfg.video.jpeg_quality,
-                )
-                run.write_json(
-                    "segmentation.json",
-                    {
-                        "obj_ids": list(result.track.obj_ids),
-                        "first_frames": {str(k): v for k, v in result.first_frames.items()},
-                        "mode": "prompts" if prompts is not None else "auto",
-                    },
-                )
-                for rel in ("images", "masks", "masks_vis", mp4.name, "segmentation.json"):
-                    handle.artefact(rel)
-        except PromptError as exc:
-            return _bad_input(str(exc))
-    if args.stop_after != STAGES[-1]:
-        log.info("stopping after %s", args.stop_after)
     print(
         json.dumps(
             {
-                "run_dir": str(run.root),
-                "run_id": run.run_id,
-                "obj_ids": list(result.track.obj_ids),
-                "frames": result.track.n_frames,
+                "run_dir": str(result.root),
+                "run_id": result.run_id,
+                "obj_ids": list(result.obj_ids),
+                "frames": len(video),
+                "stages": list(result.done),
             }
         )
     )
     return EXIT_OK
-
-
-def _label_volume(stack: ExitStack, n: int, height: int, width: int) -> np.ndarray:
-    """``uint8[n, H, W]`` zeros: in RAM when small, else a memory-mapped temporary file."""
-    if n * height * width <= LABELS_IN_MEMORY_MAX_BYTES:
-        return np.zeros((n, height, width), dtype=np.uint8)
-    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="body4d_labels_")))
-    return np.lib.format.open_memmap(
-        folder / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, height, width)
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,3 +148,49 @@ class Completion:
     span: tuple[int, int]
     rgb: np.ndarray
     amodal: np.ndarray
+
+
+@dataclass(frozen=True)
+class BodyTrack:
+    """One identity's MHR body over every frame from its first to its last appearance.
+
+    Rows where the person was not estimated (not visible, or a gap) hold NaN unless ``valid``.
+    Geometry is rebuilt from the parameters by the body model (`SAM3DBody.mesh_from_params`), so
+    no per-frame vertices are stored here (18,439 x 3 floats per frame would not scale).
+
+    Attributes:
+        obj_id: object id (>= 1), the same id as in the masks.
+        frames: ``int64[T]`` consecutive global frame indices.
+        valid: ``bool[T]`` the row holds an estimate (observed, or filled by smoothing).
+        filled: ``bool[T]`` the row was interpolated across a short gap, not observed.
+        box: ``float32[T, 4]`` person box xyxy in pixels (from the mask).
+        focal: ``float32[T]`` focal length in pixels used for the row.
+        cam_t: ``float32[T, 3]`` model origin in the OpenCV camera frame, metres.
+        global_rot: ``float32[T, 3]`` MHR root rotation Euler angles, radians.
+        body_pose: ``float32[T, 133]`` MHR body pose parameters.
+        hand_pose: ``float32[T, 108]`` left/right hand PCA coefficients.
+        shape: ``float32[T, 45]`` identity shape coefficients.
+        scale: ``float32[T, 28]`` skeleton scale coefficients.
+        expression: ``float32[T, 72]`` face expression coefficients.
+    """
+
+    obj_id: int
+    frames: np.ndarray
+    valid: np.ndarray
+    filled: np.ndarray
+    box: np.ndarray
+    focal: np.ndarray
+    cam_t: np.ndarray
+    global_rot: np.ndarray
+    body_pose: np.ndarray
+    hand_pose: np.ndarray
+    shape: np.ndarray
+    scale: np.ndarray
+    expression: np.ndarray
+
+    PARAM_FIELDS = ("global_rot", "body_pose", "hand_pose", "shape", "scale", "expression")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every per-frame array by name (for ``bodies.npz``)."""
+        names = ("frames", "valid", "filled", "box", "focal", "cam_t", *self.PARAM_FIELDS)
+        return {n: getattr(self, n) for n in names}

@@ -14,7 +14,7 @@ import pytest
 from body4d.cli import main
 from body4d.cli_run import PromptFileError, load_prompts
 from body4d.masks import read_palette_png
-from body4d.testing.tiny_sam3 import write_tiny_sam3
+from body4d.testing.tiny_checkpoints import write_all
 from body4d.video import encode_video, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,9 +24,7 @@ FPS = Fraction(30000, 1001)
 
 @pytest.fixture(scope="module")
 def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ckpt")
-    write_tiny_sam3(root)
-    return root
+    return write_all(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,233 @@
+"""Tiny random SAM-3D-Body checkpoint folder for CPU tests (no real weights involved).
+
+``write_tiny_sam3dbody(root)`` writes ``root/sam-3d-body-dinov3/`` in the released layout:
+``model.ckpt`` (hub-layout DINOv3 keys, MHR constants included), ``model_config.yaml`` (the
+released flags at tiny widths, plus a ``BODY4D_BACKBONE`` section giving the tiny encoder
+shape), ``assets/mhr_model.pt`` (a TorchScript stand-in with MHR's call interface) and the
+empty marker ``BODY4D_TINY_TEST_CHECKPOINT``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from models.sam_3d_body.checkpoint import to_released_state_dict
+from models.sam_3d_body.config import BackboneConfig, parse_model_config, swiglu_hidden_size
+from models.sam_3d_body.geometry import rot6d_to_rotmat
+from models.sam_3d_body.heads import NUM_JOINTS, NUM_KP_ROWS, NUM_VERTS, MHRHead
+from models.sam_3d_body.network import SAM3DBodyNet
+
+FOLDER = "sam-3d-body-dinov3"
+MARKER = "BODY4D_TINY_TEST_CHECKPOINT"
+TINY_CROP = 64
+TINY_BACKBONE = BackboneConfig(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    gated_mlp=True,
+    num_registers=4,
+    intermediate_size=swiglu_hidden_size(64, 6.0),
+)
+
+# The released model_config.yaml with tiny widths; flags identical to the release.
+_CONFIG: dict[str, Any] = {
+    "TRAIN": {"USE_FP16": False, "FP16_TYPE": "float16"},
+    "MODEL": {
+        "IMAGE_SIZE": [TINY_CROP, TINY_CROP],
+        "IMAGE_MEAN": [0.485, 0.456, 0.406],
+        "IMAGE_STD": [0.229, 0.224, 0.225],
+        "BACKBONE": {
+            "TYPE": "dinov3_vith16plus",
+            "PRETRAINED_WEIGHTS": "",
+            "FROZEN_STAGES": -1,
+            "DROP_PATH_RATE": 0.0,
+        },
+        "DECODER": {
+            "TYPE": "sam",
+            "DIM": 32,
+            "DEPTH": 2,
+            "HEADS": 2,
+            "MLP_DIM": 64,
+            "DIM_HEAD": 16,
+            "LAYER_SCALE_INIT": 0.0,
+            "DROP_RATE": 0.0,
+            "ATTN_DROP_RATE": 0.0,
+            "DROP_PATH_RATE": 0.0,
+            "FFN_TYPE": "origin",
+            "ENABLE_TWOWAY": False,
+            "REPEAT_PE": True,
+            "FROZEN": False,
+            "CONDITION_TYPE": "cliff",
+            "USE_INTRIN_CENTER": True,
+            "DO_INTERM_PREDS": True,
+            "DO_INTERM_SUP": True,
+            "DO_KEYPOINT_TOKENS": True,
+            "DO_HAND_DETECT_TOKENS": True,
+            "KEYPOINT_TOKEN_UPDATE": "v2",
+            "KEYPOINT_TOKEN_UPDATE_COORD_EMB_USE_MLP": True,
+            "DO_KEYPOINT3D_TOKENS": True,
+        },
+        "PROMPT_ENCODER": {
+            "ENABLE": True,
+            "MAX_NUM_CLICKS": 2,
+            "PROMPT_KEYPOINTS": "mhr70",
+            "FROZEN": False,
+            "KEYPOINT_SAMPLER": {
+                "TYPE": "v1",
+                "WORST_RATIO": 0.8,
+                "KEYBODY_RATIO": 0.8,
+                "NEGATIVE_RATIO": 0.1,
+                "DUMMY_RATIO": 0.1,
+                "DISTANCE_THRESH": 0.0001,
+            },
+            "MASK_EMBED_TYPE": "v2",
+            "MASK_PROMPT": "v1",
+        },
+        "PERSON_HEAD": {
+            "POSE_TYPE": "mhr",
+            "CAMERA_ENABLE": True,
+            "CAMERA_TYPE": "perspective",
+            "ZERO_POSE_INIT": True,
+            "ZERO_POSE_INIT_BODY_FACTOR": 1,
+        },
+        "MHR_HEAD": {"MLP_DEPTH": 2, "MLP_CHANNEL_DIV_FACTOR": 1},
+        "CAMERA_HEAD": {"MLP_DEPTH": 2, "MLP_CHANNEL_DIV_FACTOR": 1, "DEFAULT_SCALE_FACTOR_HAND": 10},
+        "ENABLE_BODY": True,
+        "ENABLE_HAND": True,
+    },
+}
+
+
+def tiny_model_config() -> dict[str, Any]:
+    """The tiny ``model_config.yaml`` content (a fresh copy)."""
+    cfg = copy.deepcopy(_CONFIG)
+    cfg["BODY4D_BACKBONE"] = {k: getattr(TINY_BACKBONE, k) for k in TINY_BACKBONE.__dataclass_fields__}
+    return cfg
+
+
+class TinyMHR(nn.Module):
+    """Stand-in for ``mhr_model.pt`` with MHR's interface and output sizes, seeded.
+
+    ``forward(shape[B, 45], model_params[B, 204], expr[B, 72] | None, apply_correctives=True)``
+    returns vertices in cm ``[B, 18439, 3]`` and a skeleton ``[B, 127, 8]`` per joint
+    (translation cm, unit quaternion xyzw, scale). Outputs are smooth, bounded functions of
+    every input so that tests see pose, shape and scale changes.
+    """
+
+    def __init__(self, seed: int = 0, rank: int = 8) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        n_in = 45 + 204 + 72
+        self.register_buffer("rest_verts", torch.randn(NUM_VERTS, 3, generator=g) * 30.0)
+        self.register_buffer("vert_basis", torch.randn(rank, NUM_VERTS * 3, generator=g) * 2.0)
+        self.register_buffer("rest_joints", torch.randn(NUM_JOINTS, 3, generator=g) * 30.0)
+        self.register_buffer("to_latent", torch.randn(n_in, rank, generator=g) * 0.2)
+        self.register_buffer("to_joint", torch.randn(n_in, NUM_JOINTS * 7, generator=g) * 0.2)
+
+    def forward(
+        self,
+        shape: torch.Tensor,
+        model_params: torch.Tensor,
+        expr: torch.Tensor | None = None,
+        apply_correctives: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = model_params.shape[0]
+        if expr is None:
+            expr = torch.zeros(b, 72, dtype=model_params.dtype, device=model_params.device)
+        x = torch.cat([shape.expand(b, -1), model_params, expr], dim=1)
+        z = torch.tanh(x @ self.to_latent)
+        verts = self.rest_verts.unsqueeze(0) + (z @ self.vert_basis).view(b, -1, 3)
+        j = torch.tanh(x @ self.to_joint).view(b, -1, 7)
+        t = self.rest_joints.unsqueeze(0) + 5.0 * j[..., :3]
+        q = j[..., 3:7] + torch.tensor([0.0, 0.0, 0.0, 1.5], dtype=j.dtype, device=j.device)
+        q = torch.nn.functional.normalize(q, dim=-1)
+        s = torch.ones_like(j[..., :1])
+        return verts, torch.cat([t, q, s], dim=-1)
+
+
+def write_tiny_mhr(path: Path, seed: int = 0) -> None:
+    """Script and save :class:`TinyMHR` to ``path`` (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(TinyMHR(seed).eval()).save(str(path))
+
+
+def _random_rotations(n: int, g: torch.Generator) -> torch.Tensor:
+    return rot6d_to_rotmat(torch.randn(n, 6, generator=g))
+
+
+def _fill_mhr_constants(head: MHRHead, g: torch.Generator) -> None:
+    """Plausible MHR constants: rotations are rotations, indices are valid and disjoint."""
+    n_params = 204
+    hand_idxs = torch.arange(68, 122)  # the 54 hand entries of the 136 pose parameters
+    others = torch.tensor(
+        [i for i in range(n_params) if i not in set(hand_idxs.tolist()) and i not in (1, 2, 3, 4, 5)]
+    )
+    km = torch.zeros(NUM_KP_ROWS, NUM_VERTS + NUM_JOINTS)
+    km[torch.arange(NUM_KP_ROWS), torch.randint(0, NUM_VERTS + NUM_JOINTS, (NUM_KP_ROWS,), generator=g)] = 1.0
+    values = {
+        "joint_rotation": _random_rotations(NUM_JOINTS, g),
+        "scale_mean": torch.randn(68, generator=g) * 0.1,
+        "scale_comps": torch.randn(28, 68, generator=g) * 0.05 + torch.eye(28, 68),
+        # A triangle strip over the vertex list: every vertex is used, like the real MHR mesh.
+        "faces": (torch.arange(36874)[:, None] + torch.arange(3)[None, :]) % NUM_VERTS,
+        "hand_pose_mean": torch.randn(54, generator=g) * 0.1,
+        "hand_pose_comps": torch.eye(54) + torch.randn(54, 54, generator=g) * 0.05,
+        "hand_joint_idxs_left": hand_idxs[:27],
+        "hand_joint_idxs_right": hand_idxs[27:],
+        "keypoint_mapping": km,
+        "right_wrist_coords": torch.randn(3, generator=g) * 0.3,
+        "root_coords": torch.randn(3, generator=g) * 0.1,
+        "local_to_world_wrist": _random_rotations(1, g)[0],
+        "nonhand_param_idxs": others[:145],
+    }
+    for name, value in values.items():
+        getattr(head, name).copy_(value)
+
+
+def tiny_state_dict(seed: int = 0, accept_hands: bool = False) -> dict[str, torch.Tensor]:
+    """Random tiny weights in the released ``model.ckpt`` layout.
+
+    Args:
+        seed: weight seed.
+        accept_hands: make "full" mode accept the hand decoder's estimates (except for the
+            wrist-angle check): hand boxes centred on the person, hand keypoints and body
+            wrists at the model origin, so the hand checks pass and the splice path runs.
+    """
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    cfg = parse_model_config(tiny_model_config(), TINY_BACKBONE)
+    net = SAM3DBodyNet(cfg)
+    with torch.no_grad():
+        for name, p in net.backbone.named_parameters():
+            if "layer_scale" in name:
+                p.fill_(0.1)  # the hub init (1e-5) would make the tiny encoder almost an identity
+        for branch in (net.body, net.hand):
+            branch.init_camera.weight.copy_(torch.tensor([[-1.0, 0.0, 0.0]]))  # scale s = 1 (s = -cam[0])
+            last = branch.camera_head.proj.layers[-1]
+            last.weight.mul_(0.01)
+            last.bias.zero_()
+            _fill_mhr_constants(branch.pose_head, g)
+        if accept_hands:
+            net.bbox_embed.layers[-1].weight.zero_()
+            net.bbox_embed.layers[-1].bias.zero_()
+            net.hand.pose_head.keypoint_mapping[21:42] = 0.0
+            net.body.pose_head.keypoint_mapping[[41, 62]] = 0.0
+    return to_released_state_dict(net)
+
+
+def write_tiny_sam3dbody(root: Path, seed: int = 0, accept_hands: bool = False) -> None:
+    """Write ``root/sam-3d-body-dinov3/{model.ckpt, model_config.yaml, assets/mhr_model.pt}``
+    and the empty ``BODY4D_TINY_TEST_CHECKPOINT`` marker (``accept_hands``: see
+    :func:`tiny_state_dict`)."""
+    folder = Path(root) / FOLDER
+    (folder / "assets").mkdir(parents=True, exist_ok=True)
+    (folder / "model_config.yaml").write_text(yaml.safe_dump(tiny_model_config()))
+    torch.save({"state_dict": tiny_state_dict(seed, accept_hands)}, folder / "model.ckpt")
+    write_tiny_mhr(folder / "assets" / "mhr_model.pt", seed)
+    (folder / MARKER).touch()
