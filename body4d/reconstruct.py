@@ -4,7 +4,7 @@
     2 camera   MoGe-2 intrinsics once per video (or the documented default)
     3 recover  SAM-3D-Body per target per frame, batched over frames x targets
     4 smooth   per-identity temporal consistency over the whole sequence
-    5 export   OBJ per person per frame, camera JSON, bodies.npz
+    5 export   OBJ per person per frame, camera JSON, keypoints added to bodies.npz
 
 Each step is one stage call and one `RunDir` save, recorded in the manifest; a stage already
 done in the run folder is skipped on resume (its saved output is read back), unless forced.
@@ -13,6 +13,7 @@ Occlusion completion and rendering arrive as stages of their own in later versio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -36,6 +37,9 @@ from body4d.video import Video
 log = logging.getLogger(__name__)
 
 STAGES = ("masks", "camera", "recover", "smooth", "export")
+# MHR70 keypoints per body.
+NUM_KEYPOINTS = 70
+_TRACK_FIELDS = {f.name for f in dataclasses.fields(BodyTrack)} - {"obj_id"}
 # Label volumes larger than this go to a temporary memory-mapped file instead of RAM.
 LABELS_IN_MEMORY_MAX_BYTES = 1 << 30
 # Bodies per call when turning smoothed parameters back into meshes during export.
@@ -359,37 +363,47 @@ def _export_meshes(
     report: ProgressFn,
     should_cancel: Callable[[], bool] | None,
 ) -> int:
-    faces = body.faces
+    """Write every valid person-frame as OBJ + camera JSON; add keypoints to ``bodies.npz``."""
+    writer = export.ObjWriter(body.faces)
+    K = np.asarray(intrinsics.K, dtype=np.float64)
     total = sum(int(t.valid.sum()) for t in bodies.values())
     written = 0
+    arrays: dict[int, dict[str, np.ndarray]] = {}
     for obj_id, track in bodies.items():
+        n = len(track.frames)
+        kp3d = np.full((n, NUM_KEYPOINTS, 3), np.nan, dtype=np.float32)
+        kp2d = np.full((n, NUM_KEYPOINTS, 2), np.nan, dtype=np.float32)
         rows = np.flatnonzero(track.valid)
         color = color_for(obj_id)
         for start in range(0, len(rows), EXPORT_MESH_BATCH):
             if should_cancel is not None and should_cancel():
                 raise StageCancelled("export cancelled")
             chunk = rows[start : start + EXPORT_MESH_BATCH]
-            verts, _ = body.mesh_from_params(
-                track.global_rot[chunk],
-                track.body_pose[chunk],
-                track.hand_pose[chunk],
-                track.shape[chunk],
-                track.scale[chunk],
-                track.expression[chunk],
+            verts, kps = body.mesh_from_params(
+                *(getattr(track, name)[chunk] for name in BodyTrack.PARAM_FIELDS)
             )
+            placed_kps = kps + track.cam_t[chunk][:, None, :]
+            kp3d[chunk] = placed_kps
+            kp2d[chunk] = _project(placed_kps, K)
             for k, row in enumerate(chunk):
                 frame = int(track.frames[row])
                 placed = verts[k] + track.cam_t[row]
-                run.write_bytes(
-                    f"mesh_4d_individual/{obj_id}/{frame:08d}.obj", export.obj_bytes(placed, faces, color)
-                )
+                run.write_bytes(f"mesh_4d_individual/{obj_id}/{frame:08d}.obj", writer.mesh(placed, color))
                 run.write_json(
                     f"focal_4d_individual/{obj_id}/{frame:08d}.json",
                     export.camera_json(float(track.focal[row]), intrinsics.principal_point, track.cam_t[row]),
                 )
                 written += 1
             report("export", written / max(total, 1), f"person {obj_id}")
+        arrays[obj_id] = {**track.arrays(), "keypoints_3d": kp3d, "keypoints_2d": kp2d}
+    run.write_npz("bodies.npz", **export.bodies_arrays(arrays))
     return written
+
+
+def _project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pinhole projection of camera-frame points ``[..., 3]`` (metres) to pixels ``[..., 2]``."""
+    z = points[..., 2:3]
+    return (points[..., :2] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]]) * z) / z
 
 
 # --------------------------------------------------------------------------- persistence

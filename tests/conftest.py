@@ -32,6 +32,26 @@ def gradient_frames(n: int, height: int, width: int) -> list[np.ndarray]:
     return frames
 
 
+@pytest.fixture(scope="session")
+def sam3_ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding only the tiny random SAM-3 checkpoint (``<root>/sam3``)."""
+    from body4d.testing.tiny_sam3 import write_tiny_sam3
+
+    root = tmp_path_factory.mktemp("sam3_ckpt")
+    write_tiny_sam3(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def models(sam3_ckpt_root: Path):
+    """The tiny SAM-3 tracker + detector loaded through the production adapter (CPU, fp32)."""
+    import torch
+
+    from models.sam3 import Sam3Models
+
+    return Sam3Models.load(sam3_ckpt_root / "sam3", device="cpu", dtype=torch.float32)
+
+
 @pytest.fixture
 def make_video(tmp_path: Path):
     """Write a synthetic H.264 mp4: ``make_video(n, h, w, fps) -> Path``."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from body4d.export import bodies_arrays, camera_json, obj_bytes
+from body4d.export import ObjWriter, bodies_arrays, camera_json, obj_bytes
 
 
 def _tetra() -> tuple[np.ndarray, np.ndarray]:
@@ -53,3 +53,13 @@ def test_bodies_arrays_keys_and_validation() -> None:
     assert arrays["id2/cam_t"].shape == (3, 3)
     with pytest.raises(ValueError, match="expected 3"):
         bodies_arrays({1: {"frames": np.arange(3), "cam_t": np.zeros((2, 3))}})
+
+
+def test_obj_writer_reuses_faces_and_matches_obj_bytes() -> None:
+    v, f = _tetra()
+    writer = ObjWriter(f)
+    assert writer.mesh(v, (1, 2, 3)) == obj_bytes(v, f, (1, 2, 3))
+    with pytest.raises(ValueError, match="non-negative"):
+        ObjWriter(f - 1)
+    with pytest.raises(ValueError, match="face indices"):
+        writer.mesh(v[:3])

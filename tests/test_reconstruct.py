@@ -104,6 +104,15 @@ def test_masks_in_bodies_out(scene, ckpt_root: Path, tmp_path: Path, capsys) -> 
             # Shape is locked per identity: one value over every valid frame.
             shape = bodies[f"id{obj_id}/shape"][bodies[f"id{obj_id}/valid"]]
             assert np.allclose(shape, shape[0])
+        # Keypoints of every valid row, placed in the camera frame and projected with K.
+        kp3d, kp2d = bodies["id5/keypoints_3d"], bodies["id5/keypoints_2d"]
+        assert kp3d.shape == (len(bodies["id5/frames"]), 70, 3) and kp2d.shape[-1] == 2
+        valid5 = bodies["id5/valid"]
+        assert np.isfinite(kp3d[valid5]).all() and np.isnan(kp3d[~valid5]).all()
+        p = kp3d[valid5][0, 0]
+        assert kp2d[valid5][0, 0] == pytest.approx(
+            [K[0, 0] * p[0] / p[2] + K[0, 2], K[1, 1] * p[1] / p[2] + K[1, 2]], rel=1e-4
+        )
         # The 2-frame gap of id 5 is filled by interpolation (max_gap 30), flagged as such.
         filled5 = bodies["id5/filled"]
         assert [int(f) for f in bodies["id5/frames"][filled5]] == [6, 7]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from body4d.testing.tiny_sam3 import TINY_MARKER, write_tiny_sam3
+from body4d.testing.tiny_sam3 import TINY_MARKER
 from body4d.types import Click
 from models.sam3 import ArrayFrames, PromptError, Sam3CheckpointError, Sam3Models, check_checkpoint
 
@@ -26,20 +26,8 @@ def rect_video(n: int = T) -> np.ndarray:
     return frames
 
 
-@pytest.fixture(scope="module")
-def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ckpt")
-    write_tiny_sam3(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def models(ckpt_root: Path) -> Sam3Models:
-    return Sam3Models.load(ckpt_root / "sam3", device="cpu", dtype=torch.float32)
-
-
-def test_tiny_checkpoint_has_the_real_layout(ckpt_root: Path) -> None:
-    folder = ckpt_root / "sam3"
+def test_tiny_checkpoint_has_the_real_layout(sam3_ckpt_root: Path) -> None:
+    folder = sam3_ckpt_root / "sam3"
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "sam3_video"
     for name in ("model.safetensors", "processor_config.json", "tokenizer.json", TINY_MARKER):
@@ -60,29 +48,29 @@ def test_missing_folder_names_path_and_setup_command(tmp_path: Path) -> None:
     assert "python scripts/setup.py --ckpt-root DIR" in str(err.value)
 
 
-def test_incomplete_folder_lists_missing_files(ckpt_root: Path, tmp_path: Path) -> None:
+def test_incomplete_folder_lists_missing_files(sam3_ckpt_root: Path, tmp_path: Path) -> None:
     broken = tmp_path / "sam3"
-    shutil.copytree(ckpt_root / "sam3", broken)
+    shutil.copytree(sam3_ckpt_root / "sam3", broken)
     (broken / "model.safetensors").unlink()
     with pytest.raises(Sam3CheckpointError, match="incomplete.*model.safetensors") as err:
         Sam3Models.load(broken)
     assert "scripts/setup.py" in str(err.value)
 
 
-def test_a_different_model_folder_is_refused(ckpt_root: Path, tmp_path: Path) -> None:
+def test_a_different_model_folder_is_refused(sam3_ckpt_root: Path, tmp_path: Path) -> None:
     other = tmp_path / "sam3"
-    shutil.copytree(ckpt_root / "sam3", other)
+    shutil.copytree(sam3_ckpt_root / "sam3", other)
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "model_type": "sam2_video"}))
     with pytest.raises(Sam3CheckpointError, match="'sam2_video' checkpoint, not a facebook/sam3 snapshot"):
         check_checkpoint(other)
 
 
-def test_weights_missing_from_the_file_are_refused(ckpt_root: Path, tmp_path: Path) -> None:
+def test_weights_missing_from_the_file_are_refused(sam3_ckpt_root: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     broken = tmp_path / "sam3"
-    shutil.copytree(ckpt_root / "sam3", broken)
+    shutil.copytree(sam3_ckpt_root / "sam3", broken)
     weights = load_file(broken / "model.safetensors")
     kept = {
         k: v for k, v in weights.items() if ".mask_decoder." not in k or not k.startswith("tracker_model.")

@@ -17,7 +17,6 @@ from body4d.stages.segment import (
     segment_video,
     select_new_detections,
 )
-from body4d.testing.tiny_sam3 import write_tiny_sam3
 from body4d.types import Click, Prompts
 from models.sam3 import ArrayFrames, Detections, PromptError, Sam3Models
 
@@ -45,18 +44,6 @@ def detections(*masks: np.ndarray) -> Detections:
         boxes=np.zeros((n, 4), np.float32),
         masks=np.stack(masks) if masks else np.zeros((0, H, W), bool),
     )
-
-
-@pytest.fixture(scope="module")
-def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ckpt")
-    write_tiny_sam3(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def models(ckpt_root: Path) -> Sam3Models:
-    return Sam3Models.load(ckpt_root / "sam3", device="cpu", dtype=torch.float32)
 
 
 class Recorder:
@@ -109,8 +96,8 @@ def test_targets_first_prompted_on_different_frames(models: Sam3Models) -> None:
     assert rec.events[-1].total == T + 12
 
 
-def test_lost_target_is_empty_there_and_ids_are_kept(ckpt_root: Path) -> None:
-    lossy = Sam3Models.load(ckpt_root / "sam3", device="cpu", dtype=torch.float32, with_detector=False)
+def test_lost_target_is_empty_there_and_ids_are_kept(sam3_ckpt_root: Path) -> None:
+    lossy = Sam3Models.load(sam3_ckpt_root / "sam3", device="cpu", dtype=torch.float32, with_detector=False)
     with torch.no_grad():  # the tracker now never believes the object is present on tracked frames
         lossy.tracker.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(-20.0)
     session = lossy.open_session(video(10))
