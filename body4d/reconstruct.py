@@ -158,6 +158,12 @@ def reconstruct(
     )
     last = STAGES.index(stop_after)
     done: list[str] = []
+    if cfg.completion.enable:
+        log.warning(
+            "completion.enable is true but occlusion completion (Diffusion-VAS) is not part of this "
+            "version: occluded frames are filled by temporal interpolation only"
+        )
+        run.update_manifest(completion="unavailable in this version: temporal interpolation only")
 
     # 1 masks ------------------------------------------------------------------------------
     with run.stage("masks", force=force) as st:
