@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -230,17 +231,22 @@ def encode_video(
 # --------------------------------------------------------------------------- sources
 
 
-class _Source:
+class _Source(ABC):
+    """Where frames come from: a container file or a folder of images."""
+
     info: VideoInfo
 
+    @abstractmethod
     def frame(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        raise NotImplementedError
+        """Frame ``index`` as RGB ``uint8[h, w, 3]`` at ``size = (w, h)``."""
 
+    @abstractmethod
     def iterate(self, start: int, stop: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
-        raise NotImplementedError
+        """Frames ``[start, stop)`` in order, each decoded once."""
 
+    @abstractmethod
     def close(self) -> None:
-        """Nothing to release by default."""
+        """Release decoder resources (reopened on the next access)."""
 
 
 def _open_source(path: Path, folder_fps: Fraction) -> _Source:
@@ -298,6 +304,9 @@ class _FolderSource(_Source):
 
     def frame(self, index: int, size: tuple[int, int]) -> np.ndarray:
         return self._load(index, size)
+
+    def close(self) -> None:
+        """Images are opened per frame: nothing stays open."""
 
     def iterate(self, start: int, stop: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
         for i in range(start, stop):
