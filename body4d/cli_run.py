@@ -134,6 +134,8 @@ def _bad_input(message: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Execute ``body4d run``; returns the exit code (see module doc)."""
+    from transformers.utils import logging as hf_logging
+
     from body4d.config import ConfigError, load_config
     from body4d.reconstruct import STAGES, load_models, reconstruct
     from body4d.run_dir import RunDir, RunDirError
@@ -147,6 +149,7 @@ def run_command(args: argparse.Namespace) -> int:
         return _bad_input(" ".join(str(exc).split()))
     output_dir = args.output_dir or cfg.runtime.output_dir
     last = STAGES.index(args.stop_after)
+    hf_logging.disable_progress_bar()  # headless logs: one line per event, no weight-loading bars
     try:
         prompts = load_prompts(args.prompts) if args.prompts else None
         video = open_video(args.input_video, max_frames=cfg.video.max_frames, max_side=cfg.video.max_side)

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import torch
+from transformers.initialization import no_init_weights
 
 from .backbone import HF_PREFIX, HUB_PREFIX, hf_to_hub, hub_to_hf
 from .config import ModelConfig, read_model_config
@@ -161,7 +162,10 @@ def load_sam3dbody(
         net = SAM3DBodyNet(cfg)
     mapped = to_port_state_dict(sd, cfg)
     check_keys(net, mapped, ckpt_path)
-    net = SAM3DBodyNet(cfg)
+    # Every parameter is overwritten by the strict load below, so skip the random initialisation
+    # (27 s -> 0.1 s for the released 941 M-parameter model on a 2-core CPU).
+    with no_init_weights():
+        net = SAM3DBodyNet(cfg)
     net.load_state_dict(mapped, strict=True)
     net.backbone.to(DTYPES[dtype])
     net.to(device).eval().requires_grad_(False)
