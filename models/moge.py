@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from moge.model.v2 import MoGeModel
+from transformers.initialization import no_init_weights
 
 from models.registry import SETUP_HINT
 
@@ -135,7 +136,9 @@ def load_moge(
             f"{path} is not a MoGe-2 checkpoint: expected a dict with 'model_config' and 'model', got {got}; {fix}"
         )
     try:
-        model = MoGeModel(**ckpt["model_config"])
+        # Weights are all replaced by the checked load below: skip the random initialisation.
+        with no_init_weights():
+            model = MoGeModel(**ckpt["model_config"])
     except Exception as exc:
         raise MoGeCheckpointError(
             f"{path}: model_config does not build a MoGe-2 model ({exc}); {fix}"
