@@ -6,6 +6,8 @@ Run ``python app.py`` (or ``make run``) and open http://127.0.0.1:7860.
 Environment: ``BODY4D_HOST`` / ``BODY4D_PORT`` override ``app.host`` / ``app.port``;
 ``BODY4D_CKPT_ROOT`` / ``BODY4D_OUTPUT_DIR`` override ``paths.ckpt_root`` / ``runtime.output_dir``.
 The app starts without checkpoints: its status panel lists what is missing and how to get it.
+With every checkpoint present it loads the models once, shared read-only by all sessions; if
+loading fails the app still starts and its status panel shows why.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from body4d.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from body4d.reconstruct import PipelineModels
+    from models.registry import CheckpointReport
 
 log = logging.getLogger("body4d.app")
 
@@ -85,6 +92,29 @@ def log_environment() -> None:
         log.warning("CUDA is available but OpenGL runs on the CPU (llvmpipe): expose the NVIDIA EGL driver")
 
 
+def load_app_models(cfg: Config, report: CheckpointReport) -> tuple[PipelineModels | None, str | None]:
+    """Load every network once when all checkpoints are present.
+
+    Returns:
+        ``(models, None)`` when loaded; ``(None, None)`` when checkpoints are missing (nothing is
+        tried); ``(None, reason)`` when loading failed (logged with its traceback).
+    """
+    if not report.ok:
+        return None, None
+    from body4d.reconstruct import load_models
+
+    log.info("loading the models (device %s, dtype %s)…", cfg.runtime.device, cfg.runtime.dtype)
+    try:
+        models = load_models(cfg, sam3=True, detector=True, body=True, camera=True)
+    except Exception as exc:  # any failure (bad weights, out of memory) must leave the app usable
+        log.exception("loading the models failed; model buttons stay disabled")
+        return None, f"{type(exc).__name__}: {exc}"
+    if report.uses_tiny:
+        log.warning("TINY TEST CHECKPOINTS loaded: random weights, every result is meaningless")
+    log.info("models loaded")
+    return models, None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the web app; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -109,14 +139,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = checkpoint_report(cfg)
     for line in report.text().splitlines():
         (log.info if report.ok else log.warning)("checkpoints: %s", line)
-    caps = capabilities(cfg, report)
+    models, load_error = load_app_models(cfg, report)
+    caps = capabilities(
+        cfg,
+        report,
+        segmenter_loaded=models is not None and models.sam3 is not None,
+        reconstructor_loaded=models is not None and models.body is not None,
+        load_error=load_error,
+    )
     examples, thumbs = example_thumbnails(find_examples(cfg.app.examples_dir))
     log.info("%d example video(s) in %s", len(examples), cfg.app.examples_dir)
 
     demo, widgets = build_layout(
-        layout_spec(report, caps, thumbs), delete_cache=(CACHE_CLEAN_EVERY_S, CACHE_MAX_AGE_S)
+        layout_spec(report, caps, thumbs, load_error), delete_cache=(CACHE_CLEAN_EVERY_S, CACHE_MAX_AGE_S)
     )
-    UiEvents(cfg, SessionStore(), report, caps, examples).bind(demo, widgets)
+    UiEvents(cfg, SessionStore(), report, caps, examples, models).bind(demo, widgets)
     # One GPU job at a time; light events (frames, clicks, targets) opt out per event.
     demo.queue(default_concurrency_limit=1)
     log.info("outputs in %s; serving on http://%s:%d", output_dir, cfg.app.host, cfg.app.port)

@@ -8,6 +8,7 @@
 
 Each step is one stage call and one `RunDir` save, recorded in the manifest; a stage already
 done in the run folder is skipped on resume (its saved output is read back), unless forced.
+Remaking a stage marks every later stage stale, so they run again from the new output.
 Occlusion completion and rendering arrive as stages of their own in later versions.
 """
 
@@ -173,6 +174,7 @@ def reconstruct(
             else:
                 obj_ids = _segment(video, run, cfg, models, prompts, report, should_cancel)
             st.extra["obj_ids"] = list(obj_ids)
+            run.invalidate(*_after("masks"))
             for rel in ("images", "masks", "masks_vis", f"video_mask_{run.run_id}.mp4", "segmentation.json"):
                 if run.path(rel).exists():
                     st.artefact(rel)
@@ -193,6 +195,7 @@ def reconstruct(
             K = estimate_camera(video, models.moge, cfg)
             run.write_json("camera.json", _intrinsics_json(K))
             st.artefact("camera.json")
+            run.invalidate(*_after("camera"))
     intrinsics = _read_intrinsics(run)
     done.append("camera")
     if last == 1:
@@ -219,6 +222,7 @@ def reconstruct(
                 raise StageCancelled(str(exc)) from exc
             _save_tracks(run, "bodies_raw.npz", tracks)
             st.artefact("bodies_raw.npz")
+            run.invalidate(*_after("recover"))
     raw = _load_tracks(run, "bodies_raw.npz")
     done.append("recover")
     if last == 2:
@@ -231,6 +235,7 @@ def reconstruct(
             smoothed = {i: make_consistent(t, cfg.smoothing, fps) for i, t in raw.items()}
             _save_tracks(run, "bodies.npz", smoothed)
             st.artefact("bodies.npz")
+            run.invalidate(*_after("smooth"))
     bodies = _load_tracks(run, "bodies.npz")
     done.append("smooth")
     if last == 3:
@@ -248,6 +253,11 @@ def reconstruct(
                 st.artefact(f"focal_4d_individual/{obj_id}")
     done.append("export")
     return _result(run, obj_ids, done)
+
+
+def _after(stage: str) -> tuple[str, ...]:
+    """Stages that consume ``stage``'s output: stale once it is remade."""
+    return STAGES[STAGES.index(stage) + 1 :]
 
 
 # ----------------------------------------------------------------------------------- steps

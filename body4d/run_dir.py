@@ -9,8 +9,8 @@ Layout (see README "Outputs")::
 Every file is written to a temporary name in its folder and renamed into place, so a crash
 never leaves a half-written file under its final name. ``manifest.json`` records the input,
 a config snapshot, library versions, and per stage its status (``running``/``done``/
-``failed``), timings, error and artefacts; a stage marked ``done`` is skipped on resume unless
-forced.
+``failed``/``cancelled``/``stale``), timings, error and artefacts; a stage marked ``done`` is
+skipped on resume unless forced, and a stage whose inputs were remade is ``stale`` (runs again).
 """
 
 from __future__ import annotations
@@ -170,6 +170,21 @@ class RunDir:
     def write_bytes(self, rel: str | Path, data: bytes) -> Path:
         return atomic_write_bytes(self.path(rel), data)
 
+    @contextlib.contextmanager
+    def atomic_file(self, rel: str | Path) -> Iterator[Path]:
+        """Yield a temporary path beside ``rel`` to write (e.g. a streamed zip); it is renamed to
+        ``rel`` when the block ends without error, and removed otherwise."""
+        target = self.path(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
     def write_text(self, rel: str | Path, text: str) -> Path:
         return self.write_bytes(rel, text.encode("utf-8"))
 
@@ -236,6 +251,18 @@ class RunDir:
             if rel not in items:
                 items.append(rel)
             self._save_manifest()
+
+    def invalidate(self, *names: str) -> None:
+        """Mark finished stages ``stale`` (their inputs changed): they run again on resume."""
+        with self._lock:
+            changed = False
+            for name in names:
+                st = self._manifest["stages"].get(name)
+                if st and st.get("status") == "done":
+                    st["status"] = "stale"
+                    changed = True
+            if changed:
+                self._save_manifest()
 
     def stage_status(self, name: str) -> str | None:
         with self._lock:

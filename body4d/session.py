@@ -1,9 +1,11 @@
 """Per-browser-session state and a thread-safe store of sessions keyed by session id.
 
 One `Session` holds everything a user builds up in the app: the loaded video (a lazily decoded
-`Video` that can be reopened from its path), the run folder, the frame on screen, and the click
-prompts of every target. The app creates one `SessionStore` and passes it to the UI handlers;
-nothing here is a module global, so many users can work at once without seeing each other's data.
+`Video` that can be reopened from its path), the run folder, the frame on screen, the click
+prompts of every target, the SAM-3 tracking session that turns clicks into live masks (opened
+lazily on the session's video), the masks shown on prompted frames, and the flag that cancels
+its pipeline run. The app creates one `SessionStore` and passes it to the UI handlers; nothing
+here is a module global, so many users can work at once without seeing each other's data.
 
 Target ids start at 1 and are never renumbered: removing target 2 of 1, 2, 3 leaves 1 and 3, and
 the next new target is 4. Only "clear all targets" (or a new video) starts again at 1.
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +34,17 @@ FIRST_TARGET_ID = 1
 DEFAULT_IDLE_SECONDS = 2 * 60 * 60
 # Upper bound on live sessions; beyond it the least recently used one is dropped.
 DEFAULT_MAX_SESSIONS = 64
+
+
+class Tracker(Protocol):
+    """What a session needs of a SAM-3 tracking session (`models.sam3.TrackerSession`)."""
+
+    @property
+    def obj_ids(self) -> list[int]: ...
+
+    def remove_object(self, obj_id: int) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 @dataclass
@@ -49,6 +63,13 @@ class Session:
         current_target: the target new clicks go to.
         next_id: the id the next added target gets.
         last_used: `time.monotonic()` of the last access (for idle eviction).
+        tracker: the SAM-3 tracking session on this video (None until the first click with
+            SAM-3 loaded, and after `close()`); it holds the same targets as ``targets``.
+        masks: live masks per prompted frame, ``{frame: {target_id: bool[H, W]}}`` in video pixels.
+        mask_prompts: what the run's masks were made from (None = automatic people detection);
+            meaningful once its ``masks`` stage is done.
+        cancel: set by the Cancel button; the running pipeline polls it.
+        run_lock: held while a pipeline runs on this session's run folder.
     """
 
     session_id: str
@@ -62,6 +83,11 @@ class Session:
     current_target: int = FIRST_TARGET_ID
     next_id: int = FIRST_TARGET_ID + 1
     last_used: float = field(default_factory=time.monotonic)
+    tracker: Tracker | None = field(default=None, repr=False, compare=False)
+    masks: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+    mask_prompts: Prompts | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _video: Video | None = field(default=None, repr=False, compare=False)
     _frame_cache: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -82,6 +108,7 @@ class Session:
         self.run = run
         self.preview_path = None
         self.current_frame = 0
+        self.mask_prompts = None
         self.clear_targets()
 
     def video(self) -> Video:
@@ -105,11 +132,12 @@ class Session:
         return rgb
 
     def close(self) -> None:
-        """Release the decoder and the cached frame (the video can be reopened later)."""
+        """Release the decoder, the cached frame and the tracker (all can be reopened later)."""
         if self._video is not None:
             self._video.close()
         self._video = None
         self._frame_cache = None
+        self.tracker = None
 
     # ------------------------------------------------------------------ prompts
     def add_click(self, click: Click) -> None:
@@ -151,6 +179,10 @@ class Session:
         """
         if target_id not in self.targets:
             raise KeyError(f"there is no target {target_id}; targets are {list(self.targets)}")
+        if self.tracker is not None and target_id in self.tracker.obj_ids:
+            self.tracker.remove_object(target_id)
+        for frame_masks in self.masks.values():
+            frame_masks.pop(target_id, None)
         del self.targets[target_id]
         if not self.targets:
             self.targets[self.next_id] = []
@@ -159,10 +191,17 @@ class Session:
             self.current_target = next(reversed(self.targets))
 
     def clear_targets(self) -> None:
-        """Drop every target and click; the next target is 1 again."""
+        """Drop every target, click and live mask; the next target is 1 again."""
+        if self.tracker is not None:
+            self.tracker.clear()
+        self.masks.clear()
         self.targets = {FIRST_TARGET_ID: []}
         self.current_target = FIRST_TARGET_ID
         self.next_id = FIRST_TARGET_ID + 1
+
+    def set_masks(self, frame: int, masks: dict[int, np.ndarray]) -> None:
+        """Remember the live masks of every target on ``frame`` (the tracker's last answer)."""
+        self.masks[frame] = {tid: m for tid, m in masks.items() if tid in self.targets}
 
     def prompts(self) -> Prompts:
         """The clicks of every target that has any, as the frozen `Prompts` the pipeline takes."""

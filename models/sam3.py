@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from body4d.masks import MAX_OBJ_ID  # label maps are uint8; 0 is background
 from body4d.types import Click
@@ -223,7 +224,7 @@ def _load_strict(cls: type, path: Path, what: str) -> torch.nn.Module:
         model, info = cls.from_pretrained(
             path, dtype=torch.float32, local_files_only=True, output_loading_info=True
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise Sam3CheckpointError(
             f"cannot load the SAM-3 {what} from {path} ({exc}): re-download it with `{SETUP_HINT}`"
         ) from exc

@@ -8,6 +8,7 @@ Screenshots go to the test's tmp folder (or ``BODY4D_SHOTS`` when set).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -15,12 +16,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
+
+from body4d.video import encode_video
 
 pytestmark = pytest.mark.browser
 
@@ -46,6 +51,11 @@ CLICK_X, CLICK_Y = 286, 235  # the torso of the walker left of the lamp post on 
 FILL_OFFSET = 3
 JPEG_TOLERANCE = 40  # frames travel as JPEG: colours come back within this per channel
 POSITIVE_FILL = (60, 200, 80)
+# The tiny-model walker clip, and a pixel on the walker in frame 0.
+CLIP_FRAMES, CLIP_H, CLIP_W = 10, 192, 256
+WALKER_X, WALKER_Y = 120, 110
+MARKER_CLEARANCE = 14  # pixels further than this from a click are free of its marker
+MODEL_RUN_TIMEOUT_MS = 60_000
 
 
 def _require_chromium() -> None:
@@ -61,13 +71,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
-    """`python app.py` on a free port with an empty checkpoint folder; yields url, ckpt, out."""
-    _require_chromium()
-    root = tmp_path_factory.mktemp("browser_app")
-    ckpt, out = root / "ckpt", root / "out"
-    ckpt.mkdir()
+@contextlib.contextmanager
+def _serve(root: Path, ckpt: Path) -> Iterator[dict[str, object]]:
+    """`python app.py` on a free port with checkpoints from ``ckpt``; yields url, ckpt, out, log."""
+    out = root / "out"
     port = _free_port()
     env = dict(
         os.environ,
@@ -110,24 +117,55 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]
 
 
 @pytest.fixture(scope="module")
-def page(app: dict[str, object]):
-    """A fresh headless Debian Chromium page on the app."""
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install it with `apt-get install chromium` (`make test` does this)"
-        )
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """The app with an empty checkpoint folder."""
+    _require_chromium()
+    root = tmp_path_factory.mktemp("browser_app")
+    (root / "ckpt").mkdir()
+    with _serve(root, root / "ckpt") as served:
+        yield served
 
+
+@pytest.fixture(scope="module")
+def tiny_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """The app on tiny real test checkpoints (random weights, CPU) and a small walker clip."""
+    from body4d.testing.tiny_checkpoints import write_all
+
+    _require_chromium()
+    root = tmp_path_factory.mktemp("browser_tiny_app")
+    write_all(root / "ckpt")
+    frames = []
+    for t in range(CLIP_FRAMES):
+        frame = np.full((CLIP_H, CLIP_W, 3), 170, np.uint8)
+        frame[60:170, 100 + 3 * t : 150 + 3 * t] = (150, 40, 40)
+        frames.append(frame)
+    clip = encode_video(frames, root / "walker.mp4", Fraction(10))
+    with _serve(root, root / "ckpt") as served:
+        yield {**served, "clip": clip}
+
+
+@contextlib.contextmanager
+def _browser_page(url: str) -> Iterator[object]:
+    """A fresh headless Debian Chromium page on ``url``."""
+    _require_chromium()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
         try:
             context = browser.new_context(viewport=VIEWPORT)
             pg = context.new_page()
             pg.set_default_timeout(UI_TIMEOUT_MS)
-            pg.goto(str(app["url"]), wait_until="domcontentloaded")
+            pg.goto(url, wait_until="domcontentloaded")
             pg.locator("#upload").wait_for()
             yield pg
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(app: dict[str, object]):
+    """A browser page on the app without checkpoints (closed after its test: one Playwright at a time)."""
+    with _browser_page(str(app["url"])) as pg:
+        yield pg
 
 
 def _shots(tmp_path: Path) -> Path:
@@ -250,3 +288,81 @@ def test_upload_scrub_click_without_checkpoints(app: dict[str, object], page, tm
     assert len(previews) == 1
     pg.screenshot(path=str(shots / "app_with_preview.png"), full_page=True)
     print(f"browser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")
+
+
+def _displayed_pixels(pg) -> np.ndarray:
+    """The frame image the browser shows, as RGB ``uint8[H, W, 3]``."""
+    flat = pg.locator("#frame img").evaluate(
+        "img => { const c = document.createElement('canvas');"
+        " c.width = img.naturalWidth; c.height = img.naturalHeight;"
+        " const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);"
+        " return [c.width, c.height, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }"
+    )
+    width, height, data = flat
+    return np.asarray(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+
+
+def _wait_status(pg, text: str, timeout_ms: int = UI_TIMEOUT_MS) -> None:
+    try:
+        pg.wait_for_function(
+            "s => document.querySelector('#status textarea').value.includes(s)", arg=text, timeout=timeout_ms
+        )
+    except PlaywrightTimeout:
+        pytest.fail(f"status never said {text!r}; it says {pg.locator('#status textarea').input_value()!r}")
+
+
+def test_click_masks_and_mask_generation_with_tiny_models(
+    tiny_app: dict[str, object], tmp_path: Path
+) -> None:
+    shots = _shots(tmp_path)
+    started = time.monotonic()
+    with _browser_page(str(tiny_app["url"])) as pg:
+        # Tiny checkpoints are flagged loudly; the model buttons are on.
+        assert "TINY TEST CHECKPOINTS" in pg.locator("#models").inner_text()
+        for button in ("#mask_generation", "#auto_detect", "#generate_4d", "#cancel"):
+            assert pg.locator(button).is_enabled(), button
+
+        pg.locator("#upload input[type=file]").set_input_files(str(tiny_app["clip"]))
+        _wait_status(pg, f"{CLIP_FRAMES} frames at 10 fps")
+        src0 = _wait_src_change(pg, "")
+        before = _displayed_pixels(pg).astype(int)
+
+        # Click on the walker: SAM-3 answers with a mask painted over the frame.
+        cx, cy, px, py = _aim_at_video_pixel(pg, WALKER_X, WALKER_Y)
+        pg.mouse.click(cx, cy)
+        _wait_status(pg, "Mask of Target 1:")
+        _wait_src_change(pg, src0)
+        after = _displayed_pixels(pg).astype(int)
+        yy, xx = np.mgrid[:CLIP_H, :CLIP_W]
+        away = (xx - px) ** 2 + (yy - py) ** 2 > MARKER_CLEARANCE**2
+        changed = (np.abs(after - before).max(axis=2) > JPEG_TOLERANCE) & away
+        assert changed.sum() > 100, f"only {changed.sum()} pixels away from the marker changed"
+        pg.screenshot(path=str(shots / "tiny_after_click.png"), full_page=True)
+
+        # Mask Generation: the Segmentation Result plays the mask video.
+        pg.locator("#mask_generation").click()
+        _wait_status(pg, "Mask Generation done", MODEL_RUN_TIMEOUT_MS)
+        pg.wait_for_function(
+            "w => { const v = document.querySelector('#mask_video video');"
+            " return v && v.readyState >= 1 && v.videoWidth === w && !v.error; }",
+            arg=CLIP_W,
+        )
+        runs = [p for p in Path(str(tiny_app["out"])).iterdir() if p.is_dir() and not p.name.startswith(".")]
+        assert len(runs) == 1 and len(list((runs[0] / "masks").glob("*.png"))) == CLIP_FRAMES
+
+        # 4D Generation: people and meshes in the status, the zip among the downloads.
+        pg.locator("#generate_4d").click()
+        _wait_status(pg, "4D Generation done", MODEL_RUN_TIMEOUT_MS)
+        assert "1 people" in pg.locator("#status textarea").input_value()
+        zip_name = f"body4d_{runs[0].name}.zip"
+        try:
+            pg.wait_for_function(
+                "n => [...document.querySelectorAll('#downloads a')].some(a => a.href.endsWith(n))",
+                arg=zip_name,
+            )
+        except PlaywrightTimeout:
+            pytest.fail(
+                f"no {zip_name} link; downloads show {pg.locator('#downloads').inner_html()[:2000]!r}"
+            )
+        pg.screenshot(path=str(shots / "tiny_after_4d.png"), full_page=True)
+    print(f"tiny-model browser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")

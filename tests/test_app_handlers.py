@@ -262,10 +262,15 @@ def test_capabilities_when_checkpoints_exist_but_models_are_not_loaded(tmp_path:
         Path(path).write_bytes(b"x")
     report = checkpoint_report(cfg)
     assert report.ok and "all checkpoints present" in h.models_markdown(report)
-    assert h.capabilities(cfg, report).segment == "SAM-3 is not loaded in this version of the app"
+    assert h.capabilities(cfg, report).segment == "SAM-3 is not loaded"
     assert h.capabilities(cfg, report, segmenter_loaded=True, reconstructor_loaded=True) == h.Capabilities(
         None, None
     )
+    failed = h.capabilities(cfg, report, load_error="Sam3CheckpointError: bad weights")
+    assert failed.segment == failed.reconstruct == "the models failed to load: see the models panel"
+    text = h.models_markdown(report, "Sam3CheckpointError: bad weights")
+    assert "Models failed to load:** Sam3CheckpointError: bad weights" in text
+    assert f"python scripts/setup.py --ckpt-root {cfg.paths.ckpt_root}" in text
 
 
 def test_time_labels_use_the_exact_frame_rate() -> None:
@@ -322,3 +327,232 @@ def test_app_host_and_port_come_from_env_then_set_overrides() -> None:
     assert (cfg.app.host, cfg.app.port) == ("127.0.0.1", 8123)
     with pytest.raises(ConfigError, match="app.port"):
         app.app_config(app.parse_args([]), {"BODY4D_PORT": "seventy"})
+
+
+# --------------------------------------------------------------------------- with the tiny real models
+
+CLIP_T, CLIP_H, CLIP_W = 8, 96, 128
+CLIP_FPS = Fraction(10)
+PERSON_BOX = (40, 16, 72, 88)  # x0, y0, x1, y1 of the moving "person" on frame 0
+PERSON_X, PERSON_Y = 56, 50  # a pixel on that person
+FAR_FROM_MARKER = 12  # pixels further than this from a click are free of its marker
+
+
+def person_frames() -> list[np.ndarray]:
+    """A grey street with one dark-red 'person' walking right by 2 px per frame."""
+    frames = []
+    for t in range(CLIP_T):
+        frame = np.full((CLIP_H, CLIP_W, 3), 170, np.uint8)
+        x0, y0, x1, y1 = PERSON_BOX
+        frame[y0:y1, x0 + 2 * t : x1 + 2 * t] = (150, 40, 40)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny real checkpoints, a CPU config on them, the models loaded through the app's loader."""
+    import app
+    from body4d.testing.tiny_checkpoints import write_all
+
+    root = tmp_path_factory.mktemp("tiny_app")
+    write_all(root / "ckpt")
+    cfg = load_config(
+        overrides={
+            "paths.ckpt_root": str(root / "ckpt"),
+            "runtime.output_dir": str(root / "out"),
+            "runtime.device": "cpu",
+        },
+        env={},
+    )
+    report = checkpoint_report(cfg)
+    models, error = app.load_app_models(cfg, report)
+    assert error is None and models is not None and models.sam3 is not None and models.body is not None
+    caps = h.capabilities(cfg, report, segmenter_loaded=True, reconstructor_loaded=True)
+    return cfg, report, caps, models
+
+
+@pytest.fixture(scope="module")
+def person_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from body4d.video import encode_video
+
+    return encode_video(person_frames(), tmp_path_factory.mktemp("clip") / "walker.mp4", CLIP_FPS)
+
+
+@pytest.fixture
+def model_events(tiny, person_clip: Path):
+    """UiEvents with the tiny models and one browser session that uploaded the walker clip."""
+    cfg, report, caps, models = tiny
+    store = SessionStore()
+    events = h.UiEvents(cfg, store, report, caps, [], models)
+    request = gr.Request(session_hash="walker")
+    events.upload(str(person_clip), request)
+    return events, store.get("walker"), request
+
+
+class FakeProgress:
+    """Stands in for gr.Progress: records ``(fraction, desc)`` and may run a hook on each call."""
+
+    def __init__(self, hook=None) -> None:
+        self.calls: list[tuple[float, str]] = []
+        self.hook = hook
+
+    def __call__(self, fraction: float, desc: str = "") -> None:
+        self.calls.append((fraction, desc))
+        if self.hook is not None:
+            self.hook(fraction, desc)
+
+
+def select(x: int, y: int) -> gr.SelectData:
+    return gr.SelectData(target=None, data={"index": [x, y], "value": None})
+
+
+def far_from(image: np.ndarray, x: int, y: int) -> np.ndarray:
+    """Boolean mask of the pixels further than `FAR_FROM_MARKER` from (x, y)."""
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    return (xx - x) ** 2 + (yy - y) ** 2 > FAR_FROM_MARKER**2
+
+
+def test_tiny_checkpoints_are_flagged_loudly_and_enable_the_model_buttons(tiny) -> None:
+    cfg, report, caps, _ = tiny
+    assert report.ok and report.uses_tiny and caps == h.Capabilities(None, None)
+    spec = h.layout_spec(report, caps, [])
+    assert spec.models_markdown.startswith("## ⚠️ TINY TEST CHECKPOINTS — RESULTS ARE MEANINGLESS")
+    assert "loaded: clicks show live masks" in spec.models_markdown
+    for button in (spec.auto_detect, spec.mask_generation, spec.generate_4d, spec.cancel):
+        assert button.interactive
+    assert spec.mask_generation.label == "Mask Generation"
+
+
+def test_broken_checkpoint_leaves_the_app_usable_with_the_reason(tmp_path: Path) -> None:
+    import app
+    from body4d.testing.tiny_checkpoints import write_all
+
+    write_all(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "sam3" / "config.json").write_text('{"model_type": "bert"}')
+    cfg = load_config(overrides={"paths.ckpt_root": str(tmp_path / "ckpt"), "runtime.device": "cpu"}, env={})
+    report = checkpoint_report(cfg)
+    models, error = app.load_app_models(cfg, report)
+    assert models is None and error is not None
+    assert error.startswith("Sam3CheckpointError:") and "not a facebook/sam3 snapshot" in error
+    caps = h.capabilities(cfg, report, load_error=error)
+    spec = h.layout_spec(report, caps, [], error)
+    assert not spec.mask_generation.interactive and not spec.cancel.interactive
+    assert f"Models failed to load:** {error}" in spec.models_markdown
+    (tmp_path / "other").mkdir()
+    empty = make_cfg(tmp_path / "other")  # its own empty checkpoint folder
+    assert app.load_app_models(empty, checkpoint_report(empty)) == (None, None), "missing: nothing is tried"
+
+
+def test_click_shows_live_masks_of_every_target_and_edits_the_tracker(model_events) -> None:
+    from body4d.masks import masks_to_labels, overlay
+
+    events, session, request = model_events
+    plain = session.frame(0).copy()  # as decoded (H.264 is lossy)
+    image, _, message = events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    tracker = session.tracker
+    assert tracker is not None and tracker.obj_ids == [1]
+    mask = session.masks[0][1]
+    assert mask.shape == (CLIP_H, CLIP_W) and mask.any()
+    # the frame shows target 1's mask (overlay paints each id in color_for(id)) plus the marker
+    away = far_from(image, PERSON_X, PERSON_Y)
+    assert not np.array_equal(image[away], plain[away]), "the mask overlay changes the frame"
+    expected = draw_clicks(overlay(plain, masks_to_labels({1: mask}, mask.shape)), session.targets[1])
+    assert np.array_equal(image, expected)
+    assert "Mask of Target 1:" in message and "% of the frame" in message
+
+    events.add_target(request)
+    events.click("Positive", select(20, 20), request)
+    assert tracker.obj_ids == [1, 2] and set(session.masks[0]) == {1, 2}
+    image2, targets, message = events.remove_target(request)
+    assert tracker.obj_ids == [1] and set(session.masks[0]) == {1} and "Removed Target 2" in message
+    assert np.array_equal(image2, image), "back to target 1 alone"
+    image3, _, _ = events.clear_targets(request)
+    assert tracker.obj_ids == [] and session.masks == {} and np.array_equal(image3, plain)
+
+
+def test_negative_only_first_click_is_refused_and_not_recorded(model_events) -> None:
+    events, session, request = model_events
+    with pytest.raises(gr.Error) as err:
+        events.click("Negative", select(PERSON_X, PERSON_Y), request)
+    assert "object 1 has only negative clicks: add a positive click on the person first" in str(
+        err.value.message
+    )
+    assert session.targets == {1: []} and session.masks == {}
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    events.click("Negative", select(100, 80), request)  # a negative refinement is fine now
+    assert [c.positive for c in session.targets[1]] == [True, False]
+
+
+def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_events) -> None:
+    import json
+    import zipfile
+
+    events, session, request = model_events
+    with pytest.raises(gr.Error, match="no targets yet: click on a person"):
+        events.mask_generation(request, FakeProgress())
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    progress = FakeProgress()
+    video, status = events.mask_generation(request, progress)
+    run = session.run
+    assert video == str(run.root / f"video_mask_{run.run_id}.mp4") and probe(Path(video)).n_frames == CLIP_T
+    assert len(list((run.root / "masks").glob("*.png"))) == CLIP_T
+    assert "Mask Generation done" in status and "target(s) 1 tracked over 8 frames" in status
+    assert progress.calls and progress.calls[-1][1].startswith("masks:") and progress.calls[-1][0] <= 1.0
+    masks_started = run.manifest["stages"]["masks"]["started"]
+
+    progress = FakeProgress()
+    video, downloads, status = events.generate_4d(request, progress)
+    manifest = run.manifest
+    assert manifest["stages"]["masks"]["started"] == masks_started, "done masks are not redone"
+    assert all(manifest["stages"][s]["status"] == "done" for s in ("camera", "recover", "smooth", "export"))
+    objs = sorted((run.root / "mesh_4d_individual" / "1").glob("*.obj"))
+    assert len(objs) == manifest["stages"]["export"]["files"] >= 1
+    assert f"1 people, {len(objs)} meshes" in status
+    zip_path, npz_path = (Path(p) for p in downloads)
+    assert zip_path == run.root / f"body4d_{run.run_id}.zip" and npz_path == run.root / "bodies.npz"
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+        zipped_manifest = json.loads(zf.read(f"{run.run_id}/manifest.json"))
+    assert f"{run.run_id}/bodies.npz" in names and f"{run.run_id}/masks/00000000.png" in names
+    assert {f"{run.run_id}/mesh_4d_individual/1/{p.name}" for p in objs} <= names
+    assert not any("/images/" in n for n in names), "the frame cache stays out of the zip"
+    assert zipped_manifest["stages"]["export"]["status"] == "done"
+    assert any(p[0] >= 0.99 for p in progress.calls), "the progress bar reaches the end"
+
+    # new masks with a second target: the next 4D Generation redoes the bodies for both
+    events.add_target(request)
+    events.click("Positive", select(110, 20), request)
+    events.mask_generation(request, FakeProgress())
+    stale = run.manifest["stages"]
+    assert all(stale[s]["status"] == "stale" for s in ("camera", "recover", "smooth", "export"))
+    masks_redone = stale["masks"]["started"]
+    _, downloads, status = events.generate_4d(request, FakeProgress())
+    assert "2 people" in status
+    assert run.manifest["stages"]["masks"]["started"] == masks_redone, "fresh masks are not redone"
+    with zipfile.ZipFile(downloads[0]) as zf:
+        assert any(n.startswith(f"{run.run_id}/mesh_4d_individual/2/") for n in zf.namelist())
+
+
+def test_cancel_during_mask_generation_marks_the_stage_cancelled(model_events) -> None:
+    events, session, request = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    replies: list[str] = []
+    progress = FakeProgress(hook=lambda fraction, desc: replies.append(events.cancel(request)))
+    video, status = events.mask_generation(request, progress)
+    assert replies[0].startswith("Cancelled: the running stage stops")
+    assert video == gr.skip() and status.startswith("Mask Generation cancelled")
+    assert session.run.manifest["stages"]["masks"]["status"] == "cancelled"
+    assert not session.run_lock.locked()
+    assert events.cancel(request) == "Nothing is running."
+    video, status = events.mask_generation(request, FakeProgress())  # a new run starts afresh
+    assert session.run.manifest["stages"]["masks"]["status"] == "done" and video is not None
+
+
+def test_auto_detect_finds_people_without_clicks(model_events) -> None:
+    events, session, request = model_events
+    video, status = events.auto_detect(request, FakeProgress())
+    obj_ids = session.run.manifest["stages"]["masks"]["obj_ids"]
+    assert len(obj_ids) >= 1 and Path(video).is_file()
+    assert f"Auto-detect found {len(obj_ids)} people" in status and session.mask_prompts is None
+    assert len(list((session.run.root / "masks").glob("*.png"))) == CLIP_T

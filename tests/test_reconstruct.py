@@ -226,3 +226,34 @@ def test_objs_are_the_smoothed_bodies_in_camera_space(scene, ckpt_root: Path, tm
     for k, f in enumerate((3, 6)):
         mesh = trimesh.load(run.path(f"mesh_4d_individual/5/{f:08d}.obj"), process=False)
         assert np.abs(mesh.vertices - (verts[k] + cam_t[k])).max() < 1e-5
+
+
+def test_new_masks_make_later_stages_stale(scene, ckpt_root: Path, tmp_path: Path, capsys) -> None:
+    video, masks_dir = scene
+    assert _run(["--input_video", str(video), "--masks", str(masks_dir)], ckpt_root, tmp_path) == 0
+    run = _run_dir(tmp_path)
+    first = json.loads((run / "manifest.json").read_text())["stages"]
+    assert (
+        _run(
+            [
+                "--input_video",
+                str(video),
+                "--masks",
+                str(masks_dir),
+                "--resume",
+                run.name,
+                "--force",
+                "--stop-after",
+                "masks",
+            ],
+            ckpt_root,
+            tmp_path,
+        )
+        == 0
+    )
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert [stages[s]["status"] for s in ("camera", "recover", "smooth", "export")] == ["stale"] * 4
+    assert _run(["--input_video", str(video), "--resume", run.name], ckpt_root, tmp_path) == 0
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert all(stages[s]["status"] == "done" for s in stages)
+    assert stages["export"]["started"] > first["export"]["started"], "stale stages run again"

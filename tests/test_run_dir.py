@@ -120,3 +120,28 @@ def test_npz_round_trip(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path)
     run.write_npz("bodies.npz", a=np.arange(5))
     assert np.array_equal(np.load(run.root / "bodies.npz")["a"], np.arange(5))
+
+
+def test_invalidate_marks_done_stages_stale(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path)
+    for name in ("masks", "camera"):
+        with run.stage(name):
+            pass
+    run.invalidate("camera", "recover")
+    reopened = RunDir.open(tmp_path, run.run_id)
+    assert reopened.stage_status("camera") == "stale" and not reopened.is_done("camera")
+    assert reopened.is_done("masks") and reopened.stage_status("recover") is None
+    with reopened.stage("camera") as st:
+        assert not st.skip
+
+
+def test_atomic_file_renames_on_success_and_cleans_up_on_error(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path)
+    with run.atomic_file("out/data.bin") as tmp:
+        tmp.write_bytes(b"payload")
+        assert not run.path("out/data.bin").exists()
+    assert run.path("out/data.bin").read_bytes() == b"payload"
+    with pytest.raises(RuntimeError), run.atomic_file("out/other.bin") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash")
+    assert sorted(p.name for p in run.path("out").iterdir()) == ["data.bin"]

@@ -81,6 +81,14 @@ def test_weights_missing_from_the_file_are_refused(sam3_ckpt_root: Path, tmp_pat
         Sam3Models.load(broken, with_detector=False)
 
 
+def test_unreadable_weights_name_the_path_and_the_fix(sam3_ckpt_root: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "sam3"
+    shutil.copytree(sam3_ckpt_root / "sam3", broken)
+    (broken / "model.safetensors").write_bytes(b"\xff" * 64)  # garbage, e.g. a failed download
+    with pytest.raises(Sam3CheckpointError, match=r"cannot load the SAM-3 .*sam3.*scripts/setup.py"):
+        Sam3Models.load(broken, with_detector=False)
+
+
 def test_click_gives_a_boolean_mask_at_original_resolution(models: Sam3Models) -> None:
     session = models.open_session(ArrayFrames(rect_video()))
     mask = session.add_points(1, 4, [Click(4, 20, 25, True)])

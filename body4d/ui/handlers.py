@@ -2,38 +2,47 @@
 
 Two layers:
 - plain functions (`load_video`, `make_preview`, `show_frame`, `add_click`, target edits,
-  `models_markdown`, ...) that take a `Session` and typed values and return dataclasses; they
-  know nothing about Gradio and are tested directly;
+  `generate_masks`, `generate_4d`, `cancel_run`, `models_markdown`, ...) that take a `Session`
+  and typed values and return dataclasses; they know nothing about Gradio and are tested directly;
 - `UiEvents`, which looks up the caller's session in the `SessionStore`, calls those functions,
   turns their results into Gradio updates and their errors into `gr.Error` sentences, and binds
   itself to the widgets of `body4d.ui.layout`.
 
 Pixel coordinates: the frame on screen may be downscaled (`DISPLAY_MAX_SIDE`); clicks are
 converted back and stored in the video's own pixel coordinates.
+
+Models: the app loads them once (`app.py`) and passes the shared, read-only `PipelineModels`
+in. With SAM-3 loaded, every click goes through the session's own tracking session and the frame
+shows the live mask of every target; Mask Generation / Auto-detect / 4D Generation run
+`body4d.reconstruct.reconstruct` on the session's run folder, one stage range at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
 from body4d.config import Config
-from body4d.masks import draw_clicks
-from body4d.run_dir import RunDir, RunDirError
+from body4d.masks import draw_clicks, masks_to_labels, overlay
+from body4d.reconstruct import STAGES, PipelineModels, RunResult, reconstruct
+from body4d.run_dir import RunDir, RunDirError, StageCancelled
 from body4d.session import Session, SessionStore
-from body4d.types import Click, VideoInfo
+from body4d.types import Click, Prompts, VideoInfo
+from body4d.ui.downloads import BODIES_NAME, zip_run
 from body4d.ui.layout import NEGATIVE, ButtonSpec, LayoutSpec, Widgets
 from body4d.video import VIDEO_EXTENSIONS, Video, VideoError, open_video, probe
 from models.registry import SETUP_HINT, CheckpointReport
+from models.sam3 import PromptError, TrackerSession
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,11 @@ PREVIEW_CRF = 23
 # Uploads decoding at once (cheap: probe + index) and previews encoding at once (CPU-heavy x264).
 LOAD_CONCURRENCY = 2
 PREVIEW_CONCURRENCY = 1
+# Pipeline runs at once over all users: one GPU job at a time (the models are shared).
+GPU_CONCURRENCY = 1
+# Click/target edits that run SAM-3 at once: tens of ms each, serialised to bound GPU memory.
+PROMPT_CONCURRENCY = 1
+PERCENT = 100
 CENTISECONDS_PER_SECOND = 100
 SECONDS_PER_MINUTE = 60
 GATED_NOTE = (
@@ -85,8 +99,17 @@ def capabilities(
     report: CheckpointReport,
     segmenter_loaded: bool = False,
     reconstructor_loaded: bool = False,
+    load_error: str | None = None,
 ) -> Capabilities:
-    """Decide what the app can do from the checkpoint report and the models actually loaded."""
+    """Decide what the app can do from the checkpoint report and the models actually loaded.
+
+    Args:
+        cfg: app configuration (where the checkpoints should be).
+        report: which checkpoints are present.
+        segmenter_loaded: SAM-3 (tracker and detector) is loaded.
+        reconstructor_loaded: SAM-3D-Body is loaded.
+        load_error: why loading the models failed (None = it did not fail).
+    """
     missing = {Path(item.path) for item in report.missing}
     sam3_missing = Path(cfg.sam3.ckpt_path) in missing
     body = cfg.sam_3d_body
@@ -96,8 +119,10 @@ def capabilities(
     body_missing = any(Path(p) in missing for p in body_paths)
     if sam3_missing:
         segment: str | None = "needs the SAM-3 checkpoint"
+    elif load_error is not None:
+        segment = "the models failed to load: see the models panel"
     elif not segmenter_loaded:
-        segment = "SAM-3 is not loaded in this version of the app"
+        segment = "SAM-3 is not loaded"
     else:
         segment = None
     if sam3_missing and body_missing:
@@ -107,7 +132,7 @@ def capabilities(
     elif segment is not None:
         reconstruct = segment
     elif not reconstructor_loaded:
-        reconstruct = "SAM-3D-Body is not loaded in this version of the app"
+        reconstruct = "SAM-3D-Body is not loaded"
     else:
         reconstruct = None
     return Capabilities(segment=segment, reconstruct=reconstruct)
@@ -120,28 +145,55 @@ def _button(label: str, blocker: str | None) -> ButtonSpec:
 
 
 def layout_spec(
-    report: CheckpointReport, caps: Capabilities, examples: list[tuple[np.ndarray, str]]
+    report: CheckpointReport,
+    caps: Capabilities,
+    examples: list[tuple[np.ndarray, str]],
+    load_error: str | None = None,
 ) -> LayoutSpec:
     """Everything `build_layout` needs to know: texts, gallery items, button states."""
+    can_run = caps.segment is None
     return LayoutSpec(
-        models_markdown=models_markdown(report),
+        models_markdown=models_markdown(report, load_error, loaded=can_run),
         examples=examples,
         auto_detect=_button("Auto-detect people", caps.segment),
         mask_generation=_button("Mask Generation", caps.segment),
         generate_4d=_button("4D Generation", caps.reconstruct),
-        cancel=ButtonSpec("Cancel (nothing is running)", interactive=False),
+        cancel=ButtonSpec("Cancel", interactive=True) if can_run else ButtonSpec("Cancel", interactive=False),
     )
 
 
-def models_markdown(report: CheckpointReport) -> str:
-    """The status panel: one line per checkpoint and, when any is missing, the exact fix."""
+TINY_WARNING = (
+    "## ⚠️ TINY TEST CHECKPOINTS — RESULTS ARE MEANINGLESS\n"
+    "Some checkpoints are tiny random-weight test models (written by `body4d.testing.tiny_checkpoints`). "
+    "Masks and 3D bodies made with them are noise. For real results run "
+    "`{fix}` and restart the app."
+)
+
+
+def models_markdown(report: CheckpointReport, load_error: str | None = None, loaded: bool = False) -> str:
+    """The status panel: one line per checkpoint, and the exact fix when any is missing.
+
+    Args:
+        report: which checkpoints are present (tiny test ones are flagged loudly).
+        load_error: why the models failed to load (shown with the fix), or None.
+        loaded: the models are loaded and the model buttons work.
+    """
+    fix = SETUP_HINT.format(root=report.ckpt_root)
     if report.ok:
-        head = "**Models:** all checkpoints present."
+        if load_error is not None:
+            head = (
+                f"**Models failed to load:** {load_error}\n\n**Fix:** re-download the checkpoints with "
+                f"`{fix}` (or repair the file named above) and restart the app. Upload, scrubbing and "
+                "click prompts still work."
+            )
+        elif loaded:
+            head = "**Models:** all checkpoints present and loaded: clicks show live masks."
+        else:
+            head = "**Models:** all checkpoints present."
         if report.uses_tiny:
-            head += " Some are tiny test checkpoints: results are meaningless."
+            head = TINY_WARNING.format(fix=fix) + "\n\n" + head
         return f"{head}\n\n```\n{report.text()}\n```"
     names = ", ".join(item.name for item in report.missing)
-    fix = SETUP_HINT.format(root=report.ckpt_root)
     return (
         f"**Models: {len(report.missing)} checkpoint(s) missing** ({names}). Upload, frame scrubbing, "
         "preview and click prompts work now; masks and 3D bodies need the checkpoints.\n\n"
@@ -209,7 +261,7 @@ class FrameView:
 
 
 def show_frame(session: Session, index: int) -> FrameView:
-    """Make ``index`` the current frame and render it with the clicks placed on it.
+    """Make ``index`` the current frame and render it with its live masks and clicks.
 
     Raises:
         UserError: no video loaded.
@@ -218,6 +270,9 @@ def show_frame(session: Session, index: int) -> FrameView:
     index = min(max(int(index), 0), info.n_frames - 1)
     session.current_frame = index
     rgb = session.frame(index)
+    masks = session.masks.get(index)
+    if masks:
+        rgb = overlay(rgb, masks_to_labels(masks, (info.height, info.width)))
     clicks = [click for _, click in session.clicks_on(index)]
     if clicks:
         rgb = draw_clicks(rgb, clicks)
@@ -394,25 +449,80 @@ class PromptResult:
     message: str
 
 
+TrackerFactory = Callable[[Video], TrackerSession]
+
+
+def tracker_factory(cfg: Config, models: PipelineModels | None) -> TrackerFactory | None:
+    """A function opening a SAM-3 tracking session on a video, or None without SAM-3."""
+    if models is None or models.sam3 is None:
+        return None
+    sam3, s = models.sam3, cfg.sam3
+
+    def open_tracker(video: Video) -> TrackerSession:
+        return sam3.open_session(
+            video,
+            max_cached_frames=s.max_cached_frames,
+            vision_cache_frames=s.vision_cache_frames,
+            frame_cache=s.frame_cache,
+            mask_threshold=s.mask_threshold,
+        )
+
+    return open_tracker
+
+
+def session_tracker(session: Session, open_tracker: TrackerFactory) -> TrackerSession:
+    """The session's tracking session, opened on first use with every click made so far."""
+    from body4d.stages.segment import apply_prompts
+
+    if session.tracker is not None:
+        return cast(TrackerSession, session.tracker)
+    tracker = open_tracker(session.video())
+    apply_prompts(tracker, session.prompts())
+    session.tracker = tracker
+    log.info("session %s: SAM-3 tracking session opened", session.session_id)
+    return tracker
+
+
 def add_click(
-    session: Session, request: ClickRequest, caps: Capabilities, report: CheckpointReport
+    session: Session,
+    request: ClickRequest,
+    caps: Capabilities,
+    report: CheckpointReport,
+    open_tracker: TrackerFactory | None = None,
 ) -> PromptResult:
-    """Record a click on the current frame for the current target and draw its marker.
+    """Record a click on the current frame for the current target; redraw masks and markers.
+
+    With ``open_tracker`` (SAM-3 loaded) the clicks of the current target on this frame go to
+    the session's tracker first, and the frame shows every target's live mask; a click SAM-3
+    refuses is not recorded.
 
     Raises:
-        UserError: no video loaded.
+        UserError: no video loaded, or SAM-3 refused the clicks (e.g. only negative ones).
     """
     info = _require_video(session)
     scale = display_scale(info.width, info.height)
     x, y = display_to_video(request.x, request.y, scale, info)
-    click = Click(frame=session.current_frame, x=x, y=y, positive=request.positive)
+    frame, target = session.current_frame, session.current_target
+    click = Click(frame=frame, x=x, y=y, positive=request.positive)
+    mask_note = ""
+    if open_tracker is not None:
+        tracker = session_tracker(session, open_tracker)
+        clicks = [c for c in session.targets[target] if c.frame == frame] + [click]
+        try:
+            mask = tracker.add_points(target, frame, clicks)
+        except PromptError as exc:
+            raise UserError(str(exc)) from exc
+        assert tracker.last_masks is not None
+        session.set_masks(frame, tracker.last_masks.masks)
+        share = PERCENT * float(mask.mean())
+        mask_note = f" Mask of Target {target}: {int(mask.sum())} px ({share:.1f} % of the frame)."
     session.add_click(click)
-    view = show_frame(session, session.current_frame)
-    count = len(session.targets[session.current_target])
+    view = show_frame(session, frame)
+    count = len(session.targets[target])
     kind = "positive" if click.positive else "negative"
     message = (
-        f"Target {session.current_target}: {kind} click at (x={x:.0f}, y={y:.0f}) on frame {click.frame} "
-        f"({count} click{'s' if count != 1 else ''} on this target)."
+        f"Target {target}: {kind} click at (x={x:.0f}, y={y:.0f}) on frame {frame} "
+        f"({count} click{'s' if count != 1 else ''} on this target).{mask_note}"
     )
     if caps.segment is not None:
         message += f" No mask preview: {_segment_fix(caps, report)}"
@@ -468,6 +578,231 @@ def clear_targets(session: Session) -> str:
     return "Cleared all targets; clicks now go to Target 1."
 
 
+# --------------------------------------------------------------------------- pipeline runs
+
+ProgressFn = Callable[[str, float, str], None]
+MASK_GENERATION = "Mask Generation"
+AUTO_DETECT = "Auto-detect people"
+GENERATE_4D = "4D Generation"
+
+
+@dataclass(frozen=True)
+class MaskOutcome:
+    """A finished segmentation run.
+
+    Attributes:
+        result: what `reconstruct` reported.
+        mask_video: ``video_mask_<run_id>.mp4`` (the Segmentation Result), if written.
+        message: status sentence for the user.
+    """
+
+    result: RunResult
+    mask_video: Path | None
+    message: str
+
+
+@dataclass(frozen=True)
+class BodiesOutcome:
+    """A finished 4D run.
+
+    Attributes:
+        result: what `reconstruct` reported.
+        mask_video: the Segmentation Result video, if written.
+        downloads: the run's zip and ``bodies.npz``.
+        people: targets with a 3D body track.
+        meshes: OBJ files written (one per person per frame).
+        message: status sentence for the user.
+    """
+
+    result: RunResult
+    mask_video: Path | None
+    downloads: list[Path]
+    people: int
+    meshes: int
+    message: str
+
+
+def _stage_progress(stop_after: str, progress: ProgressFn | None) -> ProgressFn | None:
+    """Map ``(stage, fraction, message)`` of one stage to the whole range up to ``stop_after``."""
+    if progress is None:
+        return None
+    stages = STAGES[: STAGES.index(stop_after) + 1]
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        i = stages.index(stage) if stage in stages else len(stages) - 1
+        progress(stage, (i + min(max(fraction, 0.0), 1.0)) / len(stages), message)
+
+    return report
+
+
+def _run_pipeline(
+    cfg: Config,
+    models: PipelineModels,
+    session: Session,
+    *,
+    prompts: Prompts | None,
+    stop_after: str,
+    force: bool,
+    progress: ProgressFn | None,
+) -> tuple[RunDir, RunResult]:
+    """Run `reconstruct` on the session's video and run folder with its own decoder.
+
+    The session lock is not held meanwhile (scrubbing and clicks keep working); its ``run_lock``
+    keeps a second run off the same folder, and its ``cancel`` flag stops this one.
+
+    Raises:
+        UserError: no video loaded, a run of this session is still going, or another video was
+            loaded meanwhile (the results stay in the earlier run folder).
+        StageCancelled: the user pressed Cancel.
+        ValueError: as `reconstruct` (e.g. no targets found), with a sentence.
+    """
+    with session.lock:
+        _require_video(session)
+        path, run, max_side = session.video_path, session.run, session.max_side
+    assert path is not None and run is not None
+    if not session.run_lock.acquire(blocking=False):
+        raise UserError("a run is still going for this video: wait for it to finish or press Cancel")
+    try:
+        session.cancel.clear()
+        with open_video(path, max_side=max_side) as video:
+            result = reconstruct(
+                video,
+                run,
+                cfg,
+                models,
+                prompts=prompts,
+                stop_after=stop_after,
+                force=force,
+                progress=_stage_progress(stop_after, progress),
+                should_cancel=session.cancel.is_set,
+            )
+    finally:
+        session.run_lock.release()
+    with session.lock:
+        if session.run is not run:
+            raise UserError(
+                f"another video was loaded while this run went on: its results stay in run folder {run.run_id}"
+            )
+    return run, result
+
+
+def _mask_video(run: RunDir) -> Path | None:
+    path = run.path(f"video_mask_{run.run_id}.mp4")
+    return path if path.is_file() else None
+
+
+def _ids(ids: tuple[int, ...] | list[int]) -> str:
+    return ", ".join(map(str, ids))
+
+
+def generate_masks(
+    cfg: Config,
+    models: PipelineModels,
+    session: Session,
+    *,
+    auto: bool = False,
+    progress: ProgressFn | None = None,
+) -> MaskOutcome:
+    """Segment every frame: from the session's clicks, or automatic people detection (``auto``).
+
+    Masks are always made anew (earlier ones in the run folder are replaced); the run folder
+    then marks the later stages stale, so 4D Generation redoes them from the new masks.
+
+    Raises:
+        UserError: no video, no clicked target (without ``auto``), or a run still going.
+        StageCancelled: cancelled.
+        ValueError: SAM-3 refused the prompts (the sentence says why).
+    """
+    with session.lock:
+        _require_video(session)
+        prompts = None if auto else session.prompts()
+    if prompts is not None and not prompts.obj_ids:
+        raise UserError(
+            "no targets yet: click on a person in the frame (or press Auto-detect people) before Mask Generation"
+        )
+    started = time.monotonic()
+    run, result = _run_pipeline(
+        cfg, models, session, prompts=prompts, stop_after="masks", force=True, progress=progress
+    )
+    with session.lock:
+        session.mask_prompts = prompts
+    seconds = time.monotonic() - started
+    n = run.manifest["video"]["n_frames"]
+    if auto and not result.obj_ids:
+        message = (
+            f"Auto-detect found nobody in {n} frames ({seconds:.1f} s): click on the people instead, "
+            "or lower sam3.detection_threshold."
+        )
+    elif auto:
+        message = (
+            f"Auto-detect found {len(result.obj_ids)} people (ids {_ids(result.obj_ids)}) and tracked "
+            f"them over {n} frames in {seconds:.1f} s. Check the Segmentation Result, then press 4D Generation."
+        )
+    else:
+        message = (
+            f"Mask Generation done in {seconds:.1f} s: target(s) {_ids(result.obj_ids)} tracked over {n} "
+            "frames. Check the Segmentation Result, then press 4D Generation."
+        )
+    log.info("session %s: %s", session.session_id, message)
+    return MaskOutcome(result, _mask_video(run), message)
+
+
+def generate_4d(
+    cfg: Config, models: PipelineModels, session: Session, *, progress: ProgressFn | None = None
+) -> BodiesOutcome:
+    """Make the 3D bodies: the stages after the masks (made first from the clicks if missing).
+
+    Stages already done in the run folder are skipped; after a new Mask Generation the whole
+    recipe runs again from those masks. Ends with the run's zip and ``bodies.npz`` for download.
+
+    Raises:
+        UserError: no video, no masks and no clicked target, or a run still going.
+        StageCancelled: cancelled.
+        ValueError: nobody to reconstruct, or SAM-3 refused the prompts (the sentence says why).
+    """
+    with session.lock:
+        info = _require_video(session)
+        run = session.run
+        assert run is not None
+        has_masks = run.is_done("masks")
+        prompts = session.mask_prompts if has_masks else session.prompts()
+    if not has_masks and prompts is not None and not prompts.obj_ids:
+        raise UserError(
+            "no targets yet: click on the people to follow (or press Auto-detect people), then 4D Generation"
+        )
+    started = time.monotonic()
+    run, result = _run_pipeline(
+        cfg, models, session, prompts=prompts, stop_after="export", force=False, progress=progress
+    )
+    with session.lock:
+        if not has_masks:
+            session.mask_prompts = prompts
+    zip_path = zip_run(run)
+    export = run.manifest["stages"]["export"]
+    meshes = int(export.get("files", 0))
+    with np.load(run.path(BODIES_NAME)) as bodies:
+        people = len(bodies["obj_ids"])
+    seconds = time.monotonic() - started
+    message = (
+        f"4D Generation done in {seconds:.1f} s: {people} people, {meshes} meshes (one OBJ per person per "
+        f"frame over {info.n_frames} frames) in run {run.run_id}. Download the zip (whole run) or "
+        f"{BODIES_NAME} (parameters, keypoints) below."
+    )
+    log.info("session %s: %s", session.session_id, message)
+    return BodiesOutcome(result, _mask_video(run), [zip_path, run.path(BODIES_NAME)], people, meshes, message)
+
+
+def cancel_run(session: Session) -> str:
+    """Ask the session's running pipeline to stop after its current step; returns the status."""
+    session.cancel.set()
+    if not session.run_lock.locked():
+        return "Nothing is running."
+    return (
+        "Cancelled: the running stage stops after its current frame (recorded as cancelled in "
+        "manifest.json); finished stages are kept, press the button again to continue."
+    )
+
+
 # --------------------------------------------------------------------------- examples
 
 
@@ -511,6 +846,21 @@ def _user_message(exc: Exception, path: Path | None = None) -> str:
     return text
 
 
+def _gradio_progress(progress: gr.Progress) -> ProgressFn:
+    def report(stage: str, fraction: float, message: str) -> None:
+        progress(fraction, desc=f"{stage}: {message}")
+
+    return report
+
+
+def _cancelled(label: str) -> str:
+    return f"{label} cancelled. Finished stages are kept: press {label} again to continue."
+
+
+def _path_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 class UiEvents:
     """Binds the widgets to the handlers above for every browser session.
 
@@ -524,6 +874,7 @@ class UiEvents:
         report: checkpoint status (shown in the status panel).
         caps: which model-backed actions are available.
         examples: example video paths, in gallery order.
+        models: the networks loaded once by the app, shared read-only (None = not loaded).
     """
 
     n_load_outputs = 10
@@ -535,12 +886,15 @@ class UiEvents:
         report: CheckpointReport,
         caps: Capabilities,
         examples: list[Path],
+        models: PipelineModels | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.report = report
         self.caps = caps
         self.examples = examples
+        self.models = models
+        self.open_tracker = tracker_factory(cfg, models) if caps.segment is None else None
 
     def _session(self, request: gr.Request) -> Session:
         return self.store.get(request.session_hash or "")
@@ -614,7 +968,7 @@ class UiEvents:
         req = ClickRequest(float(evt.index[0]), float(evt.index[1]), point_type != NEGATIVE)
         try:
             with session.lock:
-                result = add_click(session, req, self.caps, self.report)
+                result = add_click(session, req, self.caps, self.report, self.open_tracker)
                 targets = gr.Radio(choices=target_choices(session), value=session.current_target)
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
@@ -648,6 +1002,79 @@ class UiEvents:
     def clear_targets(self, request: gr.Request) -> tuple[Any, Any, Any]:
         """Clear Targets clicked."""
         return self._targets_event(clear_targets, request)
+
+    def mask_generation(
+        self,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[Any, Any]:
+        """Mask Generation clicked: segment the video from the clicks; show the mask video."""
+        return self._masks(MASK_GENERATION, request, progress, auto=False)
+
+    def auto_detect(
+        self,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[Any, Any]:
+        """Auto-detect people clicked: find and track everyone; show the mask video."""
+        return self._masks(AUTO_DETECT, request, progress, auto=True)
+
+    def _masks(self, label: str, request: gr.Request, progress: gr.Progress, auto: bool) -> tuple[Any, Any]:
+        models = self._models(self.caps.segment, label)
+        session = self._session(request)
+        outcome = self._guard(
+            label,
+            session,
+            lambda: generate_masks(self.cfg, models, session, auto=auto, progress=_gradio_progress(progress)),
+        )
+        if outcome is None:
+            return gr.skip(), _cancelled(label)
+        return _path_or_none(outcome.mask_video), outcome.message
+
+    def generate_4d(
+        self,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[Any, Any, Any]:
+        """4D Generation clicked: 3D bodies for every target; offer the zip and bodies.npz."""
+        models = self._models(self.caps.reconstruct, GENERATE_4D)
+        session = self._session(request)
+        outcome = self._guard(
+            GENERATE_4D,
+            session,
+            lambda: generate_4d(self.cfg, models, session, progress=_gradio_progress(progress)),
+        )
+        if outcome is None:
+            return gr.skip(), gr.skip(), _cancelled(GENERATE_4D)
+        return _path_or_none(outcome.mask_video), [str(p) for p in outcome.downloads], outcome.message
+
+    def cancel(self, request: gr.Request) -> str:
+        """Cancel clicked: stop this session's run (Gradio also drops its queued jobs)."""
+        return cancel_run(self._session(request))
+
+    def _models(self, blocker: str | None, label: str) -> PipelineModels:
+        if blocker is not None or self.models is None:
+            raise gr.Error(f"{label} is unavailable: {blocker or 'the models are not loaded'}")
+        return self.models
+
+    def _guard(self, label: str, session: Session, action: Callable[[], Any]) -> Any:
+        """Run ``action``; None when cancelled, errors as `gr.Error` sentences."""
+        try:
+            return action()
+        except StageCancelled:
+            log.info("session %s: %s cancelled", session.session_id, label)
+            return None
+        except (UserError, PromptError, VideoError, RunDirError) as exc:
+            raise gr.Error(f"{label}: {exc}") from exc
+        except ValueError as exc:  # reconstruct's input errors (e.g. nobody found) carry a sentence
+            raise gr.Error(f"{label}: {exc}") from exc
+        except Exception as exc:  # the run failed inside a model: log it all, tell the user where to look
+            log.exception("session %s: %s failed", session.session_id, label)
+            where = f" and {session.run.root / 'manifest.json'}" if session.run is not None else ""
+            raise gr.Error(
+                f"{label} failed ({type(exc).__name__}: {exc}). Details are in the app log{where}; "
+                "press the button again to retry (finished stages are kept)."
+            ) from exc
 
     def unload(self, request: gr.Request) -> None:
         """Browser tab closed: drop its session."""
@@ -696,10 +1123,27 @@ class UiEvents:
                     concurrency_limit=PREVIEW_CONCURRENCY,
                 )
             w.slider.change(self.scrub, [w.slider], [w.frame, w.time], trigger_mode="always_last", **light)
-            w.frame.select(self.click, [w.point_type], [w.frame, w.targets, w.status], **light)
+            # With SAM-3 loaded, clicks and target removals run the model: they share a small pool.
+            prompt = (
+                light
+                if self.open_tracker is None
+                else {
+                    "concurrency_id": "prompt",
+                    "concurrency_limit": PROMPT_CONCURRENCY,
+                    "show_progress": "hidden",
+                }
+            )
+            w.frame.select(self.click, [w.point_type], [w.frame, w.targets, w.status], **prompt)
             prompt_outputs = [w.frame, w.targets, w.status]
             w.add_target.click(self.add_target, None, prompt_outputs, **light)
             w.targets.input(self.select_target, [w.targets], prompt_outputs, **light)
-            w.remove_target.click(self.remove_target, None, prompt_outputs, **light)
-            w.clear_targets.click(self.clear_targets, None, prompt_outputs, **light)
+            w.remove_target.click(self.remove_target, None, prompt_outputs, **prompt)
+            w.clear_targets.click(self.clear_targets, None, prompt_outputs, **prompt)
+            gpu = {"concurrency_id": "gpu", "concurrency_limit": GPU_CONCURRENCY}
+            runs = [
+                w.mask_generation.click(self.mask_generation, None, [w.mask_video, w.status], **gpu),
+                w.auto_detect.click(self.auto_detect, None, [w.mask_video, w.status], **gpu),
+                w.generate_4d.click(self.generate_4d, None, [w.mask_video, w.downloads, w.status], **gpu),
+            ]
+            w.cancel.click(self.cancel, None, [w.status], cancels=runs, **light)
             demo.unload(self.unload)

@@ -4,7 +4,7 @@ Layout follows the original SAM-Body4D app: on the left the example gallery, the
 (click to annotate), the upload, the frame slider with its time, the point type and the targets;
 on the right the status, the input preview, the Mask Generation / 4D Generation buttons and
 their results. Additions: the models status panel, Remove/Clear targets, Auto-detect people,
-Cancel, a 3D viewer and downloads. Every widget has an ``elem_id`` for browser tests.
+Cancel, downloads, and a 3D viewer (hidden until GLB export exists). Every widget has an ``elem_id`` for browser tests.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ GALLERY_COLUMNS = 3
 PLAYER_HEIGHT = 320
 VIEWER_HEIGHT = 360
 STATUS_LINES = 3
+# Shown where the rendered 4D video and the 3D viewer will be (they come in a later version).
+LATER_NOTE = (
+    "The rendered 4D video and the 3D viewer (GLB) come in a later version: for now 4D Generation "
+    "gives one OBJ mesh per person per frame (in the zip) and `bodies.npz`."
+)
 POSITIVE = "Positive"
 NEGATIVE = "Negative"
 
@@ -173,9 +178,12 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
                 result_video = gr.Video(
                     label="4D Result", interactive=False, height=PLAYER_HEIGHT, elem_id="result_video"
                 )
-                viewer3d = gr.Model3D(label="3D result (GLB)", height=VIEWER_HEIGHT, elem_id="viewer3d")
+                gr.Markdown(LATER_NOTE, elem_id="later_note")
+                viewer3d = gr.Model3D(
+                    label="3D result (GLB)", height=VIEWER_HEIGHT, visible=False, elem_id="viewer3d"
+                )
                 downloads = gr.File(
-                    label="Downloads (zip, GLB)",
+                    label="Downloads (zip of the run, bodies.npz)",
                     file_count="multiple",
                     interactive=False,
                     elem_id="downloads",

@@ -1,0 +1,85 @@
+"""Downloads offered by the app: a zip of a run folder, streamed to disk (never built in memory).
+
+The zip holds what a user needs from the run: the manifest, masks, mask visualisations, the mask
+video, camera and body files, and one OBJ mesh + camera JSON per person per frame. It leaves out
+the decoded-frame cache (``images/``: the input video is the source), the browser preview of the
+input, earlier zips, and per-person folders of targets that are not in the current
+``bodies.npz`` (left over from an earlier run with other targets).
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from body4d.run_dir import MANIFEST, RunDir
+
+log = logging.getLogger(__name__)
+
+BODIES_NAME = "bodies.npz"
+ZIP_NAME = "body4d_{run_id}.zip"
+# Run-folder entries never zipped: the frame cache and the input's browser preview.
+EXCLUDED_TOP = frozenset({"images", "input_preview.mp4"})
+# Per-person output folders: only the ids of the current bodies.npz are zipped.
+PER_PERSON_DIRS = frozenset({"mesh_4d_individual", "focal_4d_individual"})
+# OBJ text compresses about 4x already at level 1; higher levels cost much more time for little.
+ZIP_COMPRESSLEVEL = 1
+DOWNLOADS_STAGE = "downloads"
+
+
+def current_body_ids(run: RunDir) -> set[str]:
+    """Object ids (as folder names) in the run's ``bodies.npz``; empty when there is none."""
+    path = run.path(BODIES_NAME)
+    if not path.is_file():
+        return set()
+    with np.load(path) as data:
+        return {str(int(i)) for i in data["obj_ids"]}
+
+
+def run_files(run: RunDir) -> Iterator[Path]:
+    """Files of the run folder that belong in its zip, relative to the run root, sorted."""
+    ids = current_body_ids(run)
+    zip_name = ZIP_NAME.format(run_id=run.run_id)
+    for path in sorted(run.root.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(run.root)
+        parts = rel.parts
+        if parts[0] in EXCLUDED_TOP or rel.name == zip_name or rel.name.endswith(".part"):
+            continue
+        if rel.name.startswith(".") or (
+            parts[0] in PER_PERSON_DIRS and len(parts) > 2 and parts[1] not in ids
+        ):
+            continue
+        yield rel
+
+
+def zip_run(run: RunDir) -> Path:
+    """Write ``body4d_<run_id>.zip`` at the run root (atomic: temporary file + rename).
+
+    Entries are stored under ``<run_id>/`` so unpacking makes one folder. The zip is recorded
+    as an artefact of the ``downloads`` step in the manifest, which is zipped first.
+
+    Returns:
+        The zip's path.
+    """
+    name = ZIP_NAME.format(run_id=run.run_id)
+    run.add_artefact(DOWNLOADS_STAGE, name)
+    target = run.path(name)
+    with (
+        run.atomic_file(name) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_COMPRESSLEVEL) as zf,
+    ):
+        zf.write(run.path(MANIFEST), f"{run.run_id}/{MANIFEST}")
+        count = 1
+        for rel in run_files(run):
+            if rel.as_posix() == MANIFEST:
+                continue
+            zf.write(run.root / rel, f"{run.run_id}/{rel.as_posix()}")
+            count += 1
+    log.info("zip %s written (%d files, %.1f MB)", target, count, target.stat().st_size / 2**20)
+    return target
