@@ -353,7 +353,7 @@ def test_click_masks_and_mask_generation_with_tiny_models(
         # 4D Generation: people and meshes in the status, the zip among the downloads.
         pg.locator("#generate_4d").click()
         _wait_status(pg, "4D Generation done", MODEL_RUN_TIMEOUT_MS)
-        assert "1 people" in pg.locator("#status textarea").input_value()
+        assert "1 person," in pg.locator("#status textarea").input_value()
         zip_name = f"body4d_{runs[0].name}.zip"
         try:
             pg.wait_for_function(

@@ -508,7 +508,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     assert all(manifest["stages"][s]["status"] == "done" for s in ("camera", "recover", "smooth", "export"))
     objs = sorted((run.root / "mesh_4d_individual" / "1").glob("*.obj"))
     assert len(objs) == manifest["stages"]["export"]["files"] >= 1
-    assert f"1 people, {len(objs)} meshes" in status
+    assert f"1 person, {len(objs)} meshes" in status
     zip_path, npz_path = (Path(p) for p in downloads)
     assert zip_path == run.root / f"body4d_{run.run_id}.zip" and npz_path == run.root / "bodies.npz"
     with zipfile.ZipFile(zip_path) as zf:

@@ -784,7 +784,7 @@ def generate_4d(
         people = len(bodies["obj_ids"])
     seconds = time.monotonic() - started
     message = (
-        f"4D Generation done in {seconds:.1f} s: {people} people, {meshes} meshes (one OBJ per person per "
+        f"4D Generation done in {seconds:.1f} s: {people} {'person' if people == 1 else 'people'}, {meshes} meshes (one OBJ per person per "
         f"frame over {info.n_frames} frames) in run {run.run_id}. Download the zip (whole run) or "
         f"{BODIES_NAME} (parameters, keypoints) below."
     )
