@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,12 @@ def run_command(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()  # headless logs: one line per event, no weight-loading bars
     try:
         prompts = load_prompts(args.prompts) if args.prompts else None
-        video = open_video(args.input_video, max_frames=cfg.video.max_frames, max_side=cfg.video.max_side)
+        video = open_video(
+            args.input_video,
+            max_frames=cfg.video.max_frames,
+            max_side=cfg.video.max_side,
+            folder_fps=Fraction(cfg.video.folder_fps).limit_denominator(1001),
+        )
         if prompts is not None:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
         run = RunDir.open(output_dir, args.resume) if args.resume else None

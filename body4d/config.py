@@ -57,6 +57,7 @@ class RuntimeConfig:
 class VideoConfig:
     max_frames: int = 1800
     max_side: int = 0
+    folder_fps: float = 30.0
     jpeg_quality: int = 95
     crf: int = 18
 
@@ -174,6 +175,7 @@ class Config:
 _RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("video", "max_frames"): (lambda v: v >= 0, "use 0 (unlimited) or a positive frame count"),
     ("video", "max_side"): (lambda v: v == 0 or v >= 16, "use 0 (native) or a side of at least 16 px"),
+    ("video", "folder_fps"): (lambda v: 0 < v <= 1000, "use a frame rate between 0 and 1000"),
     ("video", "jpeg_quality"): (lambda v: 1 <= v <= 100, "use a JPEG quality between 1 and 100"),
     ("video", "crf"): (lambda v: 0 <= v <= 51, "use an H.264 CRF between 0 and 51"),
     ("sam3", "detection_threshold"): (lambda v: 0 <= v <= 1, "use a score between 0 and 1"),

@@ -32,8 +32,9 @@ from body4d.run_dir import RunDir, StageCancelled
 from body4d.stages.camera import estimate_camera
 from body4d.stages.consistency import make_consistent
 from body4d.stages.recover import FrameInput, RecoverCancelled, recover_bodies
-from body4d.types import BodyTrack, Intrinsics, Prompts
+from body4d.types import BodyTrack, Intrinsics, MaskTrack, Prompts
 from body4d.video import Video
+from body4d.video import natural_key as _natural_key
 
 log = logging.getLogger(__name__)
 
@@ -333,35 +334,42 @@ def _label_volume(folder: Path, n: int, height: int, width: int) -> np.ndarray:
 
 
 def _import_masks(masks_dir: Path, video: Video, run: RunDir, cfg: Config) -> tuple[int, ...]:
-    """Take masks from another tool: one palette/greyscale PNG per frame, pixel = object id."""
+    """Take masks from another tool: one palette/greyscale PNG per frame (sorted by name), pixel = id.
+
+    Writes the same outputs as segmentation (images/, masks/, masks_vis/, the overlay video).
+    """
+    from body4d.stages.segment import write_outputs
+
     if not masks_dir.is_dir():
         raise ValueError(f"--masks {masks_dir} is not a folder: pass a folder of one PNG per frame")
-    files = sorted(p for p in masks_dir.iterdir() if p.suffix.lower() == ".png")
-    n = len(video)
+    files = sorted(
+        (p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"), key=lambda p: _natural_key(p.name)
+    )
+    n, info = len(video), video.info
     if len(files) != n:
         raise ValueError(
             f"--masks {masks_dir} holds {len(files)} PNG masks but the video has {n} frames: "
             "give exactly one mask per frame (sorted by name)"
         )
     ids: set[int] = set()
-    for i, (path, frame) in enumerate(zip(files, video, strict=True)):
-        try:
-            labels = read_palette_png(path)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from exc
-        if labels.shape != frame.shape[:2]:
+    with tempfile.TemporaryDirectory(prefix="body4d_labels_") as tmp:
+        labels = _label_volume(Path(tmp), n, info.height, info.width)
+        for i, path in enumerate(files):
+            lab = read_palette_png(path)
+            if lab.shape != (info.height, info.width):
+                raise ValueError(
+                    f"mask {path.name} is {lab.shape[1]}x{lab.shape[0]} but the video is "
+                    f"{info.width}x{info.height}: masks must have the frame size"
+                )
+            labels[i] = lab
+            ids.update(int(v) for v in np.unique(lab) if v)
+        if not ids:
             raise ValueError(
-                f"mask {path.name} is {labels.shape[1]}x{labels.shape[0]} but the video is "
-                f"{frame.shape[1]}x{frame.shape[0]}: masks must have the frame size"
+                f"--masks {masks_dir}: every mask is empty (all pixels 0): there is nobody to reconstruct"
             )
-        ids.update(int(v) for v in np.unique(labels) if v)
-        run.save_frame(i, frame, quality=cfg.video.jpeg_quality)
-        run.save_labels(i, labels, frame=frame)
-    if not ids:
-        raise ValueError(
-            f"--masks {masks_dir}: every mask is empty (all pixels 0): there is nobody to reconstruct"
-        )
-    return tuple(sorted(ids))
+        track = MaskTrack(obj_ids=tuple(sorted(ids)), labels=labels)
+        write_outputs(run, video, track, fps=info.fps, crf=cfg.video.crf, jpeg_quality=cfg.video.jpeg_quality)
+    return track.obj_ids
 
 
 def _frame_inputs(video: Video, run: RunDir) -> Iterator[FrameInput]:

@@ -262,7 +262,8 @@ def _open_source(path: Path, folder_fps: Fraction) -> _Source:
     return _FileSource(path)
 
 
-def _natural_key(name: str) -> list[object]:
+def natural_key(name: str) -> list[object]:
+    """Sort key that orders ``frame_2`` before ``frame_10``."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
@@ -270,7 +271,7 @@ class _FolderSource(_Source):
     def __init__(self, path: Path, fps: Fraction) -> None:
         files = sorted(
             (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-            key=lambda p: _natural_key(p.name),
+            key=lambda p: natural_key(p.name),
         )
         if not files:
             raise VideoError(f"folder {path} holds no frames: put {', '.join(IMAGE_EXTENSIONS)} images in it")

@@ -257,3 +257,22 @@ def test_new_masks_make_later_stages_stale(scene, ckpt_root: Path, tmp_path: Pat
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert all(stages[s]["status"] == "done" for s in stages)
     assert stages["export"]["started"] > first["export"]["started"], "stale stages run again"
+
+
+def test_frame_folder_input_uses_configured_rate(scene, ckpt_root: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from body4d.video import open_video, probe
+
+    video, masks_dir = scene
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(open_video(video)):
+        Image.fromarray(frame).save(folder / f"f{i}.png")
+    args = ["--input_video", str(folder), "--masks", str(masks_dir), "--stop-after", "masks"]
+    assert _run([*args, "--set", "video.folder_fps=24"], ckpt_root, tmp_path / "o") == 0
+    run = _run_dir(tmp_path / "o")
+    assert json.loads((run / "manifest.json").read_text())["video"]["fps"] == "24/1"
+    assert len(list((run / "images").glob("*.jpg"))) == T
+    assert probe(run / "masks").n_frames == T
+    assert probe(run / f"video_mask_{run.name}.mp4").fps == 24
