@@ -1,0 +1,60 @@
+"""Real weights on a GPU (skipped elsewhere): the whole recipe on the real street clip.
+
+Run on a machine with CUDA and the checkpoints: ``BODY4D_CKPT_ROOT=/data/checkpoints pytest -m gpu``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from body4d.cli import main
+from body4d.config import load_config
+from models.registry import checkpoint_report
+
+pytestmark = pytest.mark.gpu
+
+
+def _real_checkpoints() -> str | None:
+    root = os.environ.get("BODY4D_CKPT_ROOT")
+    if not root or not torch.cuda.is_available():
+        return None
+    report = checkpoint_report(load_config(overrides=[f"paths.ckpt_root={root}"]))
+    return root if report.ok and not report.uses_tiny else None
+
+
+@pytest.mark.skipif(_real_checkpoints() is None, reason="needs CUDA and real checkpoints in BODY4D_CKPT_ROOT")
+def test_real_models_on_the_street_clip(vtest: Path, tmp_path: Path, capsys) -> None:
+    root = _real_checkpoints()
+    code = main(
+        [
+            "run",
+            "--input_video",
+            str(vtest),
+            "--output_dir",
+            str(tmp_path),
+            "--set",
+            f"paths.ckpt_root={root}",
+            "--set",
+            "video.max_frames=0",
+            "--set",
+            "sam3.redetect_every=30",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(summary["obj_ids"]) >= 3, "the street clip has several pedestrians"
+    run = Path(summary["run_dir"])
+    camera = json.loads((run / "camera.json").read_text())
+    assert camera["source"] == "moge" and 300 < camera["K"][0][0] < 3000
+    with np.load(run / "bodies.npz") as bodies:
+        for obj_id in bodies["obj_ids"]:
+            cam_t = bodies[f"id{obj_id}/cam_t"][bodies[f"id{obj_id}/valid"]]
+            assert np.all((cam_t[:, 2] > 1.0) & (cam_t[:, 2] < 60.0)), (
+                "people stand metres in front of the camera"
+            )
