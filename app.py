@@ -131,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     from body4d.session import SessionStore
-    from body4d.ui.handlers import UiEvents, capabilities, example_thumbnails, find_examples, layout_spec
+    from body4d.ui.events import UiEvents
+    from body4d.ui.handlers import capabilities, example_thumbnails, find_examples, layout_spec
     from body4d.ui.layout import build_layout
     from models.registry import checkpoint_report
 

@@ -14,6 +14,7 @@ from body4d.masks import draw_clicks
 from body4d.session import Session, SessionStore
 from body4d.types import Click
 from body4d.ui import handlers as h
+from body4d.ui.events import UiEvents
 from body4d.video import VideoError, open_video, probe
 from models.registry import checkpoint_report
 
@@ -181,7 +182,7 @@ def test_targets_add_remove_clear_keep_their_ids(fresh: Session, caps_report) ->
 def test_bad_uploads_raise_gr_error_with_the_reason(cfg: Config, tmp_path: Path) -> None:
     store = SessionStore()
     report = checkpoint_report(cfg)
-    events = h.UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
+    events = UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
     request = gr.Request(session_hash="bad")
     fake = tmp_path / "holiday.mp4"
     fake.write_text("this is not a video")
@@ -208,7 +209,7 @@ def test_too_long_video_is_refused_with_the_config_key(tmp_path: Path) -> None:
 def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
     store = SessionStore()
     report = checkpoint_report(cfg)
-    events = h.UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
+    events = UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
     alice, bob = gr.Request(session_hash="alice"), gr.Request(session_hash="bob")
     outputs = events.upload(str(VTEST), alice)
     assert len(outputs) == events.n_load_outputs
@@ -293,7 +294,7 @@ def test_examples_folder_lists_videos_and_loads_a_picked_one(cfg: Config, make_v
     usable, thumbs = h.example_thumbnails(h.find_examples(folder))
     assert usable == [folder / "walk.mp4"] and thumbs[0][1] == "walk" and thumbs[0][0].shape == (192, 320, 3)
     report = checkpoint_report(cfg)
-    events = h.UiEvents(cfg, SessionStore(), report, h.capabilities(cfg, report), usable)
+    events = UiEvents(cfg, SessionStore(), report, h.capabilities(cfg, report), usable)
     outputs = events.pick_example(
         gr.SelectData(target=None, data={"index": 0, "value": None}), gr.Request(session_hash="ex")
     )
@@ -384,7 +385,7 @@ def model_events(tiny, person_clip: Path):
     """UiEvents with the tiny models and one browser session that uploaded the walker clip."""
     cfg, report, caps, models = tiny
     store = SessionStore()
-    events = h.UiEvents(cfg, store, report, caps, [], models)
+    events = UiEvents(cfg, store, report, caps, [], models)
     request = gr.Request(session_hash="walker")
     events.upload(str(person_clip), request)
     return events, store.get("walker"), request

@@ -1,4 +1,4 @@
-"""The app's widgets and their arrangement (no behaviour: `handlers.UiEvents.bind` adds that).
+"""The app's widgets and their arrangement (no behaviour: `events.UiEvents.bind` adds that).
 
 Layout follows the original SAM-Body4D app: on the left the example gallery, the current frame
 (click to annotate), the upload, the frame slider with its time, the point type and the targets;
