@@ -51,7 +51,17 @@ def bench_encode_decode(n: int) -> dict[str, float]:
         for i in idx:
             video.frame(int(i))
         rand = (time.perf_counter() - t0) / len(idx) * 1000
-    return {"encode_ms_per_frame": enc, "decode_ms_per_frame": dec, "random_access_ms_per_frame": rand}
+        video = open_video(path)
+        t0 = time.perf_counter()
+        for i in range(n - 1, -1, -1):
+            video.frame(i)
+        rev = (time.perf_counter() - t0) / n * 1000
+    return {
+        "encode_ms_per_frame": enc,
+        "decode_ms_per_frame": dec,
+        "random_access_ms_per_frame": rand,
+        "backward_read_ms_per_frame": rev,
+    }
 
 
 def _stream_rss_child(limit: int) -> None:

@@ -37,6 +37,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_FOLDER_FPS = Fraction(30)
 # Frames decoded past the target before giving up on a seek (broken timestamps).
 _MAX_SEEK_DECODE = 10_000
+# Reading backwards (SAM-3's backward pass, scrubbing left) would decode a whole GOP per frame.
+# Instead a backward seek decodes a block of up to this many frames ending at the request and
+# keeps them, bounded by REVERSE_CACHE_BYTES of RGB data (e.g. 64 frames at 720p, 42 at 1080p).
+REVERSE_BLOCK_FRAMES = 64
+REVERSE_CACHE_BYTES = 256 * 2**20
 
 
 class VideoError(ValueError):
@@ -328,6 +333,8 @@ class _FileSource(_Source):
         self._container: av.container.InputContainer | None = None
         self._next_index = -1  # index of the frame the open decoder yields next
         self._decoder: Iterator[av.VideoFrame] | None = None
+        self._last_request = -1
+        self._reverse_cache: dict[int, np.ndarray] = {}  # frames of the last backward block
         try:
             container = av.open(str(path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
@@ -402,6 +409,7 @@ class _FileSource(_Source):
         self._container = None
         self._decoder = None
         self._next_index = -1
+        self._reverse_cache = {}
 
     def _to_rgb(self, frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
         w, h = size
@@ -427,8 +435,23 @@ class _FileSource(_Source):
         self._target = index
 
     def frame(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        backward = index < self._last_request
+        self._last_request = index
+        cached = self._reverse_cache.get(index)
+        if cached is not None and cached.shape[1::-1] == size:
+            return cached
         if index != self._next_index or self._decoder is None:
-            self._seek_to(index)
+            if not backward:
+                self._seek_to(index)
+            else:
+                # Decode the block [start, index] once and keep it: the following backward
+                # requests are then served from memory instead of one GOP decode each.
+                block = max(1, min(REVERSE_BLOCK_FRAMES, REVERSE_CACHE_BYTES // (3 * size[0] * size[1])))
+                start = max(0, index - block + 1)
+                self._seek_to(start)
+                self._reverse_cache = {
+                    j: self._to_rgb(self._advance_to(j), size) for j in range(start, index)
+                }
         return self._to_rgb(self._advance_to(index), size)
 
     def _advance_to(self, index: int) -> av.VideoFrame:

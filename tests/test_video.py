@@ -191,3 +191,13 @@ def test_iterating_long_video_does_not_grow_memory(vtest: Path) -> None:
         pass
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 50, f"peak RSS grew by {grown_mb:.0f} MB while streaming 695 frames"
+
+
+def test_backward_reading_matches_forward(make_video) -> None:
+    path = make_video(n=40, height=48, width=64)
+    forward = list(open_video(path))
+    video = open_video(path)
+    backward = [video.frame(i) for i in range(39, -1, -1)][::-1]
+    assert all(np.array_equal(a, b) for a, b in zip(forward, backward, strict=True))
+    # after reading backwards, forward reads still decode the right frames
+    assert np.array_equal(video.frame(20), forward[20]) and np.array_equal(video.frame(21), forward[21])
