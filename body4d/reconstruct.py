@@ -39,6 +39,8 @@ from body4d.video import natural_key as _natural_key
 log = logging.getLogger(__name__)
 
 STAGES = ("masks", "camera", "recover", "smooth", "export")
+# Headless runs log progress every this fraction of a stage.
+LOG_PROGRESS_STEP = 0.1
 # MHR70 keypoints per body.
 NUM_KEYPOINTS = 70
 _TRACK_FIELDS = {f.name for f in dataclasses.fields(BodyTrack)} - {"obj_id"}
@@ -147,7 +149,7 @@ def reconstruct(
     """
     if stop_after not in STAGES:
         raise ValueError(f"stop_after must be one of {', '.join(STAGES)}, got {stop_after!r}")
-    report = progress or (lambda stage, frac, msg: log.info("%s %3.0f%% %s", stage, 100 * frac, msg))
+    report = progress or _log_progress()
     info = video.info
     run.update_manifest(
         video={
@@ -254,6 +256,18 @@ def reconstruct(
                 st.artefact(f"focal_4d_individual/{obj_id}")
     done.append("export")
     return _result(run, obj_ids, done)
+
+
+def _log_progress(step: float = LOG_PROGRESS_STEP) -> ProgressFn:
+    """Progress as log lines: one per stage start and per ``step`` of progress (headless runs)."""
+    last: dict[str, float] = {}
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        if stage not in last or fraction >= min(1.0, last[stage] + step):
+            last[stage] = fraction
+            log.info("%s %3.0f%% %s", stage, 100 * fraction, message)
+
+    return report
 
 
 def _after(stage: str) -> tuple[str, ...]:

@@ -276,3 +276,18 @@ def test_frame_folder_input_uses_configured_rate(scene, ckpt_root: Path, tmp_pat
     assert len(list((run / "images").glob("*.jpg"))) == T
     assert probe(run / "masks").n_frames == T
     assert probe(run / f"video_mask_{run.name}.mp4").fps == 24
+
+
+def test_headless_progress_is_logged_per_tenth(caplog) -> None:
+    import logging
+
+    from body4d.reconstruct import _log_progress
+
+    report = _log_progress()
+    with caplog.at_level(logging.INFO, logger="body4d.reconstruct"):
+        for i in range(101):
+            report("masks", i / 100, f"frame {i}")
+        report("camera", 0.0, "start")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 12  # 0 %, 10 %, ..., 100 % of masks, then the camera start
+    assert lines[-2].startswith("masks 100%") and lines[-1].startswith("camera   0%")
