@@ -33,8 +33,8 @@ from body4d.stages.camera import estimate_camera
 from body4d.stages.consistency import make_consistent
 from body4d.stages.recover import FrameInput, RecoverCancelled, recover_bodies
 from body4d.types import BodyTrack, Intrinsics, MaskTrack, Prompts
-from body4d.video import Video
-from body4d.video import natural_key as _natural_key
+from body4d.video import Video, natural_key
+from models.registry import checkpoint_report
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,12 @@ def reconstruct(
             "codec": info.codec,
         }
     )
+    ckpts = checkpoint_report(cfg)
+    run.update_manifest(
+        checkpoints={i.name: {"path": str(i.path), "present": i.present, "tiny": i.tiny} for i in ckpts.items}
+    )
+    if ckpts.uses_tiny:
+        log.warning("TINY TEST CHECKPOINTS in use (random weights): the results of this run are meaningless")
     last = STAGES.index(stop_after)
     done: list[str] = []
     if cfg.completion.enable:
@@ -324,6 +330,7 @@ def _segment(
             )
         except SegmentationCancelled as exc:
             raise StageCancelled(str(exc)) from exc
+        log.info("masks: writing images/, masks/, masks_vis/ and the overlay video (%d frames)", len(video))
         write_outputs(
             run, video, result.track, fps=info.fps, crf=cfg.video.crf, jpeg_quality=cfg.video.jpeg_quality
         )
@@ -357,7 +364,7 @@ def _import_masks(masks_dir: Path, video: Video, run: RunDir, cfg: Config) -> tu
     if not masks_dir.is_dir():
         raise ValueError(f"--masks {masks_dir} is not a folder: pass a folder of one PNG per frame")
     files = sorted(
-        (p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"), key=lambda p: _natural_key(p.name)
+        (p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"), key=lambda p: natural_key(p.name)
     )
     n, info = len(video), video.info
     if len(files) != n:

@@ -45,6 +45,8 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 RUN_ID_RE = re.compile(r"^\d{8}_\d{6}_\d{3}_[0-9a-f]{8}$")
 FRAME_NAME = "{:08d}"
+# zlib level of RGB PNGs (masks_vis/): level 1 is 4x faster than PIL's default 6 for ~8 % more bytes.
+PNG_COMPRESS_LEVEL = 1
 _VERSIONED = ("body4d", "torch", "torchvision", "transformers", "diffusers", "gradio", "av", "numpy")
 
 
@@ -204,7 +206,7 @@ class RunDir:
         if rel.suffix.lower() in (".jpg", ".jpeg"):
             img.save(buf, format="JPEG", quality=quality)
         elif rel.suffix.lower() == ".png":
-            img.save(buf, format="PNG")
+            img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         else:
             raise RunDirError(f"unsupported image type {rel.suffix!r}: use .jpg or .png")
         return self.write_bytes(rel, buf.getvalue())

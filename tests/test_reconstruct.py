@@ -291,3 +291,20 @@ def test_headless_progress_is_logged_per_tenth(caplog) -> None:
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 12  # 0 %, 10 %, ..., 100 % of masks, then the camera start
     assert lines[-2].startswith("masks 100%") and lines[-1].startswith("camera   0%")
+
+
+def test_manifest_records_checkpoints_and_flags_tiny_ones(
+    scene, ckpt_root: Path, tmp_path: Path, capsys
+) -> None:
+    video, masks_dir = scene
+    assert (
+        _run(
+            ["--input_video", str(video), "--masks", str(masks_dir), "--stop-after", "camera"],
+            ckpt_root,
+            tmp_path,
+        )
+        == 0
+    )
+    ckpts = json.loads((_run_dir(tmp_path) / "manifest.json").read_text())["checkpoints"]
+    assert ckpts["SAM-3D-Body weights"]["tiny"] is True
+    assert ckpts["SAM-3D-Body weights"]["path"] == str(ckpt_root / "sam-3d-body-dinov3" / "model.ckpt")

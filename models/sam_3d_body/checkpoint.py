@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -169,6 +170,8 @@ def load_sam3dbody(
     net.load_state_dict(mapped, strict=True)
     net.backbone.to(DTYPES[dtype])
     net.to(device).eval().requires_grad_(False)
-    mhr = torch.jit.load(str(mhr_path), map_location=device).eval()
+    with warnings.catch_warnings():  # MHR ships as TorchScript; torch marks jit.load deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        mhr = torch.jit.load(str(mhr_path), map_location=device).eval()
     log.info("loaded SAM-3D-Body from %s (%s, backbone %s)", ckpt_path, device, dtype)
     return SAM3DBody(net, mhr, bbox_padding)
