@@ -17,6 +17,8 @@ from scipy import ndimage
 from body4d.types import Click
 
 MAX_OBJ_ID = 255
+# Width in pixels of the white outline drawn around each object in overlays.
+CONTOUR_WIDTH = 2
 
 
 def _davis_palette() -> np.ndarray:
@@ -145,8 +147,13 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5, contour: 
         color = np.array(color_for(int(obj_id)), dtype=np.float32)
         out[mask] = out[mask] * (1 - alpha) + color * alpha
         if contour:
-            edge = mask & ~ndimage.binary_erosion(mask, iterations=2, border_value=0)
-            out[edge] = 255.0
+            # Erode only inside the object's box (plus the border it needs): same result, far less work.
+            ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            y0, y1 = max(ys[0] - CONTOUR_WIDTH, 0), ys[-1] + CONTOUR_WIDTH + 1
+            x0, x1 = max(xs[0] - CONTOUR_WIDTH, 0), xs[-1] + CONTOUR_WIDTH + 1
+            sub = mask[y0:y1, x0:x1]
+            edge = sub & ~ndimage.binary_erosion(sub, iterations=CONTOUR_WIDTH, border_value=0)
+            out[y0:y1, x0:x1][edge] = 255.0
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
