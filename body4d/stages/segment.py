@@ -27,7 +27,10 @@ reports each tracked frame as it happens (with its partial label map) for live p
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -44,6 +47,9 @@ if TYPE_CHECKING:
     from body4d.run_dir import RunDir
 
 log = logging.getLogger(__name__)
+
+# Threads writing images/, masks/ and masks_vis/ while the overlay video encodes.
+SAVE_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 FORWARD = "forward"
 BACKWARD = "backward"
@@ -177,15 +183,25 @@ def write_outputs(
         Path of ``video_mask_<run_id>.mp4``.
     """
 
-    def overlays() -> Iterator[np.ndarray]:
+    def save(i: int, rgb: np.ndarray, labels: np.ndarray) -> None:
+        run.save_frame(i, rgb, quality=jpeg_quality)
+        run.save_labels(i, labels, frame=rgb)
+
+    def overlays(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+        pending: deque[Future[None]] = deque()
         for i in range(track.n_frames):
             rgb = frames.frame(i)
             labels = np.asarray(track.labels[i])
-            run.save_frame(i, rgb, quality=jpeg_quality)
-            run.save_labels(i, labels, frame=rgb)
+            pending.append(pool.submit(save, i, rgb, labels))
+            while len(pending) > 2 * SAVE_WORKERS:  # bounded: a few frames in flight
+                pending.popleft().result()
             yield masklib.overlay(rgb, labels)
+        while pending:
+            pending.popleft().result()
 
-    return run.write_video(f"video_mask_{run.run_id}.mp4", overlays(), fps, crf=crf)
+    # Image encoding (PIL releases the GIL) runs on worker threads beside the video encoder.
+    with ThreadPoolExecutor(max_workers=SAVE_WORKERS, thread_name_prefix="body4d-save") as pool:
+        return run.write_video(f"video_mask_{run.run_id}.mp4", overlays(pool), fps, crf=crf)
 
 
 def _paint(labels: np.ndarray, obj_id: int, mask: np.ndarray) -> None:
