@@ -112,7 +112,7 @@ def recover_bodies(
         if len(pending) >= batch_size:
             flush()
     flush()
-    if progress is not None:
+    if progress is not None and last_index + 1 < n_frames:  # trailing frames without anyone
         progress(n_frames, n_frames)
     return {obj_id: _track(obj_id, per_frame) for obj_id, per_frame in sorted(results.items())}
 
