@@ -7,7 +7,8 @@
     5 export   OBJ per person per frame, camera JSON, keypoints added to bodies.npz
 
 Each step is one stage call and one `RunDir` save, recorded in the manifest; a stage already
-done in the run folder is skipped on resume (its saved output is read back), unless forced.
+done in the run folder is skipped on resume (its saved output is read back; a stage that runs
+hands its result on in memory), unless forced.
 Remaking a stage marks every later stage stale, so they run again from the new output.
 Occlusion completion and rendering arrive as stages of their own in later versions.
 """
@@ -199,13 +200,14 @@ def reconstruct(
 
     # 2 camera -----------------------------------------------------------------------------
     with run.stage("camera", force=force) as st:
-        if not st.skip:
+        if st.skip:
+            intrinsics = _read_intrinsics(run)
+        else:
             report("camera", 0.0, "estimating intrinsics")
-            K = estimate_camera(video, models.moge, cfg)
-            run.write_json("camera.json", _intrinsics_json(K))
+            intrinsics = estimate_camera(video, models.moge, cfg)
+            run.write_json("camera.json", _intrinsics_json(intrinsics))
             st.artefact("camera.json")
             run.invalidate(*_after("camera"))
-    intrinsics = _read_intrinsics(run)
     done.append("camera")
     if last == 1:
         return _result(run, obj_ids, done)
@@ -213,7 +215,9 @@ def reconstruct(
     # 3 recover ----------------------------------------------------------------------------
     body = models.body
     with run.stage("recover", force=force) as st:
-        if not st.skip:
+        if st.skip:
+            raw = _load_tracks(run, "bodies_raw.npz")
+        else:
             if body is None:
                 raise RuntimeError("the SAM-3D-Body model is not loaded: load_models(..., body=True)")
             try:
@@ -232,20 +236,21 @@ def reconstruct(
             _save_tracks(run, "bodies_raw.npz", tracks)
             st.artefact("bodies_raw.npz")
             run.invalidate(*_after("recover"))
-    raw = _load_tracks(run, "bodies_raw.npz")
+            raw = tracks
     done.append("recover")
     if last == 2:
         return _result(run, obj_ids, done)
 
     # 4 smooth -----------------------------------------------------------------------------
     with run.stage("smooth", force=force) as st:
-        if not st.skip:
+        if st.skip:
+            bodies = _load_tracks(run, "bodies.npz")
+        else:
             fps = float(info.fps)
-            smoothed = {i: make_consistent(t, cfg.smoothing, fps) for i, t in raw.items()}
-            _save_tracks(run, "bodies.npz", smoothed)
+            bodies = {i: make_consistent(t, cfg.smoothing, fps) for i, t in raw.items()}
+            _save_tracks(run, "bodies.npz", bodies)
             st.artefact("bodies.npz")
             run.invalidate(*_after("smooth"))
-    bodies = _load_tracks(run, "bodies.npz")
     done.append("smooth")
     if last == 3:
         return _result(run, obj_ids, done)
