@@ -1,4 +1,4 @@
-"""Command-line entry point: ``body4d probe VIDEO``, ``body4d run ...``, ``body4d check``.
+"""Command-line entry point: ``body4d probe VIDEO``, ``body4d run ...``, ``body4d check``, ``body4d doctor``.
 
 Exit codes: 0 success, 2 bad input (the reason is printed on stderr), 1 unexpected failure.
 """
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     c.set_defaults(func=_check)
+
+    from body4d.doctor import add_doctor_parser
+
+    add_doctor_parser(sub)
 
     _add_optional_commands(sub)
     return parser

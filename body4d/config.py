@@ -86,6 +86,8 @@ class Sam3DBodyConfig:
     batch_size: int = 64
     inference_type: Literal["full", "body"] = "full"
     bbox_padding: float = 1.25
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    mask_value: int = 1
     detector_path: str = ""
     segmentor_path: str = ""
 
@@ -188,6 +190,7 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("sam3", "detection_mask_threshold"): (lambda v: 0 < v < 1, "use a probability strictly between 0 and 1"),
     ("sam_3d_body", "batch_size"): (lambda v: v >= 1, "use a batch size of at least 1"),
     ("sam_3d_body", "bbox_padding"): (lambda v: v >= 1.0, "use a padding factor of at least 1.0"),
+    ("sam_3d_body", "mask_value"): (lambda v: v in (1, 255), "use 1 (default) or 255"),
     ("camera", "num_frames"): (lambda v: v >= 1, "use at least 1 frame"),
     ("camera", "resolution_level"): (lambda v: 0 <= v <= 9, "use a level from 0 to 9"),
     ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),

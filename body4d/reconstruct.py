@@ -84,11 +84,7 @@ ProgressFn = Callable[[str, float, str], None]
 
 def load_models(cfg: Config, *, sam3: bool, detector: bool, body: bool, camera: bool) -> PipelineModels:
     """Load the networks a run needs (device and dtype from ``cfg.runtime``)."""
-    import torch
-
     from models.registry import resolve_device, resolve_dtype
-
-    dtype_names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
     device = resolve_device(cfg.runtime.device)
     dtype = resolve_dtype(cfg.runtime.dtype, device)
@@ -106,8 +102,9 @@ def load_models(cfg: Config, *, sam3: bool, detector: bool, body: bool, camera: 
             s.config_path,
             s.mhr_path,
             device=device,
-            dtype=dtype_names[dtype],
+            dtype=s.dtype,
             bbox_padding=s.bbox_padding,
+            mask_value=s.mask_value,
         )
     if camera and cfg.sam_3d_body.fov_path:
         from models.moge import load_moge

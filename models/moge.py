@@ -1,25 +1,32 @@
 """MoGe-2 (PyPI ``dlr-moge``) adapter: loads the checkpoint strictly and estimates pinhole intrinsics.
 
 The checkpoint ``${paths.ckpt_root}/moge-2-vitl-normal/model.pt`` is a torch file
-``{"model_config": dict, "model": state_dict}``. Upstream's ``MoGeModel.from_pretrained`` loads it with
-``strict=False`` (a wrong file silently keeps random weights) and falls back to downloading from the
-Hub; this adapter builds the same ``MoGeModel`` from ``model_config`` and refuses any missing or
-unexpected key, and never touches the network.
+``{"model_config": dict, "model": state_dict}``; it is the only file upstream's
+``MoGeModel.from_pretrained(path)`` opens (the DINOv2 backbone is built with ``pretrained=False``).
+Upstream loads it with ``strict=False`` (a wrong file silently keeps random weights) and falls back to
+downloading from the Hub; this adapter builds the same ``MoGeModel`` from ``model_config`` and refuses
+any missing or unexpected key, and never touches the network.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from moge.model.v2 import MoGeModel
-from transformers.initialization import no_init_weights
 
 from models.registry import SETUP_HINT
 
+if TYPE_CHECKING:
+    from moge.model.v2 import MoGeModel
+
 log = logging.getLogger(__name__)
+
+# The one file of Ruicheng/moge-2-vitl-normal that MoGeModel.from_pretrained reads (its hub download
+# name; a local path may be named anything).
+CHECKPOINT_FILE = "model.pt"
 
 # MoGe's `infer` picks num_tokens = lo + level/9 * (hi - lo) from the model's num_tokens_range;
 # 9 (the most tokens, 3600 for the released model) is upstream's default and SAM-Body4D's setting.
@@ -97,6 +104,21 @@ class MoGe:
         return k
 
 
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a MoGe-2 checkpoint file dlr-moge can open, or None when it is one.
+
+    Only presence is checked (cheap enough for a status panel); `load_moge` reads the content.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"a folder, not the {CHECKPOINT_FILE} file: point sam_3d_body.fov_path at the file"
+    if not path.is_file():
+        return "not found"
+    if path.stat().st_size == 0:
+        return "empty file (an interrupted download?)"
+    return None
+
+
 def load_moge(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -118,14 +140,18 @@ def load_moge(
         A `MoGe` in eval mode on ``device``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` is missing, empty or a folder (see `checkpoint_problem`).
         MoGeCheckpointError: unreadable file, wrong layout, missing/unexpected keys or shape mismatch.
     """
+    from moge.model.v2 import MoGeModel
+    from transformers.initialization import no_init_weights
+
     path = Path(path)
     root = Path(ckpt_root) if ckpt_root is not None else path.parent.parent
     fix = f"run `{SETUP_HINT.format(root=root)}` to download it"
-    if not path.is_file():
-        raise FileNotFoundError(f"MoGe-2 checkpoint not found: {path}; {fix}")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise FileNotFoundError(f"MoGe-2 checkpoint {path}: {problem}; {fix}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

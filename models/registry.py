@@ -7,6 +7,7 @@ Nothing here loads a network; adapters in this package do. The app and `body4d c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +65,11 @@ class CheckpointStatus:
     Attributes:
         name: human name of the model.
         path: where the config expects it.
-        present: the file exists (or the folder exists and is not empty).
+        present: every file its loader reads is there (see ``problem``).
         needed_for: what the model does in the pipeline.
         gated: the Hugging Face repository needs an accepted licence and HF_TOKEN.
         tiny: it is a tiny random test checkpoint (useless for real results).
+        problem: why it is not usable when not present (e.g. which files are missing), else "".
     """
 
     name: str
@@ -76,6 +78,7 @@ class CheckpointStatus:
     needed_for: str
     gated: bool
     tiny: bool
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,14 @@ class CheckpointReport:
         return any(i.tiny for i in self.items if i.present)
 
     def text(self) -> str:
-        """Human-readable status: one line per checkpoint, then the fix if anything is missing."""
+        """Human-readable status: one line per checkpoint (and why it is missing), then the fix."""
         lines = []
         for i in self.items:
             mark = "ok" if i.present else "MISSING"
             extra = " (TINY TEST CHECKPOINT: random weights, results are meaningless)" if i.tiny else ""
             lines.append(f"[{mark}] {i.name}: {i.path}{extra} — {i.needed_for}")
+            if i.problem:
+                lines.append(f"    {i.problem}")
         if self.missing:
             lines.append(
                 f"Missing checkpoints: run `{SETUP_HINT.format(root=self.ckpt_root)}` "
@@ -112,36 +117,73 @@ class CheckpointReport:
         return "\n".join(lines)
 
 
-def _present(path: Path) -> bool:
-    """A non-empty file, or a model folder holding at least one JSON config (not just download debris)."""
+def _generic_problem(path: Path) -> str | None:
+    """Generic check: a non-empty file, or a model folder holding a JSON config outside download debris."""
     if path.is_file():
-        return path.stat().st_size > 0
-    return path.is_dir() and any(p.suffix == ".json" for p in path.rglob("*") if ".cache" not in p.parts)
+        return None if path.stat().st_size > 0 else "empty file (an interrupted download?)"
+    if not path.is_dir():
+        return "not found"
+    if any(p.suffix == ".json" for p in path.rglob("*") if ".cache" not in p.parts):
+        return None
+    return "no model config in the folder (only download debris?)"
 
 
 def checkpoint_report(cfg: Config) -> CheckpointReport:
-    """Status of every checkpoint the configuration asks for."""
+    """Status of every checkpoint the configuration asks for.
+
+    SAM-3 and MoGe-2 are checked by their adapters' own file lists (`models.sam3.snapshot_problem`,
+    `models.moge.checkpoint_problem`): "present" means every file their loader reads is there.
+    """
+    from models.moge import checkpoint_problem as moge
+    from models.sam3 import snapshot_problem as sam3
+
     s3b = cfg.sam_3d_body
-    entries: list[tuple[str, str, str, bool]] = [
-        ("SAM-3 (facebook/sam3)", cfg.sam3.ckpt_path, "clicks, mask propagation, person detection", True),
-        ("SAM-3D-Body weights", s3b.ckpt_path, "3D body mesh recovery", True),
-        ("SAM-3D-Body config", s3b.config_path, "3D body mesh recovery", True),
-        ("MHR body model", s3b.mhr_path, "3D body mesh recovery", True),
+    body = "3D body mesh recovery"
+    entries: list[tuple[str, str, str, bool, Callable[[Path], str | None]]] = [
+        (
+            "SAM-3 (facebook/sam3)",
+            cfg.sam3.ckpt_path,
+            "clicks, mask propagation, person detection",
+            True,
+            sam3,
+        ),
+        ("SAM-3D-Body weights", s3b.ckpt_path, body, True, _generic_problem),
+        ("SAM-3D-Body config", s3b.config_path, body, True, _generic_problem),
+        ("MHR body model", s3b.mhr_path, body, True, _generic_problem),
     ]
     if s3b.fov_path:
-        entries.append(("MoGe-2 ViT-L normal", s3b.fov_path, "camera intrinsics", False))
+        entries.append(("MoGe-2 ViT-L normal", s3b.fov_path, "camera intrinsics", False, moge))
     if cfg.completion.enable:
         c = cfg.completion
         entries += [
-            ("Diffusion-VAS amodal segmentation", c.model_path_mask, "occlusion detection", False),
-            ("Diffusion-VAS content completion", c.model_path_rgb, "occlusion completion", False),
-            ("Depth Anything V2 Large", c.model_path_depth, "occlusion depth condition", False),
+            (
+                "Diffusion-VAS amodal segmentation",
+                c.model_path_mask,
+                "occlusion detection",
+                False,
+                _generic_problem,
+            ),
+            (
+                "Diffusion-VAS content completion",
+                c.model_path_rgb,
+                "occlusion completion",
+                False,
+                _generic_problem,
+            ),
+            (
+                "Depth Anything V2 Large",
+                c.model_path_depth,
+                "occlusion depth condition",
+                False,
+                _generic_problem,
+            ),
         ]
     items = []
-    for name, path_str, needed_for, gated in entries:
+    for name, path_str, needed_for, gated, check in entries:
         path = Path(path_str)
-        present = _present(path)
+        problem = check(path)
+        present = problem is None
         folder = path if path.is_dir() else path.parent
         tiny = present and any((p / TINY_MARKER).exists() for p in (folder, *folder.parents[:2]))
-        items.append(CheckpointStatus(name, path, bool(present), needed_for, gated, tiny))
+        items.append(CheckpointStatus(name, path, present, needed_for, gated, tiny, problem or ""))
     return CheckpointReport(tuple(items), Path(cfg.paths.ckpt_root))

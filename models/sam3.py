@@ -19,6 +19,13 @@ inside the call that produced them), and keeps non-conditioning outputs only for
 ``max_cached_frames`` frames of the current propagation direction. With ``max_cached_frames >=
 max(num_maskmem - 1, max_object_pointers_in_encoder)`` (= 16 for SAM-3) nothing that the tracker
 can still read is dropped, so masks are identical to untrimmed tracking.
+
+Preprocessing (`FramePreprocessor`): every frame the tracker or the detector sees is uploaded once
+as uint8 to the model's device and resized and normalised there, on every device (CPU included).
+It is the processors' own torch path as torchvision runs it on a GPU (float32 antialiased bilinear
+resize, rounding to grey levels, fused rescale + normalise), so on a GPU it equals the processor
+output exactly; on a CPU torchvision resizes uint8 with a fixed-point kernel that differs by at
+most one grey level (2/255 after normalisation).
 """
 
 from __future__ import annotations
@@ -34,23 +41,35 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 
 from body4d.masks import MAX_OBJ_ID  # label maps are uint8; 0 is background
 from body4d.types import Click
+from models.registry import SETUP_HINT, TINY_MARKER
 
 log = logging.getLogger(__name__)
 
-SETUP_HINT = "python scripts/setup.py --ckpt-root DIR"
 CONFIG_FILE = "config.json"
-PROCESSOR_FILE = "processor_config.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+# The files transformers 5.23 opens from a facebook/sam3 snapshot to build what body4d uses
+# (Sam3TrackerVideoModel, Sam3Model, Sam3TrackerVideoProcessor, Sam3Processor). Without any one of
+# them loading fails or builds a different object; tests/test_sam3_adapter.py proves both ways.
+SNAPSHOT_FILES: dict[str, str] = {
+    CONFIG_FILE: "architecture of both networks; AutoTokenizer also reads it",
+    "model.safetensors": "weights of both networks (one file in facebook/sam3)",
+    "processor_config.json": "image and video preprocessing (nested image_processor / video_processor)",
+    "tokenizer.json": "CLIP BPE vocabulary and merges for the text prompt",
+    "tokenizer_config.json": "tokenizer settings (class, model_max_length 32)",
+}
+# Meta's own 3.4 GB checkpoint in the same hub repository: transformers cannot read it and it is
+# never downloaded (the hub repo's vocab.json, merges.txt and special_tokens_map.json are redundant
+# with tokenizer.json / tokenizer_config.json and not required either).
+META_CHECKPOINT = "sam3.pt"
 EXPECTED_MODEL_TYPE = "sam3_video"
 
 DEFAULT_MAX_CACHED_FRAMES = 16  # lossless trimming window for SAM-3 (see module doc)
 DEFAULT_VISION_CACHE_FRAMES = 2  # ViT features kept for quick re-clicks (~130 MB each at 1008 px)
-DEFAULT_FRAME_CACHE = 4  # preprocessed frames kept in the on-demand LRU (12.2 MB each fp32)
+DEFAULT_FRAME_CACHE = 4  # preprocessed frames kept on the model device (12.2 MB each fp32 at 1008 px)
 DEFAULT_DETECTION_MASK_THRESHOLD = 0.5  # detector mask probabilities above this are foreground
 DEFAULT_DETECTION_NMS_IOU = 0.5  # box IoU above which two detections are the same instance
 POSITIVE_LABEL = 1  # SAM point label of a foreground click
@@ -142,25 +161,58 @@ class SessionMemory:
         return self.outputs + self.frames + self.vision_features
 
 
+def snapshot_problem(ckpt_dir: str | Path) -> str | None:
+    """Why ``ckpt_dir`` is not a loadable ``facebook/sam3`` snapshot, or None when every needed file is there.
+
+    Only file presence is checked (cheap enough for a status panel); `check_checkpoint` also reads
+    the config. A file of 0 bytes counts as missing (an interrupted copy).
+    """
+    path = Path(ckpt_dir)
+    if not path.exists():
+        return "not found"
+    if not path.is_dir():
+        return "not a folder"
+    missing = [name for name in SNAPSHOT_FILES if not _non_empty_file(path / name)]
+    if not missing:
+        return None
+    problem = f"incomplete, missing {', '.join(missing)}"
+    if (path / META_CHECKPOINT).is_file():
+        problem += (
+            f" ({META_CHECKPOINT} there is Meta's own checkpoint format, which transformers cannot load: "
+            "the transformers files are needed)"
+        )
+    return problem
+
+
+def _non_empty_file(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _fix(path: Path, *, again: bool = False) -> str:
+    """How to get the snapshot folder ``path`` (setup downloads it to ``<ckpt_root>/sam3``).
+
+    Args:
+        path: the snapshot folder.
+        again: the files are there but broken (setup skips a folder it completed, so delete it first).
+    """
+    command = SETUP_HINT.format(root=path.parent)
+    if again:
+        return f"delete {path} and download it again with `{command}`"
+    return f"download it with `{command}` or set sam3.ckpt_path"
+
+
 def check_checkpoint(ckpt_dir: str | Path) -> Path:
     """Verify that ``ckpt_dir`` is a complete ``facebook/sam3`` snapshot; return it as a Path.
 
     Raises:
-        Sam3CheckpointError: naming the folder, what is missing and the setup command.
+        Sam3CheckpointError: naming the folder, every missing file and the setup command (whose
+            checkpoint root is the folder above ``ckpt_dir``, where setup puts ``sam3/``).
     """
     path = Path(ckpt_dir)
-    fix = f"download it with `{SETUP_HINT}` or set sam3.ckpt_path"
-    if not path.is_dir():
-        raise Sam3CheckpointError(f"SAM-3 checkpoint folder {path} does not exist: {fix}")
-    missing = [name for name in (CONFIG_FILE, PROCESSOR_FILE) if not (path / name).is_file()]
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES))
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        missing.append(" or ".join(TOKENIZER_FILES))
-    if missing:
-        raise Sam3CheckpointError(
-            f"SAM-3 checkpoint folder {path} is incomplete (missing {', '.join(missing)}): {fix}"
-        )
+    fix = _fix(path)
+    problem = snapshot_problem(path)
+    if problem is not None:
+        raise Sam3CheckpointError(f"SAM-3 checkpoint folder {path}: {problem}; {fix}")
     try:
         model_type = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
@@ -218,24 +270,30 @@ def _check_frame_index(frame: int, n_frames: int) -> None:
         raise PromptError(f"frame {frame!r} is outside the video: use 0 to {n_frames - 1}")
 
 
-def _load_strict(cls: type, path: Path, what: str) -> torch.nn.Module:
+def _load_strict(cls: type, path: Path, what: str, fix: str) -> torch.nn.Module:
     """``cls.from_pretrained(path)`` offline in fp32, refusing any missing or mismatched weight."""
     try:
         model, info = cls.from_pretrained(
             path, dtype=torch.float32, local_files_only=True, output_loading_info=True
         )
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
-        raise Sam3CheckpointError(
-            f"cannot load the SAM-3 {what} from {path} ({exc}): re-download it with `{SETUP_HINT}`"
-        ) from exc
+        raise Sam3CheckpointError(f"cannot load the SAM-3 {what} from {path} ({exc}): {fix}") from exc
     bad = sorted(info.get("missing_keys", [])) + sorted(str(k) for k in info.get("mismatched_keys", []))
     if bad:
         shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise Sam3CheckpointError(
             f"SAM-3 {what} weights in {path} do not match the model ({len(bad)} missing or "
-            f"mismatched: {shown}): re-download the checkpoint with `{SETUP_HINT}`"
+            f"mismatched: {shown}): {fix}"
         )
     return model.eval()
+
+
+def _load_processor(cls: type, path: Path, what: str, fix: str) -> Any:
+    """``cls.from_pretrained(path)`` offline, with a `Sam3CheckpointError` naming the folder on failure."""
+    try:
+        return cls.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise Sam3CheckpointError(f"cannot load the SAM-3 {what} from {path} ({exc}): {fix}") from exc
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -266,6 +324,10 @@ class Sam3Models:
         self.detector_processor = detector_processor
         self.device = device
         self.dtype = dtype
+        self.tracker_frames = FramePreprocessor(tracker_processor.video_processor, device)
+        self.detector_frames = (
+            FramePreprocessor(detector_processor.image_processor, device) if detector_processor else None
+        )
 
     @classmethod
     def load(
@@ -280,27 +342,26 @@ class Sam3Models:
 
         Args:
             ckpt_dir: the snapshot folder (``sam3.ckpt_path``).
-            device: where the networks run.
+            device: where the networks run (and where frames are preprocessed).
             dtype: compute precision (float32, bfloat16 or float16; see the class doc).
             with_detector: also load ``Sam3Model`` for automatic detection.
 
         Raises:
-            Sam3CheckpointError: missing/incomplete folder or weights that do not fit.
+            Sam3CheckpointError: missing/incomplete folder, unreadable files or weights that do not fit.
         """
         from transformers import Sam3Model, Sam3Processor, Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
 
-        from models.registry import TINY_MARKER
-
         path = check_checkpoint(ckpt_dir)
+        fix = _fix(path, again=True)
         if (path / TINY_MARKER).exists():
             log.warning("%s is a TINY TEST CHECKPOINT: random weights, results are meaningless", path)
         device = torch.device(device)
-        tracker = _load_strict(Sam3TrackerVideoModel, path, "tracker")
-        tracker_processor = Sam3TrackerVideoProcessor.from_pretrained(path, local_files_only=True)
+        tracker = _load_strict(Sam3TrackerVideoModel, path, "tracker", fix)
+        tracker_processor = _load_processor(Sam3TrackerVideoProcessor, path, "tracker processor", fix)
         detector = detector_processor = None
         if with_detector:
-            detector = _load_strict(Sam3Model, path, "detector")
-            detector_processor = Sam3Processor.from_pretrained(path, local_files_only=True)
+            detector = _load_strict(Sam3Model, path, "detector", fix)
+            detector_processor = _load_processor(Sam3Processor, path, "detector processor", fix)
             if _same_weights(tracker.vision_encoder.backbone, detector.vision_encoder.backbone):
                 tracker.vision_encoder.backbone = detector.vision_encoder.backbone  # one ViT copy
             else:
@@ -377,16 +438,16 @@ class Sam3Models:
         """
         import torchvision
 
-        if self.detector is None or self.detector_processor is None:
+        if self.detector is None or self.detector_processor is None or self.detector_frames is None:
             raise RuntimeError("the detector is not loaded: use Sam3Models.load(..., with_detector=True)")
         frame = _check_frame(frame)
         height, width = frame.shape[:2]
-        inputs = self.detector_processor(images=frame, text=prompt, return_tensors="pt").to(self.device)
+        text = self.detector_processor(text=prompt, return_tensors="pt").to(self.device)
         with self.compute():
             out = self.detector(
-                pixel_values=inputs["pixel_values"],
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
+                pixel_values=self.detector_frames(frame).unsqueeze(0),
+                input_ids=text["input_ids"],
+                attention_mask=text["attention_mask"],
             )
         result = self.detector_processor.post_process_instance_segmentation(
             out, threshold=threshold, mask_threshold=mask_threshold, target_sizes=[[height, width]]
@@ -411,16 +472,75 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+class FramePreprocessor:
+    """Resize and normalise RGB frames on the model's device as a transformers SAM-3 processor does.
+
+    Reads the settings (side, mean, std, rescale factor) of the snapshot's processor and applies
+    its torch path on ``device``: the uint8 frame is uploaded once, resized there with float32
+    antialiased bilinear interpolation, rounded to grey levels (the processor's resize returns
+    uint8) and normalised with the processor's fused rescale + normalise. This is what torchvision
+    does on a GPU, so there the result equals the processor's exactly; on a CPU torchvision uses a
+    fixed-point uint8 kernel instead, which differs by at most one grey level (see module doc).
+    """
+
+    def __init__(self, processor: Any, device: torch.device) -> None:
+        """Check that ``processor`` (a Sam3ImageProcessor or Sam2VideoVideoProcessor) is implemented here.
+
+        Raises:
+            Sam3CheckpointError: its settings ask for something else than a bilinear resize to a
+                fixed size followed by rescale + normalise.
+        """
+        from transformers.image_utils import PILImageResampling
+
+        size = processor.size
+        supported = (
+            processor.do_resize
+            and processor.do_rescale
+            and processor.do_normalize
+            and not getattr(processor, "do_center_crop", None)
+            and processor.resample == PILImageResampling.BILINEAR
+            and size.height
+            and size.width
+        )
+        if not supported:
+            raise Sam3CheckpointError(
+                f"processor_config.json asks for a {type(processor).__name__} that body4d does not reproduce "
+                f"(resize {processor.do_resize}, resample {processor.resample}, size {dict(size)}, rescale "
+                f"{processor.do_rescale}, normalise {processor.do_normalize}): use the facebook/sam3 "
+                "processor_config.json (bilinear resize to a square side, rescale and normalise)"
+            )
+        self.device = torch.device(device)
+        self.size = (int(size.height), int(size.width))
+        # The processor fuses rescale into normalise: (x - mean / r) / (std / r) on 0..255 values.
+        scale = 1.0 / processor.rescale_factor
+        self._mean = (torch.tensor(processor.image_mean) * scale).view(-1, 1, 1).to(self.device)
+        self._std = (torch.tensor(processor.image_std) * scale).view(-1, 1, 1).to(self.device)
+
+    def __call__(self, frame: np.ndarray) -> torch.Tensor:
+        """One frame for the network.
+
+        Args:
+            frame: ``uint8[H, W, 3]`` RGB.
+
+        Returns:
+            ``float32[3, S_h, S_w]`` on ``device`` (S = the processor's size, 1008 for facebook/sam3).
+        """
+        rgb = torch.from_numpy(_check_frame(frame)).to(self.device)  # the only upload: uint8
+        pixels = rgb.permute(2, 0, 1).unsqueeze(0).float()
+        pixels = F.interpolate(pixels, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return ((pixels.round_() - self._mean) / self._std)[0]
+
+
 class _LazyFrames(Mapping):
     """Stand-in for the session's ``processed_frames`` dict: preprocesses frames on demand.
 
-    Holds at most ``capacity`` preprocessed ``float[3, S, S]`` frames (least recently used out).
+    Holds at most ``capacity`` preprocessed ``float32[3, S, S]`` frames on the model's device
+    (least recently used out).
     """
 
-    def __init__(self, source: FrameSource, video_processor: Any, dtype: torch.dtype, capacity: int) -> None:
+    def __init__(self, source: FrameSource, preprocess: FramePreprocessor, capacity: int) -> None:
         self._source = source
-        self._processor = video_processor
-        self._dtype = dtype
+        self._preprocess = preprocess
         self._capacity = max(1, capacity)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._n = len(source)
@@ -431,9 +551,7 @@ class _LazyFrames(Mapping):
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
-        rgb = _check_frame(self._source.frame(index))
-        pixels = self._processor(videos=[[rgb]], return_tensors="pt").pixel_values_videos[0, 0]
-        pixels = pixels.to(self._dtype)
+        pixels = self._preprocess(self._source.frame(index))
         self._cache[index] = pixels
         while len(self._cache) > self._capacity:
             self._cache.popitem(last=False)
@@ -502,13 +620,11 @@ class TrackerSession:
             video_width=self.width,
             inference_device=models.device,
             inference_state_device=models.device,
-            video_storage_device="cpu",
+            video_storage_device=models.device,
             dtype=torch.float32,
             max_vision_features_cache_size=max(1, vision_cache_frames),
         )
-        self._state.processed_frames = _LazyFrames(
-            frames, models.tracker_processor.video_processor, torch.float32, frame_cache
-        )
+        self._state.processed_frames = _LazyFrames(frames, models.tracker_frames, frame_cache)
         # prompts per object: frame -> ("points", clicks) | ("mask", bool[H, W]); insertion-ordered
         self._prompts: dict[int, dict[int, tuple[str, Any]]] = {}
         self.last_masks: FrameMasks | None = None  # every object's mask from the last prompt call

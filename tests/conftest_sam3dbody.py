@@ -109,6 +109,8 @@ def reference_state_dict(released: dict[str, torch.Tensor]) -> dict[str, torch.T
             out["backbone.encoder.vit.embeddings.mask_token"] = value.reshape(1, 1, -1)
             continue
         if m := re.fullmatch(r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", rel):
+            if m.group(2) == "bias":  # the hub's masked-bias linear
+                value = value.float() * released[key + "_mask"].float()
             for name, part in zip("qkv", value.chunk(3), strict=True):
                 if not (name == "k" and m.group(2) == "bias"):
                     out[
@@ -175,10 +177,17 @@ def build_reference(reference_modules: SimpleNamespace, tiny_folder: Path) -> An
     cfg.MODEL.MHR_HEAD.MHR_MODEL_PATH = str(tiny_folder / "assets" / "mhr_model.pt")
     cfg.freeze()
     model = reference_modules.RefModel(cfg)
-    released = torch.load(tiny_folder / "model.ckpt", weights_only=False)["state_dict"]
+    released = torch.load(tiny_folder / "model.ckpt", weights_only=True)
     sd = reference_state_dict(released)
     sd.update({k: v for k, v in model.state_dict().items() if ".mhr." in k})  # the TorchScript MHR itself
+    # Absent from the released file; unused at inference (Meta's class still holds them).
+    sd["backbone.encoder.vit.embeddings.mask_token"] = torch.zeros(1, 1, TINY_BACKBONE.hidden_size)
+    for head in ("head_pose", "head_pose_hand"):
+        sd[f"{head}.hand_pose_comps_ori"] = released[f"{head}.hand_pose_comps"]
     model.load_state_dict(sd, strict=True)
+    # The hub encoder rotates by its stored RoPE periods, not recomputed ones.
+    rope = model.backbone.encoder.vit.rope_embeddings
+    rope.inv_freq = 1.0 / released["backbone.encoder.rope_embed.periods"].float()
     model.eval()
     return reference_modules.Estimator(model, cfg)
 

@@ -17,6 +17,7 @@ from body4d.ui import handlers as h
 from body4d.ui.events import UiEvents
 from body4d.video import VideoError, open_video, probe
 from models.registry import checkpoint_report
+from models.sam3 import SNAPSHOT_FILES
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
 VTEST_FRAMES = 795
@@ -253,7 +254,7 @@ def test_status_lists_missing_checkpoints_with_the_setup_command(cfg: Config) ->
 def test_capabilities_when_checkpoints_exist_but_models_are_not_loaded(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)
     for path in (
-        cfg.sam3.ckpt_path + "/config.json",
+        *(f"{cfg.sam3.ckpt_path}/{name}" for name in SNAPSHOT_FILES),
         cfg.sam_3d_body.ckpt_path,
         cfg.sam_3d_body.config_path,
         cfg.sam_3d_body.mhr_path,

@@ -11,8 +11,8 @@ import torch
 
 from body4d.config import Config, Sam3DBodyConfig
 from body4d.stages.camera import default_intrinsics, estimate_camera, select_frames
-from body4d.testing.tiny_moge import CHECKPOINT_NAME, MOGE_DIR, write_tiny_moge
-from models.moge import MoGe, MoGeCheckpointError, load_moge
+from body4d.testing.tiny_moge import MOGE_DIR, write_tiny_moge
+from models.moge import CHECKPOINT_FILE, MoGe, MoGeCheckpointError, checkpoint_problem, load_moge
 from models.registry import TINY_MARKER
 
 # Upstream MoGe's infer() opens a float32 autocast region for post-processing; on CPU torch warns
@@ -70,7 +70,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_moge(tiny_root: Path) -> MoGe:
-    return load_moge(tiny_root / MOGE_DIR / CHECKPOINT_NAME, "cpu", torch.float32)
+    return load_moge(tiny_root / MOGE_DIR / CHECKPOINT_FILE, "cpu", torch.float32)
 
 
 # ---- adapter (real MoGeModel, tiny weights) ---------------------------------------------------------
@@ -78,13 +78,14 @@ def tiny_moge(tiny_root: Path) -> MoGe:
 
 def test_tiny_checkpoint_layout(tiny_root: Path) -> None:
     folder = tiny_root / MOGE_DIR
-    assert (folder / TINY_MARKER).is_file()
-    ckpt = torch.load(folder / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    assert {p.name for p in folder.iterdir()} == {CHECKPOINT_FILE, TINY_MARKER}  # model.pt: all MoGe reads
+    assert checkpoint_problem(folder / CHECKPOINT_FILE) is None
+    ckpt = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     assert set(ckpt) == {"model_config", "model"}
     assert ckpt["model_config"]["encoder"]["backbone"] == "dinov2_vits14"
     assert all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())
     # the default config path points at exactly this layout under ckpt_root
-    assert Sam3DBodyConfig().fov_path == f"${{paths.ckpt_root}}/{MOGE_DIR}/{CHECKPOINT_NAME}"
+    assert Sam3DBodyConfig().fov_path == f"${{paths.ckpt_root}}/{MOGE_DIR}/{CHECKPOINT_FILE}"
 
 
 @pytest.mark.parametrize(("height", "width"), [(120, 160), (96, 200)])
@@ -122,7 +123,7 @@ def test_stage_with_tiny_model(tiny_moge: MoGe) -> None:
 def _rewrite(src: Path, dst_root: Path, edit) -> Path:
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     edit(ckpt["model"])
-    dst = dst_root / MOGE_DIR / CHECKPOINT_NAME
+    dst = dst_root / MOGE_DIR / CHECKPOINT_FILE
     dst.parent.mkdir(parents=True)
     torch.save(ckpt, dst)
     return dst
@@ -130,7 +131,7 @@ def _rewrite(src: Path, dst_root: Path, edit) -> Path:
 
 def test_strict_load_missing_key(tiny_root: Path, tmp_path: Path) -> None:
     removed = "points_head.output_blocks.4.weight"
-    path = _rewrite(tiny_root / MOGE_DIR / CHECKPOINT_NAME, tmp_path, lambda sd: sd.pop(removed))
+    path = _rewrite(tiny_root / MOGE_DIR / CHECKPOINT_FILE, tmp_path, lambda sd: sd.pop(removed))
     with pytest.raises(MoGeCheckpointError) as info:
         load_moge(path)
     msg = str(info.value)
@@ -141,7 +142,7 @@ def test_strict_load_missing_key(tiny_root: Path, tmp_path: Path) -> None:
 def test_strict_load_unexpected_key(tiny_root: Path, tmp_path: Path) -> None:
     extra = "points_head.extra_layer.weight"
     path = _rewrite(
-        tiny_root / MOGE_DIR / CHECKPOINT_NAME, tmp_path, lambda sd: sd.update({extra: torch.zeros(2)})
+        tiny_root / MOGE_DIR / CHECKPOINT_FILE, tmp_path, lambda sd: sd.update({extra: torch.zeros(2)})
     )
     with pytest.raises(MoGeCheckpointError) as info:
         load_moge(path)
@@ -153,7 +154,7 @@ def test_strict_load_unexpected_key(tiny_root: Path, tmp_path: Path) -> None:
 def test_shape_mismatch_and_bad_layout(tiny_root: Path, tmp_path: Path) -> None:
     key = "mask_head.output_blocks.4.bias"
     path = _rewrite(
-        tiny_root / MOGE_DIR / CHECKPOINT_NAME, tmp_path / "a", lambda sd: sd.update({key: torch.zeros(5)})
+        tiny_root / MOGE_DIR / CHECKPOINT_FILE, tmp_path / "a", lambda sd: sd.update({key: torch.zeros(5)})
     )
     with pytest.raises(MoGeCheckpointError, match="do not fit"):
         load_moge(path)
@@ -164,11 +165,31 @@ def test_shape_mismatch_and_bad_layout(tiny_root: Path, tmp_path: Path) -> None:
         load_moge(bad)
 
 
+def test_strict_loader_builds_what_upstream_from_pretrained_builds(tiny_root: Path, tiny_moge: MoGe) -> None:
+    from moge.model.v2 import MoGeModel
+
+    upstream = MoGeModel.from_pretrained(tiny_root / MOGE_DIR / CHECKPOINT_FILE).state_dict()
+    ours = tiny_moge.model.state_dict()
+    assert upstream.keys() == ours.keys()
+    assert all(torch.equal(upstream[k], ours[k]) for k in ours)
+
+
 def test_missing_checkpoint(tmp_path: Path) -> None:
-    path = tmp_path / MOGE_DIR / CHECKPOINT_NAME
-    with pytest.raises(FileNotFoundError) as info:
+    path = tmp_path / MOGE_DIR / CHECKPOINT_FILE
+    with pytest.raises(FileNotFoundError, match="not found") as info:
         load_moge(path)
     assert str(path) in str(info.value)
+    assert f"python scripts/setup.py --ckpt-root {tmp_path}" in str(info.value)
+
+
+def test_empty_file_or_folder_is_not_a_checkpoint(tmp_path: Path) -> None:
+    folder = tmp_path / MOGE_DIR
+    (folder / ".cache" / "huggingface").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=f"a folder, not the {CHECKPOINT_FILE} file"):
+        load_moge(folder)
+    (folder / CHECKPOINT_FILE).touch()  # an interrupted copy
+    with pytest.raises(FileNotFoundError, match="empty file") as info:
+        load_moge(folder / CHECKPOINT_FILE)
     assert f"python scripts/setup.py --ckpt-root {tmp_path}" in str(info.value)
 
 

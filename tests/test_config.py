@@ -90,6 +90,16 @@ def test_every_problem_reported_at_once() -> None:
     assert "unknown section 'nosuch'" in text
 
 
+def test_sam3dbody_precision_and_mask_value() -> None:
+    cfg = load_config()
+    assert cfg.sam_3d_body.dtype == "auto" and cfg.sam_3d_body.mask_value == 1
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["sam_3d_body.dtype=fp16", "sam_3d_body.mask_value=128"])
+    text = str(err.value)
+    assert "sam_3d_body.dtype = 'fp16' is not one of 'auto', 'fp32', 'bf16'" in text
+    assert "sam_3d_body.mask_value = 128 is out of range: use 1 (default) or 255" in text
+
+
 def test_resolution_must_be_multiple_of_64() -> None:
     with pytest.raises(ConfigError, match="multiples of 64"):
         load_config(overrides=["completion.completion_resolution=[500, 1000]"])

@@ -1,4 +1,4 @@
-"""Real weights on a GPU (skipped elsewhere): the whole recipe on the real street clip.
+"""Real weights on a GPU (skipped elsewhere): ``body4d doctor`` and the whole recipe on the real street clip.
 
 Run on a machine with CUDA and the checkpoints: ``BODY4D_CKPT_ROOT=/data/checkpoints pytest -m gpu``.
 """
@@ -58,3 +58,16 @@ def test_real_models_on_the_street_clip(vtest: Path, tmp_path: Path, capsys) -> 
             assert np.all((cam_t[:, 2] > 1.0) & (cam_t[:, 2] < 60.0)), (
                 "people stand metres in front of the camera"
             )
+
+
+@pytest.mark.skipif(_real_checkpoints() is None, reason="needs CUDA and real checkpoints in BODY4D_CKPT_ROOT")
+def test_doctor_passes_on_the_gpu(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "doctor.json"
+    code = main(["doctor", "--set", f"paths.ckpt_root={_real_checkpoints()}", "--json", str(report)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    data = json.loads(report.read_text())
+    assert data["judged"] is True and data["environment"]["device"].startswith("cuda")
+    assert [s["status"] for s in data["stages"]] == ["ok", "ok", "ok"]
+    failed = [c for c in data["checks"] if not c["ok"]]
+    assert not failed, f"implausible figures with the real weights: {failed}"

@@ -84,19 +84,31 @@ def test_parity_people(port: SAM3DBody, reference: Any, mode: str, n_people: int
     _assert_close(ours, refs)
 
 
-def test_parity_mask_and_intrinsics_body(port: SAM3DBody, reference: Any) -> None:  # noqa: F811
-    """Mask prompts and an off-centre principal point, body mode."""
+@pytest.mark.parametrize("mask_value", [1, 255])
+def test_parity_mask_and_intrinsics_body(
+    port: SAM3DBody,  # noqa: F811
+    reference: Any,  # noqa: F811
+    tiny_folder: Any,  # noqa: F811
+    mask_value: int,
+) -> None:
+    """Mask prompts (0/1 as Meta's segmentor paths give them, 0/255 as SAM-Body4D and Meta's
+    notebook pass them: the reference feeds either to the network unscaled) and an off-centre
+    principal point, body mode."""
+    model = port if mask_value == 1 else load_folder(tiny_folder, mask_value=mask_value)
     img = _image(1)
     h, w = img.shape[:2]
     masks = np.zeros((2, h, w), dtype=bool)
     masks[0, 30:230, 50:190] = True
     masks[1, 20:240, 20:110] = True
     K = np.array([[300.0, 0.0, 150.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]])
-    ours = port.predict([BodyItem(img, BOXES[i], masks[i], K) for i in range(2)], inference_type="body")
-    refs = run_reference(reference, img, BOXES[:2], "body", masks=masks, K=K)
+    ours = model.predict([BodyItem(img, BOXES[i], masks[i], K) for i in range(2)], inference_type="body")
+    refs = run_reference(reference, img, BOXES[:2], "body", masks=masks.astype(np.uint8) * mask_value, K=K)
     _assert_close(ours, refs)
-    no_mask = port.predict([BodyItem(img, BOXES[0], None, K)], inference_type="body")[0]
+    no_mask = model.predict([BodyItem(img, BOXES[0], None, K)], inference_type="body")[0]
     assert np.abs(no_mask.vertices - ours[0].vertices).max() > 1e-3  # the mask prompt matters
+    other = load_folder(tiny_folder, mask_value=256 - mask_value)
+    other_scale = other.predict([BodyItem(img, BOXES[0], masks[0], K)], inference_type="body")[0]
+    assert np.abs(other_scale.vertices - ours[0].vertices).max() > 1e-4  # and so does its scale
 
 
 def test_reference_full_mode_is_batch_dependent(port: SAM3DBody, reference: Any) -> None:  # noqa: F811

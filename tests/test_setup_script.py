@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from body4d.config import DEFAULT_CONFIG, load_config
+from models.sam3 import SNAPSHOT_FILES
 
 SETUP = Path(__file__).resolve().parents[1] / "scripts" / "setup.py"
 
@@ -45,7 +46,8 @@ def test_setup_succeeds_when_everything_is_present(tmp_path: Path) -> None:
     shutil.copy(DEFAULT_CONFIG, cfg_path)
     root = tmp_path / "ckpts"
     (root / "sam3").mkdir(parents=True)
-    (root / "sam3" / "config.json").write_text("{}")
+    for name in SNAPSHOT_FILES:
+        (root / "sam3" / name).write_text("{}")
     for rel in (
         "sam-3d-body-dinov3/model.ckpt",
         "sam-3d-body-dinov3/model_config.yaml",

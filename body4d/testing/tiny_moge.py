@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from moge.model.v2 import MoGeModel
 
+from models.moge import CHECKPOINT_FILE
 from models.registry import TINY_MARKER
 
 MOGE_DIR = "moge-2-vitl-normal"
-CHECKPOINT_NAME = "model.pt"
 SEED = 0
 # Number of pyramid levels of MoGe-2's neck and heads (base tokens x 1, 2, 4, 8, 16).
 _LEVELS = 5
@@ -86,11 +86,14 @@ def build_tiny_moge() -> MoGeModel:
 def write_tiny_moge(root: Path) -> None:
     """Write ``root/moge-2-vitl-normal/model.pt`` (``{"model_config", "model"}``) and the tiny marker file.
 
+    That is the real repository's file set: ``model.pt`` is the only file ``MoGeModel.from_pretrained``
+    reads.
+
     Args:
         root: a checkpoint root (``paths.ckpt_root``); created if missing.
     """
     folder = Path(root) / MOGE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     model = build_tiny_moge()
-    torch.save({"model_config": TINY_MOGE_CONFIG, "model": model.state_dict()}, folder / CHECKPOINT_NAME)
+    torch.save({"model_config": TINY_MOGE_CONFIG, "model": model.state_dict()}, folder / CHECKPOINT_FILE)
     (folder / TINY_MARKER).touch()

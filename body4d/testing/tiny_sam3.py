@@ -2,11 +2,12 @@
 
 The real snapshot is ONE ``Sam3VideoModel`` checkpoint (``config.json`` with ``model_type:
 "sam3_video"``, ``model.safetensors`` with ``detector_model.*``, ``tracker_model.*`` and
-``tracker_neck.*`` keys) plus the processor files (``processor_config.json``) and a CLIP tokenizer
-(``tokenizer.json``, ``vocab.json``, ``merges.txt``, ...). Both networks body4d uses,
-``Sam3TrackerVideoModel`` (clicks, propagation) and ``Sam3Model`` (text "person" detection), load
-from that one folder through transformers' own key renaming. We write the same layout with tiny
-configs, so ``models.sam3.Sam3Models.load`` runs the production loading code on it.
+``tracker_neck.*`` keys) plus the processor files (``processor_config.json`` with the nested image
+and video processors) and a CLIP tokenizer (``tokenizer.json``, ``tokenizer_config.json`` and the
+legacy ``vocab.json``, ``merges.txt``, ``special_tokens_map.json``): the `HUB_FILES`. Both networks
+body4d uses, ``Sam3TrackerVideoModel`` (clicks, propagation) and ``Sam3Model`` (text "person"
+detection), load from that one folder through transformers' own key renaming. We write the same
+files with tiny configs, so ``models.sam3.Sam3Models.load`` runs the production loading code on it.
 
 Random weights would never fire, so two heads are biased (test-only; documented here):
 
@@ -21,6 +22,7 @@ Random weights would never fire, so two heads are biased (test-only; documented 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,21 @@ from models.registry import TINY_MARKER
 log = logging.getLogger(__name__)
 
 SAM3_DIRNAME = "sam3"
+# The transformers files of the facebook/sam3 hub repository, as listed by independent inventories
+# of downloaded snapshots. The repository also holds README.md, .gitattributes and Meta's own
+# sam3.pt, which scripts/setup.py does not download. transformers 5.23 needs five of these eight:
+# models.sam3.SNAPSHOT_FILES.
+HUB_FILES = (
+    "config.json",
+    "merges.txt",
+    "model.safetensors",
+    "processor_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+)
+_BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 
 PATCH = 14  # ViT patch size of the real model
 IMAGE_SIZE = 112  # model input side (real: 1008); 8x8 patches
@@ -128,23 +145,44 @@ def _tracker_config(image_size: int) -> dict[str, Any]:
     }
 
 
-def _clip_tokenizer():  # -> transformers.CLIPTokenizer
-    """A byte-level CLIP BPE tokenizer built in memory: 2 specials, 512 byte symbols, 5 merges.
+def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level CLIP BPE vocabulary: 2 specials, 512 byte symbols, 5 merges (token -> id, merges).
 
     The merges make ``"person"`` a single token, like in the real vocabulary.
     """
-    from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     symbols = list(bytes_to_unicode().values())
-    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocab: dict[str, int] = {_BOS: 0, _EOS: 1}
     for suffix in ("", "</w>"):
         for s in symbols:
             vocab[s + suffix] = len(vocab)
     merges = [("p", "e"), ("pe", "r"), ("per", "s"), ("o", "n</w>"), ("pers", "on</w>")]
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
+    return vocab, merges
+
+
+def _clip_tokenizer():  # -> transformers.CLIPTokenizer
+    """The tiny CLIP tokenizer built in memory from `_clip_vocab`."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TEXT_MAX_LENGTH)
+
+
+def _write_legacy_tokenizer_files(out: Path) -> None:
+    """``vocab.json``, ``merges.txt`` and ``special_tokens_map.json`` as transformers 4.x wrote them.
+
+    The hub files date from then; transformers 5 saves only ``tokenizer.json`` and
+    ``tokenizer_config.json``, so these three are written here to keep the real file set.
+    """
+    vocab, merges = _clip_vocab()
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+    lines = "".join(f"{a} {b}\n" for a, b in merges)
+    (out / "merges.txt").write_text("#version: 0.2\n" + lines, encoding="utf-8")
+    special = {"bos_token": _BOS, "eos_token": _EOS, "pad_token": _EOS, "unk_token": _EOS}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
 
 
 def _processor(image_size: int):  # -> transformers.Sam3VideoProcessor
@@ -188,8 +226,8 @@ def write_tiny_sam3(root: Path, *, image_size: int = IMAGE_SIZE) -> None:
         image_size: model input side in pixels, a multiple of 14 (real model: 1008); the
             memory benchmark uses larger sides to show how session memory scales.
 
-    Writes ``config.json``, ``model.safetensors``, ``processor_config.json``, the tokenizer files
-    and the empty marker ``BODY4D_TINY_TEST_CHECKPOINT``. Deterministic (seeded).
+    Writes the `HUB_FILES` of the real snapshot and the empty marker ``BODY4D_TINY_TEST_CHECKPOINT``.
+    Deterministic (seeded).
     """
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
@@ -208,5 +246,6 @@ def write_tiny_sam3(root: Path, *, image_size: int = IMAGE_SIZE) -> None:
     _bias_heads(model)
     model.save_pretrained(out)
     _processor(image_size).save_pretrained(out)
+    _write_legacy_tokenizer_files(out)
     (out / TINY_MARKER).touch()
     log.info("wrote tiny SAM-3 checkpoint to %s", out)

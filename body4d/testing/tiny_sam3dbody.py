@@ -1,10 +1,12 @@
 """Tiny random SAM-3D-Body checkpoint folder for CPU tests (no real weights involved).
 
 ``write_tiny_sam3dbody(root)`` writes ``root/sam-3d-body-dinov3/`` in the released layout:
-``model.ckpt`` (hub-layout DINOv3 keys, MHR constants included), ``model_config.yaml`` (the
-released flags at tiny widths, plus a ``BODY4D_BACKBONE`` section giving the tiny encoder
-shape), ``assets/mhr_model.pt`` (a TorchScript stand-in with MHR's call interface) and the
-empty marker ``BODY4D_TINY_TEST_CHECKPOINT``.
+``model.ckpt`` in the inventory of the real file (:func:`release_inventory`: a flat dict, bf16
+encoder, fp32 heads, int64 indices, zero qkv bias masks, bf16 RoPE periods, three keys absent,
+shared head buffers), ``model_config.yaml`` (the released flags at tiny widths, plus a
+``BODY4D_BACKBONE`` section giving the tiny encoder shape), ``assets/mhr_model.pt`` (a
+TorchScript stand-in with MHR's call interface) and the empty marker
+``BODY4D_TINY_TEST_CHECKPOINT``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import yaml
 from torch import nn
 
+from models.sam_3d_body.backbone import HUB_PREFIX
 from models.sam_3d_body.checkpoint import to_released_state_dict
 from models.sam_3d_body.config import BackboneConfig, parse_model_config, swiglu_hidden_size
 from models.sam_3d_body.geometry import rot6d_to_rotmat
@@ -33,6 +36,25 @@ TINY_BACKBONE = BackboneConfig(
     gated_mlp=True,
     num_registers=4,
     intermediate_size=swiglu_hidden_size(64, 6.0),
+)
+
+# Keys of Meta's model class that the released model.ckpt does not contain.
+ABSENT_FROM_RELEASE = (
+    "backbone.encoder.mask_token",
+    "head_pose.hand_pose_comps_ori",
+    "head_pose_hand.hand_pose_comps_ori",
+)
+# The release stores eight head buffers once for head_pose and head_pose_hand (one storage).
+# Which eight is not published; these are constants of the MHR model that both heads hold.
+SHARED_HEAD_BUFFERS = (
+    "joint_rotation",
+    "scale_mean",
+    "scale_comps",
+    "faces",
+    "hand_pose_mean",
+    "hand_joint_idxs_left",
+    "hand_joint_idxs_right",
+    "nonhand_param_idxs",
 )
 
 # The released model_config.yaml with tiny widths; flags identical to the release.
@@ -191,7 +213,10 @@ def _fill_mhr_constants(head: MHRHead, g: torch.Generator) -> None:
 
 
 def tiny_state_dict(seed: int = 0, accept_hands: bool = False) -> dict[str, torch.Tensor]:
-    """Random tiny weights in the released ``model.ckpt`` layout.
+    """Random tiny weights in the released key layout (float32, as this port writes them).
+
+    Like the release, the attention q/k/v biases are zero and the heads share their MHR
+    constants (:data:`SHARED_HEAD_BUFFERS`).
 
     Args:
         seed: weight seed.
@@ -207,12 +232,16 @@ def tiny_state_dict(seed: int = 0, accept_hands: bool = False) -> dict[str, torc
         for name, p in net.backbone.named_parameters():
             if "layer_scale" in name:
                 p.fill_(0.1)  # the hub init (1e-5) would make the tiny encoder almost an identity
+            elif name.endswith(("q_proj.bias", "v_proj.bias")):
+                p.zero_()
         for branch in (net.body, net.hand):
             branch.init_camera.weight.copy_(torch.tensor([[-1.0, 0.0, 0.0]]))  # scale s = 1 (s = -cam[0])
             last = branch.camera_head.proj.layers[-1]
             last.weight.mul_(0.01)
             last.bias.zero_()
             _fill_mhr_constants(branch.pose_head, g)
+        for name in SHARED_HEAD_BUFFERS:
+            getattr(net.hand.pose_head, name).copy_(getattr(net.body.pose_head, name))
         if accept_hands:
             net.bbox_embed.layers[-1].weight.zero_()
             net.bbox_embed.layers[-1].bias.zero_()
@@ -221,13 +250,46 @@ def tiny_state_dict(seed: int = 0, accept_hands: bool = False) -> dict[str, torc
     return to_released_state_dict(net)
 
 
+def release_inventory(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint in the released key layout -> the inventory of the real ``model.ckpt``.
+
+    As in ../shared/research/real-checkpoints.md: the three :data:`ABSENT_FROM_RELEASE` keys
+    dropped; every encoder tensor bf16 (RoPE periods included, so they are bf16-rounded); every
+    other float tensor fp32 and index tensors int64; all-zero ``qkv.bias_mask`` buffers; the
+    :data:`SHARED_HEAD_BUFFERS` stored once for both heads.
+
+    Raises:
+        ValueError: the heads' shared buffers differ (they could not share one storage).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key in ABSENT_FROM_RELEASE:
+            continue
+        if key.endswith("attn.qkv.bias_mask"):
+            value = torch.zeros_like(value)
+        out[key] = value.to(release_dtype(key, value))
+    for name in SHARED_HEAD_BUFFERS:
+        body, hand = out[f"head_pose.{name}"], out[f"head_pose_hand.{name}"]
+        if not torch.equal(body, hand):
+            raise ValueError(f"head_pose.{name} and head_pose_hand.{name} differ: they cannot be shared")
+        out[f"head_pose_hand.{name}"] = body
+    return out
+
+
+def release_dtype(key: str, value: torch.Tensor) -> torch.dtype:
+    """The dtype of ``key`` in the released file: bf16 encoder, int64 indices, fp32 otherwise."""
+    if not value.is_floating_point():
+        return torch.int64
+    return torch.bfloat16 if key.startswith(HUB_PREFIX) else torch.float32
+
+
 def write_tiny_sam3dbody(root: Path, seed: int = 0, accept_hands: bool = False) -> None:
     """Write ``root/sam-3d-body-dinov3/{model.ckpt, model_config.yaml, assets/mhr_model.pt}``
-    and the empty ``BODY4D_TINY_TEST_CHECKPOINT`` marker (``accept_hands``: see
-    :func:`tiny_state_dict`)."""
+    (``model.ckpt`` in the real file's inventory) and the empty ``BODY4D_TINY_TEST_CHECKPOINT``
+    marker (``accept_hands``: see :func:`tiny_state_dict`)."""
     folder = Path(root) / FOLDER
     (folder / "assets").mkdir(parents=True, exist_ok=True)
     (folder / "model_config.yaml").write_text(yaml.safe_dump(tiny_model_config()))
-    torch.save({"state_dict": tiny_state_dict(seed, accept_hands)}, folder / "model.ckpt")
+    torch.save(release_inventory(tiny_state_dict(seed, accept_hands)), folder / "model.ckpt")
     write_tiny_mhr(folder / "assets" / "mhr_model.pt", seed)
     (folder / MARKER).touch()

@@ -117,6 +117,24 @@ class BodyEstimate:
     hand_used: np.ndarray | None = None
 
 
+# `BodyEstimate` array field -> the `PoseOutput` tensor it is read from, per item.
+_ESTIMATE_FIELDS = {
+    "cam_t": "cam_t",
+    "vertices": "vertices",
+    "keypoints_3d": "keypoints_3d",
+    "keypoints_2d": "keypoints_2d",
+    "joint_coords": "joint_coords",
+    "joint_rotations": "joint_rots",
+    "global_rot": "global_rot",
+    "body_pose": "body_pose",
+    "hand_pose": "hand",
+    "shape": "shape",
+    "scale": "scale",
+    "expression": "face",
+    "mhr_model_params": "model_params",
+}
+
+
 def _dummy_prompts(n: int, device: torch.device) -> torch.Tensor:
     """One placeholder prompt per crop: [n, 1, 3] = (0, 0, invalid)."""
     p = torch.zeros(n, 1, 3, device=device)
@@ -124,8 +142,22 @@ def _dummy_prompts(n: int, device: torch.device) -> torch.Tensor:
     return p
 
 
-def _numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().float().cpu().numpy()
+def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Copy tensors to the host in one device->host transfer (a single ``.cpu()``).
+
+    Args:
+        tensors: name -> tensor of any shape, float or bool, all on one device.
+    Returns:
+        name -> float32 array of the tensor's shape (bool becomes 0/1), values identical to
+        ``t.float().cpu().numpy()``. The arrays are C-contiguous views of one host buffer.
+    """
+    flat = torch.cat([t.float().flatten() for t in tensors.values()]).cpu().numpy()
+    out: dict[str, np.ndarray] = {}
+    start = 0
+    for name, t in tensors.items():
+        out[name] = flat[start : start + t.numel()].reshape(t.shape)
+        start += t.numel()
+    return out
 
 
 class SAM3DBody:
@@ -135,6 +167,8 @@ class SAM3DBody:
         net: the network with weights loaded, in eval mode, on its device.
         mhr: the TorchScript MHR body model on the same device.
         bbox_padding: person box padding factor before cropping.
+        mask_value: value of a person pixel in the mask prompt (1, or 255 as SAM-Body4D and
+            Meta's notebook pass it); background is 0.
         max_wrist_angle: radians; a hand estimate whose implied local wrist rotation differs
             more than this from the body decoder's is rejected ("full" mode).
     """
@@ -144,11 +178,13 @@ class SAM3DBody:
         net: SAM3DBodyNet,
         mhr: torch.jit.ScriptModule,
         bbox_padding: float = 1.25,
+        mask_value: int = 1,
         max_wrist_angle: float = MAX_WRIST_ANGLE,
     ) -> None:
         self.net = net
         self.mhr = mhr
         self.bbox_padding = bbox_padding
+        self.mask_value = mask_value
         self.max_wrist_angle = max_wrist_angle
         self.device = net.image_mean.device
         self.crop_size = net.cfg.image_size
@@ -189,12 +225,17 @@ class SAM3DBody:
         t = [torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device) for a in arrays]
         with torch.inference_mode():
             res = self.net.body.pose_head.run_mhr(self.mhr, t[0], t[1], t[2], t[4], t[3], t[5])
-        return _numpy(flip_yz(res.vertices)), _numpy(flip_yz(res.keypoints_3d))
+            host = _to_host({"vertices": flip_yz(res.vertices), "keypoints_3d": flip_yz(res.keypoints_3d)})
+        return host["vertices"], host["keypoints_3d"]
 
     def predict(
         self, items: list[BodyItem], inference_type: InferenceType = "full", batch_size: int = 64
     ) -> list[BodyEstimate]:
         """Estimate one MHR body per item.
+
+        Results reach the host in one device->host transfer per chunk of ``batch_size`` items
+        ("body" mode); "full" mode adds one more per chunk, of the body decoder's hand boxes,
+        which the hand crops are cut with (OpenCV, on the host images). Nothing is copied per item.
 
         Args:
             items: people to estimate, any mix of images and intrinsics.
@@ -232,21 +273,25 @@ class SAM3DBody:
             K = default_intrinsics(h, w) if item.K is None else np.asarray(item.K, dtype=np.float64)
             center, size = crop_box(np.asarray(item.box, dtype=np.float64), self.bbox_padding)
             specs.append(CropSpec(index[key], center, size, K, item.mask))
-        img, mask, has_mask, crops = build_crops(images, specs, self.crop_size, self.device)
+        img, mask, has_mask, crops = build_crops(images, specs, self.crop_size, self.device, self.mask_value)
         feats = self.net.encode(img, mask, has_mask)
         prompts = _dummy_prompts(len(items), self.device)
         body, hand_boxes = self.net.decode(self.net.body, feats, crops, prompts, None, self.mhr)
         if inference_type == "body":
-            return [_estimate(items[i], body, i) for i in range(len(items))]
+            return _estimates(items, body)
         return self._full(items, images, specs, feats, crops, body, hand_boxes)
 
     def _hand_specs(
         self, images: list[np.ndarray], specs: list[CropSpec], crops: CropBatch, hand_boxes: torch.Tensor
     ) -> tuple[list[np.ndarray], list[CropSpec], list[CropSpec]]:
         """Hand crops from the body decoder's hand boxes; the left hand is cropped from the
-        horizontally flipped image so that the right-hand decoder can process it."""
-        boxes = _numpy(hand_boxes) * self.crop_size  # [B, 2, 4] (cx, cy, w, h) crop pixels
-        aff = _numpy(crops.affine)
+        horizontally flipped image so that the right-hand decoder can process it.
+
+        The crops are cut from the host images, so the chunk's hand boxes and crop affines come
+        to the host here, together, in one transfer."""
+        host = _to_host({"boxes": hand_boxes, "affine": crops.affine})
+        boxes = host["boxes"] * self.crop_size  # [B, 2, 4] (cx, cy, w, h) crop pixels
+        aff = host["affine"]
         s = aff[:, 0, 0][:, None]
         center = (boxes[..., :2] - aff[:, None, :, 2]) / s[:, None]
         side = boxes[..., 2:].max(-1) / s  # [B, 2] square box side, full-image pixels
@@ -411,9 +456,7 @@ class SAM3DBody:
             keypoints_depth=pts3[..., 2],
             keypoints_crop=crops.to_crop(kp2d),
         )
-        hand_xyxy = self._hand_boxes_xyxy(left_specs, right_specs, images)
-        used = _numpy(use).astype(bool)
-        return [_estimate(items[i], final, i, hand_xyxy[i], used[i]) for i in range(n)]
+        return _estimates(items, final, self._hand_boxes_xyxy(left_specs, right_specs, images), use)
 
     def _local_wrist(self, joint_rots: torch.Tensor, hand_global: torch.Tensor) -> torch.Tensor:
         """Local wrist rotations [B, 2, 3, 3] (left, right) that give the hand decoder's global
@@ -450,29 +493,33 @@ def _check_item(i: int, item: BodyItem) -> None:
             raise ValueError(f"item {i}: K must be a (3, 3) pinhole matrix with positive focal lengths")
 
 
-def _estimate(
-    item: BodyItem,
+def _estimates(
+    items: list[BodyItem],
     out: PoseOutput,
-    i: int,
     hand_boxes: np.ndarray | None = None,
-    hand_used: np.ndarray | None = None,
-) -> BodyEstimate:
-    return BodyEstimate(
-        box=np.asarray(item.box, dtype=np.float32),
-        focal_length=float(out.focal[i]),
-        cam_t=_numpy(out.cam_t[i]),
-        vertices=_numpy(out.vertices[i]),
-        keypoints_3d=_numpy(out.keypoints_3d[i]),
-        keypoints_2d=_numpy(out.keypoints_2d[i]),
-        joint_coords=_numpy(out.joint_coords[i]),
-        joint_rotations=_numpy(out.joint_rots[i]),
-        global_rot=_numpy(out.global_rot[i]),
-        body_pose=_numpy(out.body_pose[i]),
-        hand_pose=_numpy(out.hand[i]),
-        shape=_numpy(out.shape[i]),
-        scale=_numpy(out.scale[i]),
-        expression=_numpy(out.face[i]),
-        mhr_model_params=_numpy(out.model_params[i]),
-        hand_boxes=hand_boxes,
-        hand_used=hand_used,
-    )
+    hand_used: torch.Tensor | None = None,
+) -> list[BodyEstimate]:
+    """One estimate per item from a chunk's outputs, moved to the host in one transfer.
+
+    Args:
+        items: the chunk's items (B).
+        out: the final prediction for the B crops.
+        hand_boxes: (B, 2, 4) left/right hand boxes, xyxy pixels ("full" mode).
+        hand_used: [B, 2] bool on the device, whether each hand was spliced in ("full" mode).
+    """
+    tensors = {name: getattr(out, attr) for name, attr in _ESTIMATE_FIELDS.items()}
+    tensors["focal_length"] = out.focal
+    if hand_used is not None:
+        tensors["hand_used"] = hand_used
+    host = _to_host(tensors)
+    used = host["hand_used"].astype(bool) if hand_used is not None else None
+    return [
+        BodyEstimate(
+            box=np.asarray(item.box, dtype=np.float32),
+            focal_length=float(host["focal_length"][i]),
+            **{name: host[name][i] for name in _ESTIMATE_FIELDS},
+            hand_boxes=None if hand_boxes is None else hand_boxes[i],
+            hand_used=None if used is None else used[i],
+        )
+        for i, item in enumerate(items)
+    ]

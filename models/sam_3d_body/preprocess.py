@@ -78,7 +78,11 @@ def default_intrinsics(height: int, width: int) -> np.ndarray:
 
 
 def build_crops(
-    images: list[np.ndarray], specs: list[CropSpec], crop_size: int, device: torch.device
+    images: list[np.ndarray],
+    specs: list[CropSpec],
+    crop_size: int,
+    device: torch.device,
+    mask_value: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, CropBatch]:
     """Warp crops, masks and rays.
 
@@ -87,8 +91,10 @@ def build_crops(
         specs: one entry per crop.
         crop_size: S.
         device: where the tensors go.
+        mask_value: person pixels of a mask are this value before the (bilinear) warp.
     Returns:
-        images [B, 3, S, S] in [0, 1], masks [B, 1, S, S] 0/1, has_mask [B] bool, crop geometry.
+        images [B, 3, S, S] in [0, 1], masks [B, 1, S, S] in [0, mask_value], has_mask [B]
+        bool, crop geometry.
     """
     n = len(specs)
     crops = np.empty((n, crop_size, crop_size, 3), dtype=np.uint8)
@@ -101,7 +107,10 @@ def build_crops(
         crops[i] = cv2.warpAffine(images[spec.image], m, (crop_size, crop_size), flags=cv2.INTER_LINEAR)
         if spec.mask is not None:
             masks[i] = cv2.warpAffine(
-                spec.mask.astype(np.uint8), m, (crop_size, crop_size), flags=cv2.INTER_LINEAR
+                spec.mask.astype(np.uint8) * np.uint8(mask_value),
+                m,
+                (crop_size, crop_size),
+                flags=cv2.INTER_LINEAR,
             )
             has_mask[i] = True
     affine = torch.as_tensor(affines, dtype=torch.float32, device=device)
