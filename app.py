@@ -13,6 +13,7 @@ loading fails the app still starts and its status panel shows why.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING
 from body4d.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
+    from body4d.checkpoints import CheckpointReport
     from body4d.reconstruct import PipelineModels
-    from models.registry import CheckpointReport
 
 log = logging.getLogger("body4d.app")
 
@@ -58,38 +59,26 @@ def app_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     return load_config(args.config, overrides=overrides + list(args.set), env=env)
 
 
-def log_environment() -> None:
-    """Log torch, CUDA (driver, device) and the OpenGL renderer the mesh overlays will use."""
-    import torch
+def log_environment(cfg: Config) -> None:
+    """Log the machine as `body4d doctor` describes it: device, driver, GPU, bf16, OpenGL renderer.
 
-    cuda = torch.cuda.is_available()
-    log.info("torch %s (built for CUDA %s); CUDA available: %s", torch.__version__, torch.version.cuda, cuda)
-    if cuda:
-        props = torch.cuda.get_device_properties(0)
-        log.info(
-            "GPU 0: %s, %.1f GiB, compute %d.%d",
-            props.name,
-            props.total_memory / 2**30,
-            props.major,
-            props.minor,
-        )
-    driver = Path("/proc/driver/nvidia/version")
-    if driver.is_file():
-        log.info("NVIDIA driver: %s", driver.read_text(encoding="utf-8").splitlines()[0])
+    The renderer is environment information only: the app draws no meshes yet.
+
+    Args:
+        cfg: app configuration (``runtime.device`` and ``runtime.dtype``).
+    """
+    from body4d.doctor import environment
+    from models.devices import resolve_device, resolve_dtype
+
     try:
-        import moderngl
-
-        ctx = moderngl.create_standalone_context(backend="egl")
-        try:
-            renderer = ctx.info["GL_RENDERER"]
-        finally:
-            ctx.release()
-    except Exception as exc:  # any GL failure only means no mesh overlays; the app still starts
-        log.warning("no OpenGL (EGL) renderer: %s; mesh overlays will use the software fallback", exc)
+        device = resolve_device(cfg.runtime.device)
+        dtype = resolve_dtype(cfg.runtime.dtype, device)
+    except ValueError as exc:  # a bad runtime.device/dtype: loading the models reports it again
+        log.warning("environment not described: %s", exc)
         return
-    log.info("OpenGL renderer: %s", renderer)
-    if cuda and "llvmpipe" in renderer:
-        log.warning("CUDA is available but OpenGL runs on the CPU (llvmpipe): expose the NVIDIA EGL driver")
+    env = environment(device, dtype)
+    for item in dataclasses.fields(env):
+        log.info("environment: %s = %s", item.name, getattr(env, item.name))
 
 
 def load_app_models(cfg: Config, report: CheckpointReport) -> tuple[PipelineModels | None, str | None]:
@@ -130,17 +119,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_TEMP_DIR", str(output_dir / GRADIO_CACHE_DIRNAME))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+    from body4d.checkpoints import checkpoint_report
     from body4d.session import SessionStore
     from body4d.ui.events import UiEvents
-    from body4d.ui.handlers import capabilities, example_thumbnails, find_examples, layout_spec
+    from body4d.ui.examples import example_thumbnails, find_examples
     from body4d.ui.layout import build_layout
-    from models.registry import checkpoint_report
+    from body4d.ui.status import capabilities, layout_spec
 
-    log_environment()
     report = checkpoint_report(cfg)
     for line in report.text().splitlines():
         (log.info if report.ok else log.warning)("checkpoints: %s", line)
     models, load_error = load_app_models(cfg, report)
+    # Only after the models: probing OpenGL loads Mesa's LLVM (llvmpipe), and triton's LLVM,
+    # imported by transformers while the models load, then segfaults the process.
+    log_environment(cfg)
     caps = capabilities(
         cfg,
         report,

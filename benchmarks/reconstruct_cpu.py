@@ -29,7 +29,8 @@ from body4d.masks import mask_box  # noqa: E402
 from body4d.run_dir import RunDir  # noqa: E402
 from body4d.stages.consistency import make_consistent  # noqa: E402
 from body4d.types import BodyTrack  # noqa: E402
-from models.sam_3d_body.preprocess import CropSpec, build_crops, crop_box, default_intrinsics  # noqa: E402
+from models.sam_3d_body.mhr_layout import default_intrinsics  # noqa: E402
+from models.sam_3d_body.preprocess import CropSpec, build_crops, crop_box  # noqa: E402
 
 H, W = 720, 1280
 NUM_VERTS, NUM_FACES = 18439, 36874

@@ -1,6 +1,7 @@
 """Command-line entry point: ``body4d probe VIDEO``, ``body4d run ...``, ``body4d check``, ``body4d doctor``.
 
-Exit codes: 0 success, 2 bad input (the reason is printed on stderr), 1 unexpected failure.
+Exit codes (`body4d.errors`): 0 done, 1 a bug, 2 bad input (the reason is printed on stderr),
+3 out of memory, 4 interrupted.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from body4d import __version__
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
+from body4d.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -41,8 +39,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from body4d.checkpoints import checkpoint_report
     from body4d.config import ConfigError, load_config
-    from models.registry import checkpoint_report
 
     try:
         cfg = load_config(args.config, overrides=args.set)
@@ -69,21 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     c.set_defaults(func=_check)
 
+    from body4d.cli_run import add_run_parser
     from body4d.doctor import add_doctor_parser
 
-    add_doctor_parser(sub)
-
-    _add_optional_commands(sub)
-    return parser
-
-
-def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands whose modules arrive with later stages."""
-    try:
-        from body4d.cli_run import add_run_parser
-    except ImportError:
-        return
     add_run_parser(sub)
+    add_doctor_parser(sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

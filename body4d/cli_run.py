@@ -9,7 +9,8 @@
     {"1": [{"frame": 0, "x": 120, "y": 80, "positive": true}, ...], "2": [...]}
 
 Without it, people are found automatically (``sam3.detection_prompt``, re-detected every
-``sam3.redetect_every`` frames). Exit codes: 0 done, 2 bad input (one line on stderr), 1 failure.
+``sam3.redetect_every`` frames). Exit codes (`body4d.errors`): 0 done, 1 a bug, 2 bad input,
+3 out of memory, 4 interrupted; every failure prints one line on stderr.
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from body4d.masks import MAX_OBJ_ID
+from body4d.errors import EXIT_FAILURE, EXIT_OK, InputError, exit_code
 from body4d.types import Click, Prompts
+from models.frames import MAX_OBJ_ID
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
 
-
-class PromptFileError(ValueError):
+class PromptFileError(InputError):
     """prompts.json is unreadable or malformed; the message names the entry and the fix."""
 
 
@@ -89,8 +87,6 @@ def _parse_click(path: Path, key: str, index: int, item: Any) -> Click:
 
 def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``run`` subcommand on ``subparsers`` (``set_defaults(func=run_command)``)."""
-    from body4d.reconstruct import STAGES
-
     p = subparsers.add_parser(
         "run", help="process a video offline: masks, camera, bodies, smoothing, exports"
     )
@@ -121,37 +117,45 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument(
-        "--stop-after", dest="stop_after", choices=STAGES, default=STAGES[-1], help="last stage to run"
+        "--stop-after",
+        dest="stop_after",
+        default=None,
+        metavar="STAGE",
+        help="last stage to run: masks, camera, recover, smooth or export (default: all)",
     )
     p.set_defaults(func=run_command)
     return p
 
 
-def _bad_input(message: str) -> int:
-    first_line = str(message).strip().splitlines()[0] if str(message).strip() else "bad input"
-    print(f"body4d run: {first_line}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+def _fail(exc: BaseException) -> int:
+    """Report ``exc`` on stderr as one line (a traceback in the log for bugs); return its exit code."""
+    code = exit_code(exc)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if code == EXIT_FAILURE:
+        log.exception("body4d run failed unexpectedly")
+    print(f"body4d run: {text}", file=sys.stderr)
+    return code
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Execute ``body4d run``; returns the exit code (see module doc)."""
+    """Execute ``body4d run``; returns the exit code (`body4d.errors`)."""
     from transformers.utils import logging as hf_logging
 
-    from body4d.config import ConfigError, load_config
-    from body4d.reconstruct import STAGES, load_models, reconstruct
-    from body4d.run_dir import RunDir, RunDirError
+    from body4d.config import load_config
+    from body4d.recipe import STAGES
+    from body4d.reconstruct import load_models, reconstruct
+    from body4d.run_dir import RunDir
     from body4d.stages.segment import check_prompts
-    from body4d.video import VideoError, open_video
-    from models.sam3 import PromptError
+    from body4d.video import open_video
 
-    try:
-        cfg = load_config(args.config, overrides=args.set)
-    except ConfigError as exc:
-        return _bad_input(" ".join(str(exc).split()))
-    output_dir = args.output_dir or cfg.runtime.output_dir
-    last = STAGES.index(args.stop_after)
     hf_logging.disable_progress_bar()  # headless logs: one line per event, no weight-loading bars
     try:
+        cfg = load_config(args.config, overrides=args.set)
+        output_dir = args.output_dir or cfg.runtime.output_dir
+        stop_after = args.stop_after or STAGES[-1]
+        if stop_after not in STAGES:
+            raise InputError(f"--stop-after {stop_after!r} is not a stage: use one of {', '.join(STAGES)}")
+        last = STAGES.index(stop_after)
         prompts = load_prompts(args.prompts) if args.prompts else None
         video = open_video(
             args.input_video,
@@ -161,7 +165,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
         if prompts is not None:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
-        run = RunDir.open(output_dir, args.resume) if args.resume else None
+        run = RunDir.open(output_dir, args.resume, cfg) if args.resume else None
         segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
         models = load_models(
             cfg,
@@ -171,14 +175,8 @@ def run_command(args: argparse.Namespace) -> int:
             camera=last >= STAGES.index("camera"),
         )
         if run is None:
-            run = RunDir.create(output_dir, input_path=args.input_video, config=cfg)
-    except (PromptFileError, PromptError, VideoError, RunDirError, FileNotFoundError, ValueError) as exc:
-        return _bad_input(str(exc))
-    except RuntimeError as exc:  # checkpoint content errors (strict loading)
-        return _bad_input(str(exc))
-
-    with video:
-        try:
+            run = RunDir.create(output_dir, cfg, input_path=args.input_video)
+        with video:
             result = reconstruct(
                 video,
                 run,
@@ -186,12 +184,11 @@ def run_command(args: argparse.Namespace) -> int:
                 models,
                 prompts=prompts,
                 masks_dir=Path(args.masks) if args.masks else None,
-                stop_after=args.stop_after,
+                stop_after=stop_after,
                 force=args.force,
             )
-        except (PromptError, ValueError) as exc:
-            log.error("run %s failed: %s (see %s)", run.run_id, exc, run.path("manifest.json"))
-            return _bad_input(str(exc))
+    except (Exception, KeyboardInterrupt) as exc:
+        return _fail(exc)
     print(
         json.dumps(
             {
@@ -204,17 +201,3 @@ def run_command(args: argparse.Namespace) -> int:
         )
     )
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: ``python -m body4d.cli_run --input_video V ...``."""
-    parser = argparse.ArgumentParser(prog="body4d")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_run_parser(sub)
-    args = parser.parse_args(["run", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

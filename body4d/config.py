@@ -1,35 +1,52 @@
-"""Typed configuration: YAML + `${paths.ckpt_root}` interpolation + env and `--set` overrides.
+"""Typed configuration: OmegaConf structured configs over frozen dataclasses, one error listing every problem.
 
-`load_config()` merges, in order: the YAML file (default `configs/body4d.yaml`), the environment
-(`BODY4D_CKPT_ROOT`, `BODY4D_OUTPUT_DIR`) and dotted `key=value` overrides; it then validates
-every key and value against the dataclasses below and raises one `ConfigError` that lists every
-problem with its fix.
+The dataclasses below are the schema and their defaults are the defaults; the shipped YAML
+(`body4d/configs/body4d.yaml`, package data) documents every key with the same values (a test keeps
+them equal). `load_config()` reads ONE YAML file, the first that applies:
+
+1. the ``path`` argument (``--config FILE``);
+2. the file named by the ``BODY4D_CONFIG`` environment variable;
+3. the user config ``$XDG_CONFIG_HOME/body4d/body4d.yaml`` (``~/.config/body4d/body4d.yaml``) if it
+   exists; ``scripts/setup.py`` writes ``paths.ckpt_root`` there;
+4. the shipped default.
+
+On top of the schema defaults it merges that file, then the environment (``BODY4D_CKPT_ROOT``,
+``BODY4D_OUTPUT_DIR``), then dotted ``key=value`` overrides (``--set``); later layers win. Each
+entry is merged into the schema on its own, so that one `ConfigError` lists every unknown key,
+wrong type, non-finite number, out-of-range value, broken interpolation, unreadable file and bad
+``--set`` with its fix. OmegaConf's conversions apply ("3" is an integer, yes/on/1 are true).
+``${paths.ckpt_root}`` interpolations are resolved and relative paths made absolute against
+`REPO_ROOT`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "body4d.yaml"
+from body4d.errors import InputError
 
+_SOURCE_TREE = Path(__file__).resolve().parent.parent
+# Relative paths in a config resolve against the source checkout when body4d runs from one (in place
+# or as an editable install); an installed copy (site-packages) has no repository, so they resolve
+# against the directory the process started in.
+REPO_ROOT = _SOURCE_TREE if (_SOURCE_TREE / "pyproject.toml").is_file() else Path.cwd()
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "body4d.yaml"
+CONFIG_ENV = "BODY4D_CONFIG"
 ENV_OVERRIDES = {"BODY4D_CKPT_ROOT": "paths.ckpt_root", "BODY4D_OUTPUT_DIR": "runtime.output_dir"}
 
-Device = str
-DType = Literal["fp32", "bf16", "fp16"]
 
-
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """Invalid configuration; `problems` lists every bad key with its fix."""
 
     def __init__(self, problems: list[str], source: str = "") -> None:
@@ -39,22 +56,29 @@ class ConfigError(ValueError):
         super().__init__(f"{len(problems)} configuration problem(s){where}:\n{lines}")
 
 
+# Every key is documented in body4d/configs/body4d.yaml.
+
+
 @dataclass(frozen=True)
 class PathsConfig:
+    """``paths:`` where the checkpoints are."""
+
     ckpt_root: str = "./checkpoints"
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
+    """``runtime:`` output folder, device and network precision."""
+
     output_dir: str = "./outputs"
-    device: Device = "auto"
-    dtype: DType = "bf16"
-    seed: int = 23
-    smpl_export: bool = False
+    device: str = "auto"
+    dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
 
 
 @dataclass(frozen=True)
 class VideoConfig:
+    """``video:`` input limits and output encoding."""
+
     max_frames: int = 1800
     max_side: int = 0
     folder_fps: float = 30.0
@@ -64,6 +88,8 @@ class VideoConfig:
 
 @dataclass(frozen=True)
 class Sam3Config:
+    """``sam3:`` SAM-3 tracking and person detection."""
+
     ckpt_path: str = "${paths.ckpt_root}/sam3"
     detection_threshold: float = 0.5
     detection_prompt: str = "person"
@@ -79,50 +105,41 @@ class Sam3Config:
 
 @dataclass(frozen=True)
 class Sam3DBodyConfig:
+    """``sam_3d_body:`` mesh recovery (SAM-3D-Body)."""
+
     ckpt_path: str = "${paths.ckpt_root}/sam-3d-body-dinov3/model.ckpt"
     config_path: str = "${paths.ckpt_root}/sam-3d-body-dinov3/model_config.yaml"
     mhr_path: str = "${paths.ckpt_root}/sam-3d-body-dinov3/assets/mhr_model.pt"
-    fov_path: str = "${paths.ckpt_root}/moge-2-vitl-normal/model.pt"
     batch_size: int = 64
     inference_type: Literal["full", "body"] = "full"
     bbox_padding: float = 1.25
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     mask_value: int = 1
-    detector_path: str = ""
-    segmentor_path: str = ""
 
 
 @dataclass(frozen=True)
 class CameraConfig:
+    """``camera:`` MoGe-2 intrinsics estimation."""
+
+    ckpt_path: str = "${paths.ckpt_root}/moge-2-vitl-normal/model.pt"
     num_frames: int = 5
     resolution_level: int = 9
 
 
 @dataclass(frozen=True)
 class CompletionConfig:
+    """``completion:`` occlusion completion switch and its checkpoints."""
+
     enable: bool = False
     model_path_mask: str = "${paths.ckpt_root}/diffusion-vas-amodal-segmentation"
     model_path_rgb: str = "${paths.ckpt_root}/diffusion-vas-content-completion"
     model_path_depth: str = "${paths.ckpt_root}/depth-anything-v2-large-hf"
-    depth_encoder: Literal["vits", "vitb", "vitl", "vitg"] = "vitl"
-    detection_resolution: tuple[int, int] = (512, 1024)
-    completion_resolution: tuple[int, int] = (512, 1024)
-    max_occ_len: int = 25
-    iou_threshold: float = 0.7
-    window_margin: int = 2
-    border_fraction: float = 0.05
-    max_box_fraction: float = 0.7
-    min_box_aspect: float = 0.2
-    num_inference_steps: int = 25
-    guidance_scale: float = 1.5
-    fps: int = 8
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
-    decode_chunk_size: int = 8
 
 
 @dataclass(frozen=True)
 class SmoothingConfig:
+    """``smoothing:`` per-identity temporal smoothing, gap filling and shape lock."""
+
     enable: bool = True
     min_cutoff: float = 1.0
     beta: float = 1.0
@@ -135,16 +152,12 @@ class SmoothingConfig:
 
 
 @dataclass(frozen=True)
-class RenderConfig:
-    backend: Literal["auto", "egl", "software"] = "auto"
-    alpha: float = 0.9
-
-
-@dataclass(frozen=True)
 class AppConfig:
+    """``app:`` the browser app."""
+
     host: str = "127.0.0.1"
     port: int = 7860
-    max_video_seconds: float = 0
+    max_video_seconds: float = 0.0
     examples_dir: str = "./assets/examples"
 
 
@@ -160,21 +173,29 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
     app: AppConfig = field(default_factory=AppConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for the manifest snapshot)."""
-        return _jsonable(dataclasses.asdict(self))
+        return dataclasses.asdict(self)
 
     def replace(self, **overrides: Any) -> Config:
-        """A copy with dotted overrides applied, e.g. ``cfg.replace(**{"sam3.redetect_every": 5})``."""
-        merged = OmegaConf.merge(OmegaConf.create(self.to_dict()), _dotted_to_conf(overrides, "replace"))
-        return _build(OmegaConf.to_container(merged, resolve=True), "replace()")
+        """A copy with dotted overrides applied, e.g. ``cfg.replace(**{"sam3.redetect_every": 5})``.
 
+        Raises:
+            ConfigError: listing every bad key or value.
+        """
+        problems: list[str] = []
+        return _build(OmegaConf.structured(self), _dotted_leaves(overrides, problems), problems, "replace()")
+
+
+# section -> key -> type hint, from the dataclasses above.
+_SCHEMA: dict[str, dict[str, Any]] = {
+    name: typing.get_type_hints(section) for name, section in typing.get_type_hints(Config).items()
+}
 
 # Ranges checked beyond types: (section, key) -> (predicate, fix)
-_RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
+_RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("video", "max_frames"): (lambda v: v >= 0, "use 0 (unlimited) or a positive frame count"),
     ("video", "max_side"): (lambda v: v == 0 or v >= 16, "use 0 (native) or a side of at least 16 px"),
     ("video", "folder_fps"): (lambda v: 0 < v <= 1000, "use a frame rate between 0 and 1000"),
@@ -193,93 +214,136 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("sam_3d_body", "mask_value"): (lambda v: v in (1, 255), "use 1 (default) or 255"),
     ("camera", "num_frames"): (lambda v: v >= 1, "use at least 1 frame"),
     ("camera", "resolution_level"): (lambda v: 0 <= v <= 9, "use a level from 0 to 9"),
-    ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
-    ("completion", "detection_resolution"): (
-        lambda v: all(x > 0 and x % 64 == 0 for x in v),
-        "use [H, W] with both multiples of 64 (the VAS UNet needs it)",
-    ),
-    ("completion", "completion_resolution"): (
-        lambda v: all(x > 0 and x % 64 == 0 for x in v),
-        "use [H, W] with both multiples of 64 (the VAS UNet needs it)",
-    ),
-    ("completion", "max_occ_len"): (lambda v: v >= 1, "use at least 1 frame"),
-    ("completion", "iou_threshold"): (lambda v: 0 < v < 1, "use an IoU strictly between 0 and 1"),
-    ("completion", "window_margin"): (lambda v: v >= 0, "use 0 or more frames"),
-    ("completion", "border_fraction"): (lambda v: 0 <= v < 0.5, "use a fraction in [0, 0.5)"),
-    ("completion", "num_inference_steps"): (lambda v: v >= 1, "use at least 1 step"),
-    ("completion", "decode_chunk_size"): (lambda v: v >= 1, "use at least 1 frame"),
     ("smoothing", "min_cutoff"): (lambda v: v > 0, "use a positive cutoff in Hz"),
     ("smoothing", "beta"): (lambda v: v >= 0, "use a non-negative speed coefficient"),
     ("smoothing", "d_cutoff"): (lambda v: v > 0, "use a positive cutoff in Hz"),
     ("smoothing", "max_gap"): (lambda v: v >= 0, "use 0 or more frames"),
-    ("render", "alpha"): (lambda v: 0 <= v <= 1, "use an opacity between 0 and 1"),
+    ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),
 }
 
-_PATH_KEYS = {
+# Filesystem paths: made absolute (against REPO_ROOT) after interpolation; "" stays "" (disabled).
+_PATH_KEYS = (
     ("paths", "ckpt_root"),
     ("runtime", "output_dir"),
     ("sam3", "ckpt_path"),
     ("sam_3d_body", "ckpt_path"),
     ("sam_3d_body", "config_path"),
     ("sam_3d_body", "mhr_path"),
-    ("sam_3d_body", "fov_path"),
+    ("camera", "ckpt_path"),
     ("completion", "model_path_mask"),
     ("completion", "model_path_rgb"),
     ("completion", "model_path_depth"),
     ("app", "examples_dir"),
+)
+
+# What a value of each scalar type must look like (the wording of a type problem).
+_EXPECTED = {
+    bool: "must be true or false",
+    int: "must be an integer",
+    float: "must be a number",
+    str: "must be a string",
 }
+
+
+def user_config(env: Mapping[str, str] | None = None) -> Path | None:
+    """The user config: ``$XDG_CONFIG_HOME/body4d/body4d.yaml``, else ``$HOME/.config/body4d/body4d.yaml``.
+
+    Args:
+        env: environment to read ``XDG_CONFIG_HOME`` / ``HOME`` from (default `os.environ`).
+
+    Returns:
+        The path (which may not exist yet), or None when ``env`` names neither folder.
+    """
+    env = os.environ if env is None else env
+    if env.get("XDG_CONFIG_HOME"):
+        return Path(env["XDG_CONFIG_HOME"]) / "body4d" / "body4d.yaml"
+    if env.get("HOME"):
+        return Path(env["HOME"]) / ".config" / "body4d" / "body4d.yaml"
+    return None
+
+
+def find_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The YAML file `load_config` reads: the first of ``path``, ``$BODY4D_CONFIG``, an existing user config.
+
+    Without any of them, the shipped default `DEFAULT_CONFIG`.
+
+    Args:
+        path: an explicit file (``--config``).
+        env: environment to read ``BODY4D_CONFIG`` and the user config folders from (default `os.environ`).
+    """
+    return _choose_file(path, os.environ if env is None else env)[0]
 
 
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
-    env: typing.Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Config:
     """Load, merge and validate the configuration.
 
     Args:
-        path: YAML file; `None` means `configs/body4d.yaml` of the repository.
-        overrides: dotted ``"key=value"`` strings (values parsed as YAML) or a dict of them.
-        env: environment to read `BODY4D_*` overrides from (default `os.environ`).
+        path: YAML file (``--config``); None picks ``$BODY4D_CONFIG``, else the user config when it
+            exists, else the shipped default `DEFAULT_CONFIG`.
+        overrides: dotted ``"key=value"`` strings (values parsed as YAML) or a dict of dotted keys.
+        env: the environment: ``BODY4D_CONFIG``, ``BODY4D_CKPT_ROOT``, ``BODY4D_OUTPUT_DIR`` and the
+            folders of `user_config` are read from it (default `os.environ`; ``{}`` ignores them all).
 
     Returns:
         The validated, frozen `Config` with interpolations resolved and paths absolute.
 
     Raises:
-        ConfigError: listing every unknown key, wrong type, out-of-range value or unreadable file.
+        ConfigError: listing every unknown key, wrong type, non-finite or out-of-range value, broken
+            interpolation, unreadable file and malformed override, each with its fix.
     """
-    path = Path(path) if path is not None else DEFAULT_CONFIG
     env = os.environ if env is None else env
-    if not path.is_file():
-        raise ConfigError([f"config file {path} does not exist: pass an existing YAML file or omit --config"])
-    try:
-        base = OmegaConf.create(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except (yaml.YAMLError, OmegaConfBaseException) as exc:
-        raise ConfigError([f"{path} is not valid YAML ({exc}): fix the syntax"], str(path)) from exc
-    layers = [base]
-    env_layer = {key: env[var] for var, key in ENV_OVERRIDES.items() if env.get(var)}
-    if env_layer:
-        layers.append(_dotted_to_conf(env_layer, "environment"))
-    if overrides:
-        if isinstance(overrides, dict):
-            layers.append(_dotted_to_conf(overrides, "overrides"))
-        else:
-            layers.append(_dotted_to_conf(_parse_set(overrides), "--set"))
-    merged = OmegaConf.merge(*layers)
-    try:
-        raw = OmegaConf.to_container(merged, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(
-            [f"cannot resolve an interpolation ({exc}): check the ${{...}} references"], str(path)
-        ) from exc
-    return _build(raw, str(path))
+    problems: list[str] = []
+    file, missing_fix = _choose_file(path, env)
+    leaves = _file_leaves(file, missing_fix, problems)
+    leaves |= _dotted_leaves({key: env[var] for var, key in ENV_OVERRIDES.items() if env.get(var)}, problems)
+    if isinstance(overrides, dict):
+        leaves |= _dotted_leaves(overrides, problems)
+    elif overrides:
+        leaves |= _dotted_leaves(_parse_set(overrides, problems), problems)
+    return _build(OmegaConf.structured(Config), leaves, problems, str(file))
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
+def _choose_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path, str]:
+    """The YAML file to read (see the module doc) and the fix to give if it does not exist."""
+    if path is not None:
+        return Path(path).expanduser(), "pass an existing YAML file or omit --config"
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser(), f"point {CONFIG_ENV} at an existing YAML file or unset it"
+    user = user_config(env)
+    if user is not None and user.is_file():
+        return user, ""
+    return DEFAULT_CONFIG, "reinstall body4d (its default config is missing)"
+
+
+def _file_leaves(file: Path, missing_fix: str, problems: list[str]) -> dict[tuple[str, str], Any]:
+    """The entries of a YAML config file; an absent, unreadable or invalid file is a problem."""
+    if not file.is_file():
+        problems.append(f"config file {file} does not exist or is not a file: {missing_fix}")
+        return {}
+    try:
+        tree = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"config file {file} cannot be read ({exc}): make it a readable UTF-8 YAML file")
+        return {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problems.append(
+            f"{file} is not valid YAML ({getattr(exc, 'problem', None) or exc}{at}): fix the syntax"
+        )
+        return {}
+    return _leaves(tree if tree is not None else {}, problems)
+
+
+def _parse_set(items: list[str], problems: list[str]) -> dict[str, Any]:
+    """``["a.b=value", ...]`` as ``{"a.b": value}`` with values parsed as YAML (a string if unparsable)."""
     out: dict[str, Any] = {}
-    problems = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -289,140 +353,118 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = value
-    if problems:
-        raise ConfigError(problems, "--set")
     return out
 
 
-def _dotted_to_conf(items: dict[str, Any], source: str):
-    tree: dict[str, Any] = {}
+def _dotted_leaves(items: Mapping[str, Any], problems: list[str]) -> dict[tuple[str, str], Any]:
+    """Entries of ``{"section.key": value}``; unknown keys are problems."""
+    leaves: dict[tuple[str, str], Any] = {}
     for dotted, value in items.items():
-        node = tree
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return OmegaConf.create(tree)
+        tree = value
+        for part in reversed(dotted.split(".")):
+            tree = {part: tree}
+        leaves |= _leaves(tree, problems)
+    return leaves
 
 
-def _build(raw: Any, source: str) -> Config:
-    problems: list[str] = []
-    if not isinstance(raw, dict):
-        raise ConfigError(["the config must be a mapping of sections (paths:, runtime:, ...)"], source)
-    sections = {f.name: f for f in dataclasses.fields(Config)}
-    built: dict[str, Any] = {}
-    for name in raw:
-        if name not in sections:
-            problems.append(f"unknown section {name!r}: valid sections are {', '.join(sections)}")
-    for name, sec_field in sections.items():
-        cls = sec_field.default_factory()  # type: ignore[misc]
-        cls_type = type(cls)
-        values = raw.get(name, {})
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
+def _leaves(tree: Any, problems: list[str]) -> dict[tuple[str, str], Any]:
+    """``{section: {key: value}}`` as ``{(section, key): value}``; bad entries are problems."""
+    if not isinstance(tree, dict):
+        problems.append("the config must be a mapping of sections (paths:, runtime:, ...)")
+        return {}
+    leaves: dict[tuple[str, str], Any] = {}
+    for name, values in tree.items():
+        if name not in _SCHEMA:
+            problems.append(f"unknown section {name!r}: valid sections are {', '.join(_SCHEMA)}")
+        elif isinstance(values, dict):
+            for key, value in values.items():
+                if key in _SCHEMA[name]:
+                    leaves[(name, key)] = value
+                else:
+                    problems.append(
+                        f"unknown key {name}.{key}: valid keys of {name} are {', '.join(_SCHEMA[name])}"
+                    )
+        elif values is not None:  # an empty section (every key commented out) keeps the defaults
             problems.append(f"{name} must be a mapping of keys, got {type(values).__name__}")
-            built[name] = cls
-            continue
-        hints = typing.get_type_hints(cls_type)
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            if key not in hints:
-                valid = ", ".join(hints)
-                problems.append(f"unknown key {name}.{key}: valid keys of {name} are {valid}")
-                continue
-            ok, coerced, why = _check_type(value, hints[key])
-            if not ok:
-                problems.append(f"{name}.{key} = {value!r} {why}")
-                continue
-            rng = _RANGES.get((name, key))
-            if rng and not rng[0](coerced):
-                problems.append(f"{name}.{key} = {value!r} is out of range: {rng[1]}")
-                continue
-            if (name, key) in _PATH_KEYS and coerced:
-                coerced = str(_absolute(coerced))
-            kwargs[key] = coerced
-        for key in hints:
-            if key not in kwargs and (name, key) in _PATH_KEYS:
-                default = getattr(cls, key)
-                if default and "${" not in default:
-                    kwargs[key] = str(_absolute(default))
-        built[name] = cls_type(**{**dataclasses.asdict(cls), **kwargs})
+    return leaves
+
+
+def _build(base: DictConfig, leaves: dict[tuple[str, str], Any], problems: list[str], source: str) -> Config:
+    """Merge ``leaves`` into the structured ``base``, check every value, return the typed config.
+
+    Raises:
+        ConfigError: with ``problems`` and every problem found here.
+    """
+    try:
+        conf = OmegaConf.merge(base, _tree(leaves))
+    except OmegaConfBaseException:  # OmegaConf stops at the first bad entry: merge each alone to find all
+        accepted: dict[tuple[str, str], Any] = {}
+        for (name, key), value in leaves.items():
+            try:
+                OmegaConf.merge(base[name], {key: value})
+            except OmegaConfBaseException:
+                problems.append(_type_problem(f"{name}.{key}", value, _SCHEMA[name][key]))
+            else:
+                accepted[(name, key)] = value
+        conf = OmegaConf.merge(base, _tree(accepted))
+    for name, hints in _SCHEMA.items():
+        raw = OmegaConf.to_container(conf[name], resolve=False)
+        for key, hint in hints.items():
+            problem = _value_problem(conf[name], name, key, hint, raw[key])
+            if problem:
+                problems.append(problem)
     if problems:
         raise ConfigError(problems, source)
-    cfg = Config(**built)
-    return _resolve_defaults(cfg)
+    return _absolute_paths(OmegaConf.to_object(conf))
 
 
-def _resolve_defaults(cfg: Config) -> Config:
-    """Resolve `${paths.ckpt_root}` in defaults of keys the YAML did not set."""
-    root = cfg.paths.ckpt_root
-    updates: dict[str, Any] = {}
-    for sec in dataclasses.fields(cfg):
-        section = getattr(cfg, sec.name)
-        changes = {}
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if isinstance(value, str) and "${paths.ckpt_root}" in value:
-                changes[f.name] = str(_absolute(value.replace("${paths.ckpt_root}", root)))
-        if changes:
-            updates[sec.name] = dataclasses.replace(section, **changes)
-    return dataclasses.replace(cfg, **updates) if updates else cfg
+def _tree(leaves: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    """``{(section, key): value}`` back to ``{section: {key: value}}``."""
+    tree: dict[str, dict[str, Any]] = {}
+    for (name, key), value in leaves.items():
+        tree.setdefault(name, {})[key] = value
+    return tree
+
+
+def _type_problem(name: str, value: Any, hint: Any) -> str:
+    """The problem of a value OmegaConf cannot convert to ``hint``, with what to write instead."""
+    if isinstance(value, str) and "${" in value:
+        return f"{name} = {value!r} is not a valid interpolation: write it like ${{paths.ckpt_root}}/sam3"
+    if typing.get_origin(hint) is Literal:
+        choices = ", ".join(map(repr, typing.get_args(hint)))
+        return f"{name} = {value!r} is not one of {choices}: pick one of them"
+    return f"{name} = {value!r} {_EXPECTED[hint]}"
+
+
+def _value_problem(section: DictConfig, name: str, key: str, hint: Any, raw: Any) -> str | None:
+    """Why the (interpolated) value of ``name.key`` is unusable, or None."""
+    try:
+        value = section[key]
+    except OmegaConfBaseException as exc:
+        reason = str(exc).splitlines()[0]
+        return f"{name}.{key} = {raw!r} cannot be resolved ({reason}): fix the ${{...}} reference"
+    check = _RANGES.get((name, key))
+    if hint is float and not math.isfinite(value):
+        fix = check[1] if check else "use a finite number"
+        return f"{name}.{key} = {raw!r} is not a finite number: {fix}"
+    if check and not check[0](value):
+        return f"{name}.{key} = {raw!r} is out of range: {check[1]}"
+    return None
+
+
+def _absolute_paths(cfg: Config) -> Config:
+    """``cfg`` with every non-empty path key absolute (relative ones against `REPO_ROOT`)."""
+    changes: dict[str, dict[str, str]] = {}
+    for name, key in _PATH_KEYS:
+        value = getattr(getattr(cfg, name), key)
+        if value:
+            changes.setdefault(name, {})[key] = str(_absolute(value))
+    return dataclasses.replace(
+        cfg, **{name: dataclasses.replace(getattr(cfg, name), **keys) for name, keys in changes.items()}
+    )
 
 
 def _absolute(p: str) -> Path:
-    path = Path(os.path.expanduser(p))
+    """``p`` with ``~`` expanded, relative to `REPO_ROOT` unless absolute."""
+    path = Path(p).expanduser()
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()
-
-
-def _check_type(value: Any, hint: Any) -> tuple[bool, Any, str]:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value in choices:
-            return True, value, ""
-        return False, None, f"is not one of {', '.join(map(repr, choices))}: pick one of them"
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            return False, None, f"must be a list of {len(args)} values, e.g. [512, 1024]"
-        out = []
-        for v, a in zip(value, args, strict=True):
-            ok, c, why = _check_type(v, a)
-            if not ok:
-                return False, None, why
-            out.append(c)
-        return True, tuple(out), ""
-    if origin in (typing.Union, types.UnionType):
-        for a in typing.get_args(hint):
-            ok, c, _ = _check_type(value, a)
-            if ok:
-                return True, c, ""
-        return False, None, f"has the wrong type (expected {hint})"
-    if hint is bool:
-        if isinstance(value, bool):
-            return True, value, ""
-        return False, None, "must be true or false"
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return True, value, ""
-        return False, None, "must be an integer"
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return True, float(value), ""
-        return False, None, "must be a number"
-    if hint is str:
-        if isinstance(value, str):
-            return True, value, ""
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return True, str(value), ""
-        return False, None, "must be a string"
-    return True, value, ""
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj

@@ -43,21 +43,19 @@ import numpy as np
 
 from body4d import __version__
 from body4d.config import REPO_ROOT
+from body4d.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
     import torch
 
+    from body4d.checkpoints import CheckpointReport
     from body4d.config import Config
     from body4d.types import Intrinsics, MaskTrack
-    from models.registry import CheckpointReport
     from models.sam3 import Detections
     from models.sam_3d_body import SAM3DBody
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
 
 # The real street clip shipped with the repository (assets/examples/README.md).
 DEFAULT_VIDEO = REPO_ROOT / "assets" / "examples" / "street.mp4"
@@ -435,7 +433,7 @@ def _one_line(exc: BaseException) -> str:
 def _sam3_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcome:
     from body4d.reconstruct import load_models
     from body4d.stages.segment import segment_video
-    from models.sam3 import ArrayFrames, PromptError
+    from models.frames import ArrayFrames, PromptError
 
     with meter.time("load"):
         sam3 = load_models(cfg, sam3=True, detector=True, body=False, camera=False).sam3
@@ -443,21 +441,9 @@ def _sam3_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcom
 
     def detect(frame: np.ndarray) -> Detections:
         with meter.time("detect"):
-            return sam3.detect(
-                frame,
-                prompt=s.detection_prompt,
-                threshold=s.detection_threshold,
-                mask_threshold=s.detection_mask_threshold,
-                nms_iou=s.detection_nms_iou,
-            )
+            return sam3.detect(frame)
 
-    session = sam3.open_session(
-        ArrayFrames(frames),
-        max_cached_frames=s.max_cached_frames,
-        vision_cache_frames=s.vision_cache_frames,
-        frame_cache=s.frame_cache,
-        mask_threshold=s.mask_threshold,
-    )
+    session = sam3.open_session(ArrayFrames(frames))
     try:
         with meter.time("run"):
             result = segment_video(session, detect=detect, redetect_every=0, redetect_iou=s.redetect_iou)
@@ -484,12 +470,12 @@ def _sam3_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcom
 def _moge_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcome:
     from body4d.reconstruct import load_models
     from body4d.stages.camera import SOURCE_MOGE, estimate_camera, select_frames
-    from models.sam3 import ArrayFrames
+    from models.frames import ArrayFrames
 
     with meter.time("load"):
         moge = load_models(cfg, sam3=False, detector=False, body=False, camera=True).moge
     with meter.time("run"):
-        intrinsics = estimate_camera(ArrayFrames(frames), moge, cfg)
+        intrinsics = estimate_camera(ArrayFrames(frames), moge, cfg.camera)
     used = len(select_frames(len(frames), cfg.camera.num_frames))
     ms = 1000 * meter.seconds["run"] / used
     if intrinsics.source != SOURCE_MOGE:
@@ -661,8 +647,10 @@ def run_doctor(
         video: description of the clip for the report.
         device: where the models run (``resolve_device(cfg.runtime.device)``).
     """
-    from body4d.stages.camera import default_intrinsics
-    from models.registry import SETUP_HINT, checkpoint_report, resolve_dtype
+    from body4d.checkpoints import checkpoint_report
+    from body4d.stages.camera import fallback_intrinsics
+    from models.devices import resolve_dtype
+    from models.errors import SETUP_HINT
 
     env = environment(device, resolve_dtype(cfg.runtime.dtype, device))
     report = checkpoint_report(cfg)
@@ -689,13 +677,13 @@ def run_doctor(
 
     track = run(STAGE_SAM3, "frame", (cfg.sam3.ckpt_path,), lambda m: _sam3_stage(cfg, frames, m))
     s3b = cfg.sam_3d_body
-    intrinsics = default_intrinsics(frames[0].shape[1], frames[0].shape[0])
-    if s3b.fov_path:
-        estimate = run(STAGE_MOGE, "frame", (s3b.fov_path,), lambda m: _moge_stage(cfg, frames, m))
+    intrinsics = fallback_intrinsics(frames[0].shape[1], frames[0].shape[0])
+    if cfg.camera.ckpt_path:
+        estimate = run(STAGE_MOGE, "frame", (cfg.camera.ckpt_path,), lambda m: _moge_stage(cfg, frames, m))
         if estimate is not None:
             intrinsics = estimate
     else:
-        why = "sam_3d_body.fov_path is empty: set it to the MoGe-2 model.pt to check the camera model"
+        why = "camera.ckpt_path is empty: set it to the MoGe-2 model.pt to check the camera model"
         rows.append(StageRow(STAGE_MOGE, STATUS_DISABLED, detail=why))
     run(
         STAGE_BODY,
@@ -809,7 +797,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 
     from body4d.config import load_config
     from body4d.video import open_video
-    from models.registry import resolve_device
+    from models.devices import resolve_device
 
     overrides = [*args.set, *([f"runtime.device={args.device}"] if args.device else [])]
     try:

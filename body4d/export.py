@@ -1,4 +1,4 @@
-"""Mesh and camera exports as bytes: OBJ meshes, per-frame camera JSON, the per-run bodies archive.
+"""Mesh and camera exports as bytes: OBJ meshes and per-frame camera JSON.
 
 Writers return bytes (or a dict for JSON); `RunDir` puts them on disk atomically. Meshes are in
 metres in the OpenCV camera frame (x right, y down, z forward), already translated by ``cam_t``,
@@ -6,8 +6,6 @@ so every person's OBJ of one frame lines up in the same camera space.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -58,11 +56,6 @@ class ObjWriter:
         return OBJ_HEADER + body.encode("ascii") + self._faces
 
 
-def obj_bytes(vertices: np.ndarray, faces: np.ndarray, color: tuple[int, int, int] | None = None) -> bytes:
-    """Wavefront OBJ of one triangle mesh (see `ObjWriter.mesh`; use an `ObjWriter` for many meshes)."""
-    return ObjWriter(faces).mesh(vertices, color)
-
-
 def _rows(row_format: str, values: np.ndarray) -> str:
     """Format every row of a 2-D array with one %-format (C-speed, no per-row Python loop)."""
     return (row_format * len(values)) % tuple(values.ravel().tolist())
@@ -76,22 +69,3 @@ def camera_json(focal: float, principal_point: tuple[float, float], cam_t: np.nd
         "principal_point": [float(principal_point[0]), float(principal_point[1])],
         "camera": [float(v) for v in cam_t],
     }
-
-
-def bodies_arrays(tracks: Mapping[int, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Flatten per-identity arrays into ``np.savez`` keys ``id<obj_id>/<name>`` plus ``obj_ids``.
-
-    Args:
-        tracks: ``{obj_id: {name: array with leading frame axis}}``; each must hold ``frames``.
-    """
-    out: dict[str, np.ndarray] = {"obj_ids": np.array(sorted(tracks), dtype=np.int32)}
-    for obj_id, arrays in tracks.items():
-        if "frames" not in arrays:
-            raise ValueError(f"track {obj_id} has no 'frames' array")
-        n = len(arrays["frames"])
-        for name, arr in arrays.items():
-            arr = np.asarray(arr)
-            if arr.shape[:1] != (n,):
-                raise ValueError(f"track {obj_id}: {name} has {arr.shape[:1]} frames, expected {n}")
-            out[f"id{obj_id}/{name}"] = arr
-    return out

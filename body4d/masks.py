@@ -7,6 +7,8 @@ visualisation (mask overlays, meshes, the UI) colours object ``k`` with `color_f
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -14,9 +16,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from body4d.types import Click
+from body4d.errors import InputError
+from body4d.types import Click, MaskTrack, Segmentation
+from body4d.video import natural_key
+from models.frames import MAX_OBJ_ID
 
-MAX_OBJ_ID = 255
 # Width in pixels of the white outline drawn around each object in overlays.
 CONTOUR_WIDTH = 2
 
@@ -69,13 +73,6 @@ def encode_palette_png(labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_palette_png(path: str | Path, labels: np.ndarray) -> Path:
-    """Write a label map as a palette PNG (not atomic; `RunDir` wraps it atomically)."""
-    path = Path(path)
-    path.write_bytes(encode_palette_png(labels))
-    return path
-
-
 def read_palette_png(path: str | Path) -> np.ndarray:
     """Read a label map from a palette PNG (or a single-channel PNG): ``uint8[H, W]``.
 
@@ -94,12 +91,6 @@ def read_palette_png(path: str | Path) -> np.ndarray:
         )
 
 
-def labels_to_masks(labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Split a label map into ``{obj_id: bool[H, W]}`` for every id present (sorted)."""
-    labels = _check_labels(labels)
-    return {int(i): labels == i for i in np.unique(labels) if i != 0}
-
-
 def masks_to_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Merge per-id boolean masks into a label map; where masks overlap the higher id wins.
 
@@ -116,6 +107,60 @@ def masks_to_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> 
             raise ValueError(f"mask of object {obj_id} is {mask.shape}, expected {tuple(shape)}")
         labels[mask] = obj_id
     return labels
+
+
+def label_volume(n: int, height: int, width: int, folder: Path, max_bytes: int) -> np.ndarray:
+    """``uint8[n, H, W]`` zeros: in RAM up to ``max_bytes``, else memory-mapped from a file in ``folder``."""
+    if n * height * width <= max_bytes:
+        return np.zeros((n, height, width), dtype=np.uint8)
+    fd, name = tempfile.mkstemp(prefix="labels_", suffix=".npy", dir=folder)
+    os.close(fd)
+    return np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=(n, height, width))
+
+
+def read_mask_folder(folder: Path, labels: np.ndarray) -> Segmentation:
+    """Masks from another tool: one palette or greyscale PNG per frame (natural sort), pixel = id.
+
+    Args:
+        folder: the folder of PNGs.
+        labels: ``uint8[T, H, W]`` to fill (T frames of the video, H x W its size).
+
+    Returns:
+        the masks as a segmentation (mode ``"imported"``; first frame = where each id first appears).
+
+    Raises:
+        InputError: not a folder, a different number of PNGs than frames, a mask of another size,
+            or every mask empty (each message names the problem and the fix).
+    """
+    if not folder.is_dir():
+        raise InputError(f"--masks {folder} is not a folder: pass a folder of one PNG per frame")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() == ".png"), key=lambda p: natural_key(p.name)
+    )
+    n, height, width = labels.shape
+    if len(files) != n:
+        raise InputError(
+            f"--masks {folder} holds {len(files)} PNG masks but the video has {n} frames: "
+            "give exactly one mask per frame (sorted by name)"
+        )
+    first: dict[int, int] = {}
+    for i, path in enumerate(files):
+        lab = read_palette_png(path)
+        if lab.shape != (height, width):
+            raise InputError(
+                f"mask {path.name} is {lab.shape[1]}x{lab.shape[0]} but the video is "
+                f"{width}x{height}: masks must have the frame size"
+            )
+        labels[i] = lab
+        for obj_id in np.unique(lab):
+            first.setdefault(int(obj_id), i)
+    first.pop(0, None)
+    if not first:
+        raise InputError(
+            f"--masks {folder}: every mask is empty (all pixels 0): there is nobody to reconstruct"
+        )
+    track = MaskTrack(obj_ids=tuple(sorted(first)), labels=labels)
+    return Segmentation(track, dict(sorted(first.items())), "imported")
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:

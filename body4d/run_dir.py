@@ -1,16 +1,19 @@
-"""The only writer under ``outputs/<run_id>/``: paths, atomic saves, manifest, stage resume.
+"""The only owner of ``outputs/<run_id>/``: every path, atomic saves, the manifest, stage artefacts.
 
-Layout (see README "Outputs")::
+Layout (the README's "Outputs" lists what each holds)::
 
-    manifest.json  images/  masks/  masks_vis/  completion/<id>/  rendered_frames/
-    rendered_frames_individual/<id>/  mesh_4d_individual/<id>/  focal_4d_individual/<id>/
-    video_mask_<run_id>.mp4  4d_<run_id>.mp4  4d_individual_<id>.mp4  bodies.npz
+    manifest.json  images/  masks/  masks_vis/  video_mask_<run_id>.mp4  segmentation.json
+    camera.json  bodies_raw.npz  bodies.npz  mesh_4d_individual/<id>/  focal_4d_individual/<id>/
+    input_preview.mp4  body4d_<run_id>.zip
 
-Every file is written to a temporary name in its folder and renamed into place, so a crash
-never leaves a half-written file under its final name. ``manifest.json`` records the input,
-a config snapshot, library versions, and per stage its status (``running``/``done``/
-``failed``/``cancelled``/``stale``), timings, error and artefacts; a stage marked ``done`` is
-skipped on resume unless forced, and a stage whose inputs were remade is ``stale`` (runs again).
+Every name above is a constant or method of `RunDir`; no other module spells one out. Each stage
+result has a typed ``save_*``/``load_*`` pair here. Every file is written to a temporary name in
+its folder and renamed into place, so a crash never leaves a half-written file under its final
+name. ``manifest.json`` has one writer per section: ``video`` (`set_video`), ``checkpoints``
+(`set_checkpoints`), ``stages`` (`stage`, `invalidate`) and ``artefacts`` (`record_artefacts`).
+A stage's artefacts are removed (`clear`) before it runs again, so a re-run never leaves files of
+frames or people that are gone. ``.scratch/`` holds run-time temporaries (e.g. a memory-mapped
+label volume) and is emptied when the run folder is opened again.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from fractions import Fraction
 from importlib import metadata
@@ -37,7 +43,10 @@ import numpy as np
 from PIL import Image
 
 from body4d import masks as masklib
+from body4d.errors import InputError
+from body4d.types import BodyTrack, Intrinsics, MaskTrack, Segmentation, VideoInfo
 from body4d.video import encode_video
+from models.frames import FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +56,14 @@ RUN_ID_RE = re.compile(r"^\d{8}_\d{6}_\d{3}_[0-9a-f]{8}$")
 FRAME_NAME = "{:08d}"
 # zlib level of RGB PNGs (masks_vis/): level 1 is 4x faster than PIL's default 6 for ~8 % more bytes.
 PNG_COMPRESS_LEVEL = 1
+# Label volumes larger than this are memory-mapped from .scratch/ instead of held in RAM.
+LABELS_IN_MEMORY_MAX_BYTES = 1 << 30
+# Most threads encoding images/, masks/ and masks_vis/ beside the overlay video encoder.
+MAX_SAVE_WORKERS = 4
 _VERSIONED = ("body4d", "torch", "torchvision", "transformers", "diffusers", "gradio", "av", "numpy")
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError):
     """A run folder that cannot be created, opened or written; the message says why."""
 
 
@@ -87,12 +100,41 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-class RunDir:
-    """One run folder; all writes under it go through this object (thread-safe manifest)."""
+def frame_file(index: int, suffix: str) -> str:
+    """``00000042.png``: the name of frame ``index`` in every per-frame folder."""
+    return FRAME_NAME.format(index) + suffix
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+
+class RunDir:
+    """One run folder; all writes under it go through this object (thread-safe manifest).
+
+    Args:
+        root: the folder.
+        manifest: its parsed manifest.
+        jpeg_quality: quality of ``images/*.jpg`` (``video.jpeg_quality``).
+        crf: H.264 quality of the run's videos (``video.crf``).
+    """
+
+    # ---------------------------------------------------------------- the schema
+    IMAGES = "images"
+    MASKS = "masks"
+    MASKS_VIS = "masks_vis"
+    MASK_VIDEO = "video_mask_{run_id}.mp4"
+    SEGMENTATION = "segmentation.json"
+    CAMERA = "camera.json"
+    BODIES_RAW = "bodies_raw.npz"
+    BODIES = "bodies.npz"
+    MESHES = "mesh_4d_individual"
+    FOCALS = "focal_4d_individual"
+    PREVIEW = "input_preview.mp4"
+    ZIP = "body4d_{run_id}.zip"
+    SCRATCH = ".scratch"
+
+    def __init__(self, root: Path, manifest: dict[str, Any], *, jpeg_quality: int, crf: int) -> None:
         self.root = root
         self.run_id = root.name
+        self.jpeg_quality = jpeg_quality
+        self.crf = crf
         self._manifest = manifest
         self._lock = threading.RLock()
 
@@ -101,16 +143,17 @@ class RunDir:
     def create(
         cls,
         output_dir: str | Path,
+        config: Any,
         input_path: str | Path | None = None,
-        config: Any = None,
         run_id: str | None = None,
     ) -> RunDir:
         """Create a new run folder under ``output_dir`` and write its manifest.
 
         Args:
             output_dir: parent folder (created if missing).
+            config: the `body4d.config.Config`, snapshotted in the manifest; its ``video``
+                section sets the image and video quality.
             input_path: the input video or frame folder, recorded in the manifest.
-            config: a `body4d.config.Config` (or dict) snapshotted in the manifest.
             run_id: explicit id (validated); default a new one.
         """
         output_dir = Path(output_dir)
@@ -126,26 +169,32 @@ class RunDir:
                 f"cannot create a run folder under {output_dir} ({exc.strerror}): "
                 "set runtime.output_dir (or BODY4D_OUTPUT_DIR) to a writable folder"
             ) from exc
-        snapshot = config.to_dict() if hasattr(config, "to_dict") else config
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "run_id": run_id,
-            "created": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "created": _now(),
             "input": str(Path(input_path).resolve()) if input_path else None,
             "video": None,
-            "config": snapshot,
+            "config": config.to_dict(),
             "versions": _versions(),
             "stages": {},
             "artefacts": {},
         }
-        run = cls(root, manifest)
+        run = cls(root, manifest, jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
         run._save_manifest()
         log.info("run folder %s", root)
         return run
 
     @classmethod
-    def open(cls, output_dir: str | Path, run_id: str) -> RunDir:
-        """Open an existing run folder (for resume or download)."""
+    def open(cls, output_dir: str | Path, run_id: str, config: Any) -> RunDir:
+        """Open an existing run folder (to resume it or read its results); empties ``.scratch/``.
+
+        Args:
+            output_dir: parent folder.
+            run_id: the run folder's name (validated).
+            config: the `body4d.config.Config` in force (its ``video`` section sets the quality
+                of what is written from now on).
+        """
         root = Path(output_dir) / validate_run_id(run_id)
         path = root / MANIFEST
         if not path.is_file():
@@ -154,23 +203,54 @@ class RunDir:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise RunDirError(f"{path} is not valid JSON ({exc}): the run cannot be resumed") from exc
-        return cls(root, manifest)
+        run = cls(root, manifest, jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
+        shutil.rmtree(run.path(cls.SCRATCH), ignore_errors=True)
+        return run
 
     # ------------------------------------------------------------------ paths
     def path(self, rel: str | Path) -> Path:
-        """Absolute path of ``rel`` inside the run folder (refuses escapes such as ``..``)."""
-        rel = Path(rel)
+        """Absolute path of ``rel`` inside the run folder (refuses escapes such as ``..``).
+
+        ``{run_id}`` in ``rel`` is replaced by this run's id (see `MASK_VIDEO`, `ZIP`).
+        """
+        rel = Path(str(rel).format(run_id=self.run_id))
         if rel.is_absolute() or ".." in rel.parts:
             raise RunDirError(f"{rel} is not a relative path inside the run folder")
         return self.root / rel
 
-    @staticmethod
-    def frame_name(index: int, suffix: str) -> str:
-        return FRAME_NAME.format(index) + suffix
+    def image_path(self, index: int) -> Path:
+        """``images/<index>.jpg``: the decoded frame."""
+        return self.path(Path(self.IMAGES) / frame_file(index, ".jpg"))
+
+    def mask_path(self, index: int) -> Path:
+        """``masks/<index>.png``: palette PNG, pixel = object id."""
+        return self.path(Path(self.MASKS) / frame_file(index, ".png"))
+
+    def mesh_path(self, obj_id: int, index: int) -> Path:
+        """``mesh_4d_individual/<id>/<index>.obj``."""
+        return self.path(Path(self.MESHES) / str(obj_id) / frame_file(index, ".obj"))
+
+    def focal_path(self, obj_id: int, index: int) -> Path:
+        """``focal_4d_individual/<id>/<index>.json``."""
+        return self.path(Path(self.FOCALS) / str(obj_id) / frame_file(index, ".json"))
+
+    @property
+    def scratch(self) -> Path:
+        """``.scratch/``: temporaries of this process (created on demand, emptied on reopen)."""
+        folder = self.path(self.SCRATCH)
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the run folder, POSIX style."""
+        return path.relative_to(self.root).as_posix()
 
     # ------------------------------------------------------------------ writers
     def write_bytes(self, rel: str | Path, data: bytes) -> Path:
-        return atomic_write_bytes(self.path(rel), data)
+        """Write ``data`` atomically to ``rel`` (relative, or an absolute path inside the run folder)."""
+        target = rel if isinstance(rel, Path) and rel.is_absolute() else self.path(rel)
+        self._check_inside(target)
+        return atomic_write_bytes(target, data)
 
     @contextlib.contextmanager
     def atomic_file(self, rel: str | Path) -> Iterator[Path]:
@@ -187,50 +267,137 @@ class RunDir:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def write_text(self, rel: str | Path, text: str) -> Path:
-        return self.write_bytes(rel, text.encode("utf-8"))
-
     def write_json(self, rel: str | Path, obj: Any) -> Path:
-        return self.write_text(rel, json.dumps(obj, indent=2, default=_json_default) + "\n")
+        return self.write_bytes(
+            rel, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode("utf-8")
+        )
 
     def write_npz(self, rel: str | Path, **arrays: Any) -> Path:
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         return self.write_bytes(rel, buf.getvalue())
 
-    def write_image(self, rel: str | Path, rgb: np.ndarray, quality: int = 95) -> Path:
-        """JPEG (``.jpg``) or PNG (``.png``) of an RGB ``uint8[H, W, 3]`` image."""
-        rel = Path(rel)
+    def write_image(self, rel: str | Path, rgb: np.ndarray) -> Path:
+        """JPEG (``.jpg``, at ``jpeg_quality``) or PNG (``.png``) of an RGB ``uint8[H, W, 3]`` image."""
+        suffix = Path(str(rel)).suffix.lower()
         buf = io.BytesIO()
         img = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
-        if rel.suffix.lower() in (".jpg", ".jpeg"):
-            img.save(buf, format="JPEG", quality=quality)
-        elif rel.suffix.lower() == ".png":
+        if suffix in (".jpg", ".jpeg"):
+            img.save(buf, format="JPEG", quality=self.jpeg_quality)
+        elif suffix == ".png":
             img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         else:
-            raise RunDirError(f"unsupported image type {rel.suffix!r}: use .jpg or .png")
+            raise RunDirError(f"unsupported image type {suffix!r}: use .jpg or .png")
         return self.write_bytes(rel, buf.getvalue())
 
-    def save_frame(self, index: int, rgb: np.ndarray, quality: int = 95) -> Path:
-        """``images/<index>.jpg``: the decoded frame cache."""
-        return self.write_image(Path("images") / self.frame_name(index, ".jpg"), rgb, quality)
-
-    def save_labels(self, index: int, labels: np.ndarray, frame: np.ndarray | None = None) -> Path:
-        """``masks/<index>.png`` (palette, pixel = id) and, given the frame, ``masks_vis/<index>.png``."""
-        path = self.write_bytes(
-            Path("masks") / self.frame_name(index, ".png"), masklib.encode_palette_png(labels)
-        )
-        if frame is not None:
-            self.write_image(
-                Path("masks_vis") / self.frame_name(index, ".png"), masklib.visualise_masks(frame, labels)
-            )
-        return path
-
     def write_video(
-        self, name: str, frames: Iterable[np.ndarray], fps: Fraction | float, crf: int = 18
+        self, rel: str, frames: Iterable[np.ndarray], fps: Fraction | float, crf: int | None = None
     ) -> Path:
-        """Encode an H.264 mp4 ``name`` at the run root (atomic)."""
-        return encode_video(frames, self.path(name), fps, crf=crf)
+        """Encode an H.264 mp4 ``rel`` (atomic) at the run's ``crf`` unless given."""
+        return encode_video(frames, self.path(rel), fps, crf=self.crf if crf is None else crf)
+
+    def _check_inside(self, target: Path) -> None:
+        if self.root not in target.parents:
+            raise RunDirError(f"{target} is not inside the run folder {self.root}")
+
+    # ------------------------------------------------------------------ masks stage
+    def save_masks(self, seg: Segmentation, frames: FrameSource, fps: Fraction) -> None:
+        """Save a segmentation: ``masks/`` (palette PNG, value = id), ``images/`` (the frames),
+        ``masks_vis/``, the overlay video and ``segmentation.json``.
+
+        Frames are read once, in order; images are encoded on worker threads (PIL releases the
+        GIL) beside the video encoder, a few frames in flight at most.
+        """
+        track = seg.track
+        workers = max(1, min(MAX_SAVE_WORKERS, os.cpu_count() or 1))
+
+        def save(i: int, rgb: np.ndarray, labels: np.ndarray) -> None:
+            self.write_image(self.image_path(i), rgb)
+            self.write_bytes(self.mask_path(i), masklib.encode_palette_png(labels))
+            self.write_image(
+                Path(self.MASKS_VIS) / frame_file(i, ".png"), masklib.visualise_masks(rgb, labels)
+            )
+
+        def overlays(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+            pending: deque[Future[None]] = deque()
+            for i in range(track.n_frames):
+                rgb = frames.frame(i)
+                labels = np.asarray(track.labels[i])
+                pending.append(pool.submit(save, i, rgb, labels))
+                while len(pending) > 2 * workers:
+                    pending.popleft().result()
+                yield masklib.overlay(rgb, labels)
+            while pending:
+                pending.popleft().result()
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="body4d-save") as pool:
+            self.write_video(self.MASK_VIDEO, overlays(pool), fps)
+        self.write_json(
+            self.SEGMENTATION,
+            {
+                "obj_ids": list(track.obj_ids),
+                "first_frames": {str(k): v for k, v in seg.first_frames.items()},
+                "mode": seg.mode,
+            },
+        )
+
+    def load_masks(self) -> Segmentation:
+        """The saved segmentation (label maps read back from ``masks/``)."""
+        info = json.loads(self.path(self.SEGMENTATION).read_text(encoding="utf-8"))
+        n, height, width = self._video_shape()
+        labels = self.label_volume(n, height, width)
+        for i in range(n):
+            labels[i] = masklib.read_palette_png(self.mask_path(i))
+        track = MaskTrack(obj_ids=tuple(int(i) for i in info["obj_ids"]), labels=labels)
+        first = {int(k): int(v) for k, v in info["first_frames"].items()}
+        return Segmentation(track, first, info["mode"])
+
+    def label_volume(self, n: int, height: int, width: int) -> np.ndarray:
+        """``uint8[n, H, W]`` zeros: in RAM when small, else memory-mapped from ``.scratch/``."""
+        return masklib.label_volume(n, height, width, self.scratch, LABELS_IN_MEMORY_MAX_BYTES)
+
+    def mask_video_path(self) -> Path | None:
+        """The overlay video of the masks, if it was written."""
+        path = self.path(self.MASK_VIDEO)
+        return path if path.is_file() else None
+
+    # ------------------------------------------------------------------ camera stage
+    def save_camera(self, K: Intrinsics) -> None:
+        """``camera.json``: K (pixels), image size and how K was obtained."""
+        self.write_json(
+            self.CAMERA,
+            {"K": np.asarray(K.K).tolist(), "width": K.width, "height": K.height, "source": K.source},
+        )
+
+    def load_camera(self) -> Intrinsics:
+        d = json.loads(self.path(self.CAMERA).read_text(encoding="utf-8"))
+        return Intrinsics(
+            K=np.asarray(d["K"], dtype=np.float64), width=d["width"], height=d["height"], source=d["source"]
+        )
+
+    # ------------------------------------------------------------------ recover / smooth stages
+    def save_tracks(self, rel: str, tracks: dict[int, BodyTrack]) -> None:
+        """``bodies_raw.npz`` or ``bodies.npz``: per id (keys ``id<k>/<field>``) every `BodyTrack` array."""
+        self.write_npz(rel, **bodies_arrays({i: t.arrays() for i, t in tracks.items()}))
+
+    def load_tracks(self, rel: str) -> dict[int, BodyTrack]:
+        """The tracks saved by `save_tracks` (exactly the `BodyTrack` fields; nothing else)."""
+        names = [n for n in BodyTrack.__dataclass_fields__ if n != "obj_id"]
+        with np.load(self.path(rel)) as data:
+            return {
+                int(obj_id): BodyTrack(obj_id=int(obj_id), **{n: data[f"id{int(obj_id)}/{n}"] for n in names})
+                for obj_id in data["obj_ids"]
+            }
+
+    # ------------------------------------------------------------------ export stage
+    def save_meshes(self, meshes: Iterable[tuple[int, int, bytes, dict[str, Any]]]) -> int:
+        """Write ``(obj_id, frame, obj_bytes, camera_record)`` items as OBJ + camera JSON; returns the count."""
+        written = 0
+        for obj_id, frame, obj, camera in meshes:
+            self.write_bytes(self.mesh_path(obj_id, frame), obj)
+            self.write_json(self.focal_path(obj_id, frame), camera)
+            written += 1
+        return written
 
     # ------------------------------------------------------------------ manifest
     @property
@@ -239,20 +406,46 @@ class RunDir:
         with self._lock:
             return json.loads(json.dumps(self._manifest, default=_json_default))
 
-    def update_manifest(self, **fields: Any) -> None:
-        """Set top-level manifest fields (e.g. ``video={...}``) and save."""
+    def set_video(self, delivered: VideoInfo, source: VideoInfo) -> None:
+        """The ``video`` section: the frames as the stages see them and the file they came from."""
+        section = {
+            "n_frames": delivered.n_frames,
+            "fps": f"{delivered.fps.numerator}/{delivered.fps.denominator}",
+            "width": delivered.width,
+            "height": delivered.height,
+            "codec": delivered.codec,
+            "rotation": delivered.rotation,
+            "source_width": source.width,
+            "source_height": source.height,
+        }
         with self._lock:
-            self._manifest.update(fields)
+            self._manifest["video"] = section
             self._save_manifest()
 
-    def add_artefact(self, stage: str, rel: str | Path) -> None:
-        """Record a file or folder produced by ``stage``."""
+    def set_checkpoints(self, checkpoints: dict[str, dict[str, Any]]) -> None:
+        """The ``checkpoints`` section: which checkpoint files a run used (and whether tiny)."""
         with self._lock:
-            items = self._manifest["artefacts"].setdefault(stage, [])
-            rel = str(rel)
-            if rel not in items:
-                items.append(rel)
+            self._manifest["checkpoints"] = checkpoints
             self._save_manifest()
+
+    def record_artefacts(self, stage: str, rels: Iterable[str]) -> None:
+        """The ``artefacts`` entry of ``stage``: those of ``rels`` (templates allowed) that exist now."""
+        present = [r.format(run_id=self.run_id) for r in rels if self.path(r).exists()]
+        with self._lock:
+            self._manifest["artefacts"][stage] = present
+            self._save_manifest()
+
+    def clear(self, stage: str, rels: Iterable[str]) -> None:
+        """Remove ``stage``'s artefacts (files or folders) before it runs again."""
+        for rel in rels:
+            path = self.path(rel)
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        with self._lock:
+            if self._manifest["artefacts"].pop(stage, None) is not None:
+                self._save_manifest()
 
     def invalidate(self, *names: str) -> None:
         """Mark finished stages ``stale`` (their inputs changed): they run again on resume."""
@@ -275,23 +468,20 @@ class RunDir:
         return self.stage_status(name) == "done"
 
     @contextlib.contextmanager
-    def stage(self, name: str, force: bool = False) -> Iterator[StageHandle]:
-        """Run a stage: status ``running`` → ``done`` (with seconds) or ``failed`` (with the error).
-
-        Yields a `StageHandle`; its ``skip`` is True when the stage is already done and not
-        forced (the body should then do nothing). Earlier outputs are never touched on failure.
+    def stage(self, name: str) -> Iterator[dict[str, Any]]:
+        """Record a stage: status ``running`` → ``done`` (with seconds) or ``failed``/``cancelled``
+        (with the error). Yields a dict whose items land in the stage's manifest entry when done.
+        Earlier outputs are never touched on failure.
         """
-        handle = StageHandle(self, name, skip=self.is_done(name) and not force)
-        if handle.skip:
-            log.info("stage %s already done in %s: skipped", name, self.run_id)
-            yield handle
-            return
+        from body4d.jobs import Cancelled
+
+        extra: dict[str, Any] = {}
         started = time.time()
         self._set_stage(name, status="running", started=_now(), error=None, seconds=None)
         try:
-            yield handle
+            yield extra
         except BaseException as exc:
-            status = "cancelled" if isinstance(exc, KeyboardInterrupt | StageCancelled) else "failed"
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt | Cancelled) else "failed"
             self._set_stage(
                 name,
                 status=status,
@@ -301,7 +491,7 @@ class RunDir:
             )
             raise
         self._set_stage(
-            name, status="done", seconds=round(time.time() - started, 3), finished=_now(), **handle.extra
+            name, status="done", seconds=round(time.time() - started, 3), finished=_now(), **extra
         )
 
     def _set_stage(self, name: str, **fields: Any) -> None:
@@ -310,6 +500,15 @@ class RunDir:
             st.update(fields)
             self._save_manifest()
 
+    def _video_shape(self) -> tuple[int, int, int]:
+        video = self._manifest.get("video") or {}
+        try:
+            return int(video["n_frames"]), int(video["height"]), int(video["width"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunDirError(
+                f"{self.path(MANIFEST)} has no video section: the run cannot be resumed"
+            ) from exc
+
     def _save_manifest(self) -> None:
         atomic_write_bytes(
             self.root / MANIFEST,
@@ -317,21 +516,23 @@ class RunDir:
         )
 
 
-class StageCancelled(RuntimeError):
-    """Raised inside a stage when the user cancelled it."""
+def bodies_arrays(tracks: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Flatten per-identity arrays into ``np.savez`` keys ``id<obj_id>/<name>`` plus ``obj_ids``.
 
-
-class StageHandle:
-    """What a running stage may record: ``extra`` fields land in its manifest entry."""
-
-    def __init__(self, run: RunDir, name: str, skip: bool) -> None:
-        self.run = run
-        self.name = name
-        self.skip = skip
-        self.extra: dict[str, Any] = {}
-
-    def artefact(self, rel: str | Path) -> None:
-        self.run.add_artefact(self.name, rel)
+    Args:
+        tracks: ``{obj_id: {name: array with leading frame axis}}``; each must hold ``frames``.
+    """
+    out: dict[str, np.ndarray] = {"obj_ids": np.array(sorted(tracks), dtype=np.int32)}
+    for obj_id, arrays in tracks.items():
+        if "frames" not in arrays:
+            raise ValueError(f"track {obj_id} has no 'frames' array")
+        n = len(arrays["frames"])
+        for name, arr in arrays.items():
+            arr = np.asarray(arr)
+            if arr.shape[:1] != (n,):
+                raise ValueError(f"track {obj_id}: {name} has {arr.shape[:1]} frames, expected {n}")
+            out[f"id{obj_id}/{name}"] = arr
+    return out
 
 
 def _now() -> str:

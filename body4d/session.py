@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from body4d.errors import InputError
 from body4d.run_dir import RunDir
 from body4d.types import Click, Prompts, VideoInfo
 from body4d.video import Video, open_video
@@ -97,6 +98,18 @@ class Session:
     def has_video(self) -> bool:
         """A video is loaded."""
         return self.info is not None
+
+    def require_info(self) -> VideoInfo:
+        """The loaded video's info.
+
+        Raises:
+            InputError: no video loaded (the message asks for one).
+        """
+        if self.info is None:
+            raise InputError(
+                "no video loaded: upload a video (mp4, mov, avi, mkv, webm) or pick an example first"
+            )
+        return self.info
 
     def set_video(self, video: Video, path: Path, run: RunDir, max_side: int) -> None:
         """Switch to a freshly opened video: prompts, frame and preview start over."""
@@ -262,14 +275,6 @@ class SessionStore:
             session = self._sessions.pop(session_id, None)
         if session is not None:
             self._close(session)
-
-    def evict_idle(self) -> int:
-        """Drop every session idle for longer than ``idle_seconds``; returns how many."""
-        with self._lock:
-            dropped = self._evict(self._clock(), keep=None)
-        for old in dropped:
-            self._close(old)
-        return len(dropped)
 
     def _evict(self, now: float, keep: str | None) -> list[Session]:
         """Remove idle and surplus sessions (caller holds the lock); returns them for closing."""

@@ -10,7 +10,7 @@ Conventions used everywhere in body4d:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 
@@ -117,37 +117,19 @@ class Intrinsics:
 
 
 @dataclass(frozen=True)
-class OcclusionReport:
-    """Occlusion decision per frame and object.
+class Segmentation:
+    """Result of the masks stage.
 
     Attributes:
-        obj_ids: object ids, column order of the arrays.
-        iou: ``float32[T, N]`` IoU(visible, amodal); NaN where not evaluated.
-        occluded: ``bool[T, N]``.
-        spans: per object id, half-open ``(start, stop)`` frame windows to complete.
+        track: label maps of every frame and the ids of every target.
+        first_frames: ``{obj_id: first frame}`` where each target was prompted, detected or (for
+            imported masks) first seen.
+        mode: ``"prompts"`` (clicks), ``"auto"`` (people detection) or ``"imported"`` (a masks folder).
     """
 
-    obj_ids: tuple[int, ...]
-    iou: np.ndarray
-    occluded: np.ndarray
-    spans: dict[int, tuple[tuple[int, int], ...]]
-
-
-@dataclass(frozen=True)
-class Completion:
-    """Completed appearance of one occluded object over one window.
-
-    Attributes:
-        obj_id: object id.
-        span: half-open global frame window ``(start, stop)``.
-        rgb: ``uint8[L, H, W, 3]`` completed person on white, original resolution.
-        amodal: ``bool[L, H, W]`` amodal (full-body) mask.
-    """
-
-    obj_id: int
-    span: tuple[int, int]
-    rgb: np.ndarray
-    amodal: np.ndarray
+    track: MaskTrack
+    first_frames: dict[int, int]
+    mode: str
 
 
 @dataclass(frozen=True)
@@ -172,6 +154,9 @@ class BodyTrack:
         shape: ``float32[T, 45]`` identity shape coefficients.
         scale: ``float32[T, 28]`` skeleton scale coefficients.
         expression: ``float32[T, 72]`` face expression coefficients.
+        keypoints_3d: ``float32[T, 70, 3]`` MHR70 keypoints in the camera frame (``cam_t``
+            applied), metres.
+        keypoints_2d: ``float32[T, 70, 2]`` the same projected into the image with the run's K, pixels.
     """
 
     obj_id: int
@@ -187,10 +172,30 @@ class BodyTrack:
     shape: np.ndarray
     scale: np.ndarray
     expression: np.ndarray
+    keypoints_3d: np.ndarray
+    keypoints_2d: np.ndarray
 
     PARAM_FIELDS = ("global_rot", "body_pose", "hand_pose", "shape", "scale", "expression")
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every per-frame array by name (for ``bodies.npz``)."""
-        names = ("frames", "valid", "filled", "box", "focal", "cam_t", *self.PARAM_FIELDS)
-        return {n: getattr(self, n) for n in names}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "obj_id"}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a (possibly partial) run produced.
+
+    Attributes:
+        run_id: the run folder's name.
+        root: the run folder.
+        obj_ids: object ids found by segmentation (or in the imported masks).
+        done: stages finished (including ones skipped on resume).
+        artefacts: stage name -> paths relative to ``root``.
+    """
+
+    run_id: str
+    root: Path
+    obj_ids: tuple[int, ...]
+    done: tuple[str, ...]
+    artefacts: dict[str, list[str]] = field(default_factory=dict)

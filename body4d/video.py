@@ -1,8 +1,10 @@
 """Probe, decode and encode videos and frame folders (PyAV; no system ffmpeg needed).
 
-Decoding is lazy: `open_video()` reads only the container index; `Video.frame(i)` seeks to the
-keyframe before frame ``i`` and decodes forward, and sequential access (iteration, `chunks`)
-decodes each frame once, so memory does not grow with the video's length.
+Decoding is lazy: `open_video()` reads only the container index (packets, no pixels) and the
+first frame; `Video.frame(i)` decodes forward from where the decoder is when no keyframe lies in
+between, and otherwise seeks to the keyframe before frame ``i``; sequential access (iteration)
+decodes each frame once, so memory does not grow with the video's length. `Video.frames_decoded`
+counts every frame the codec decoded.
 
 Frames come out as RGB ``uint8[H, W, 3]`` at native resolution with the container's rotation
 metadata applied. With ``max_side`` set, frames whose longer side exceeds it are downscaled
@@ -14,6 +16,7 @@ frame sizes are padded by one replicated edge pixel because yuv420p needs even s
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -27,6 +30,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
+from body4d.errors import InputError
 from body4d.types import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ REVERSE_BLOCK_FRAMES = 64
 REVERSE_CACHE_BYTES = 256 * 2**20
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """A video or frame folder that cannot be used; the message says why and what to do."""
 
 
@@ -95,13 +99,15 @@ def open_video(
 class Video:
     """Lazily decoded frames of one video or frame folder.
 
-    `frame(i)` gives random access; iteration and `chunks(n)` stream frames in order.
+    `frame(i)` gives random access; iteration streams frames in order.
     `info` describes the frames as delivered (after downscaling).
     """
 
     def __init__(self, source: _Source, max_side: int = 0) -> None:
         self._source = source
         src = source.info
+        # The file's own frames (before ``max_side``), for the record.
+        self.source_info = src
         self.size = _scaled_size(src.width, src.height, max_side)
         w, h = self.size
         self.info = VideoInfo(
@@ -120,6 +126,11 @@ class Video:
 
     def __len__(self) -> int:
         return self.info.n_frames
+
+    @property
+    def frames_decoded(self) -> int:
+        """Frames decoded to RGB since the video was opened (every seek and re-read counts)."""
+        return self._source.decoded
 
     def __enter__(self) -> Video:
         return self
@@ -148,22 +159,6 @@ class Video:
         """Frames ``[start, stop)`` in order, each decoded once."""
         start, stop = max(0, start), min(len(self), stop)
         return self._source.iterate(start, stop, self.size)
-
-    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Consecutive blocks of at most ``size`` frames: ``(start_index, uint8[n, H, W, 3])``."""
-        if size < 1:
-            raise ValueError(f"chunk size must be at least 1, got {size}")
-        block: list[np.ndarray] = []
-        start = 0
-        for i, frame in enumerate(self):
-            if not block:
-                start = i
-            block.append(frame)
-            if len(block) == size:
-                yield start, np.stack(block)
-                block = []
-        if block:
-            yield start, np.stack(block)
 
 
 def encode_video(
@@ -240,6 +235,8 @@ class _Source(ABC):
     """Where frames come from: a container file or a folder of images."""
 
     info: VideoInfo
+    # Frames decoded to RGB so far (seeks and re-reads included): what a run really decodes.
+    decoded: int = 0
 
     @abstractmethod
     def frame(self, index: int, size: tuple[int, int]) -> np.ndarray:
@@ -302,6 +299,7 @@ class _FolderSource(_Source):
         )
 
     def _load(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        self.decoded += 1
         with Image.open(self.files[index]) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
             if im.size != size:
@@ -352,12 +350,15 @@ class _FileSource(_Source):
             fps = Fraction(fps)
             declared = stream.frames
             pts: list[int] = []
+            key_pts: list[int] = []
             try:
                 for packet in container.demux(stream):
                     if packet.size and packet.pts is not None:
                         pts.append(int(packet.pts))
                     elif packet.size:
                         pts.append(len(pts))
+                    if packet.size and packet.is_keyframe:
+                        key_pts.append(pts[-1])
             except av.FFmpegError as exc:
                 raise VideoError(
                     f"{path} is damaged after {len(pts)} frames ({_reason(exc)}): re-download or re-export it"
@@ -376,6 +377,8 @@ class _FileSource(_Source):
         finally:
             container.close()
         self.pts = sorted(pts)
+        # Frame indices where decoding can start (a seek lands on the last one at or before its target).
+        self.keyframes = sorted({_bisect(self.pts, p) for p in key_pts} | {0})
         self.time_base = time_base
         self._first_frame = self._decode_first()
         rotation = int(getattr(self._first_frame, "rotation", 0) or 0) % 360
@@ -442,7 +445,8 @@ class _FileSource(_Source):
             return cached
         if index != self._next_index or self._decoder is None:
             if not backward:
-                self._seek_to(index)
+                if not self._can_decode_forward_to(index):
+                    self._seek_to(index)
             else:
                 # Decode the block [start, index] once and keep it: the following backward
                 # requests are then served from memory instead of one GOP decode each.
@@ -454,12 +458,22 @@ class _FileSource(_Source):
                 }
         return self._to_rgb(self._advance_to(index), size)
 
+    def _can_decode_forward_to(self, index: int) -> bool:
+        """The open decoder reaches ``index`` with fewer decodes than a seek: no keyframe lies
+        between its position and ``index`` (a seek would restart from an earlier keyframe)."""
+        if self._decoder is None or self._next_index < 0 or index < self._next_index:
+            return False
+        return bisect.bisect_right(self.keyframes, index) == bisect.bisect_right(
+            self.keyframes, self._next_index
+        )
+
     def _advance_to(self, index: int) -> av.VideoFrame:
         assert self._decoder is not None
         target_pts = self.pts[index]
         skipped = 0
         try:
             for frame in self._decoder:
+                self.decoded += 1
                 if self._next_index >= 0:
                     current = self._next_index
                 else:
@@ -486,8 +500,6 @@ class _FileSource(_Source):
 
 
 def _bisect(sorted_pts: list[int], value: int) -> int:
-    import bisect
-
     i = bisect.bisect_left(sorted_pts, value)
     return min(i, len(sorted_pts) - 1)
 

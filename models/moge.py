@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from models.registry import SETUP_HINT
+from models.errors import CheckpointError, setup_hint
 
 if TYPE_CHECKING:
     from moge.model.v2 import MoGeModel
@@ -28,23 +28,31 @@ log = logging.getLogger(__name__)
 # name; a local path may be named anything).
 CHECKPOINT_FILE = "model.pt"
 
-# MoGe's `infer` picks num_tokens = lo + level/9 * (hi - lo) from the model's num_tokens_range;
-# 9 (the most tokens, 3600 for the released model) is upstream's default and SAM-Body4D's setting.
-DEFAULT_RESOLUTION_LEVEL = 9
+# MoGe's `infer` picks num_tokens = lo + level/9 * (hi - lo) from the model's num_tokens_range.
 MAX_RESOLUTION_LEVEL = 9
 # Key names listed in a strict-load error before "... and N more".
 _MAX_KEYS_SHOWN = 12
 _UINT8_MAX = 255.0
 
 
-class MoGeCheckpointError(RuntimeError):
-    """The MoGe checkpoint is unreadable or does not match the model; the message names file and fix."""
+class MoGeSettings(Protocol):
+    """The settings this adapter reads: the ``camera`` config section (``body4d.config.CameraConfig``).
+
+    Attributes:
+        ckpt_path: the ``model.pt`` file.
+        resolution_level: 0..9, MoGe's token budget (more = slower, finer).
+    """
+
+    @property
+    def ckpt_path(self) -> str: ...
+    @property
+    def resolution_level(self) -> int: ...
 
 
 class MoGe:
     """A loaded MoGe-2 model that estimates camera intrinsics from single RGB images.
 
-    Build it with `load_moge`. The weights stay in fp32; ``dtype`` selects the autocast precision used
+    Build it with `load`. The weights stay in fp32; ``dtype`` selects the autocast precision used
     on CUDA only (MoGe's ``infer`` offers fp16 autocast, which is also used when bf16 is requested).
     """
 
@@ -53,7 +61,7 @@ class MoGe:
         model: MoGeModel,
         device: torch.device,
         dtype: torch.dtype,
-        resolution_level: int = DEFAULT_RESOLUTION_LEVEL,
+        resolution_level: int,
     ) -> None:
         if not 0 <= resolution_level <= MAX_RESOLUTION_LEVEL:
             raise ValueError(f"resolution_level must be in 0..{MAX_RESOLUTION_LEVEL}, got {resolution_level}")
@@ -107,11 +115,11 @@ class MoGe:
 def checkpoint_problem(path: str | Path) -> str | None:
     """Why ``path`` is not a MoGe-2 checkpoint file dlr-moge can open, or None when it is one.
 
-    Only presence is checked (cheap enough for a status panel); `load_moge` reads the content.
+    Only presence is checked (cheap enough for a status panel); `load` reads the content.
     """
     path = Path(path)
     if path.is_dir():
-        return f"a folder, not the {CHECKPOINT_FILE} file: point sam_3d_body.fov_path at the file"
+        return f"a folder, not the {CHECKPOINT_FILE} file: point camera.ckpt_path at the file"
     if not path.is_file():
         return "not found"
     if path.stat().st_size == 0:
@@ -119,67 +127,59 @@ def checkpoint_problem(path: str | Path) -> str | None:
     return None
 
 
-def load_moge(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    *,
-    resolution_level: int = DEFAULT_RESOLUTION_LEVEL,
-    ckpt_root: str | Path | None = None,
-) -> MoGe:
-    """Load MoGe-2 from ``model.pt`` with a strict key check.
+def load(settings: MoGeSettings, device: torch.device | str, dtype: torch.dtype) -> MoGe:
+    """Load MoGe-2 from ``settings.ckpt_path`` (``model.pt``) with a strict key check.
 
     Args:
-        path: the checkpoint file (``cfg.sam_3d_body.fov_path``).
+        settings: checkpoint file and resolution level (the ``camera`` config section).
         device: where the model runs.
         dtype: autocast precision on CUDA (``torch.float32``, ``torch.float16`` or ``torch.bfloat16``).
-        resolution_level: 0..9, MoGe's token budget (more = slower, finer).
-        ckpt_root: checkpoint root named in error messages (default: two folders above ``path``).
 
     Returns:
         A `MoGe` in eval mode on ``device``.
 
     Raises:
-        FileNotFoundError: ``path`` is missing, empty or a folder (see `checkpoint_problem`).
-        MoGeCheckpointError: unreadable file, wrong layout, missing/unexpected keys or shape mismatch.
+        CheckpointError: the file is missing, empty or a folder (see `checkpoint_problem`), unreadable,
+            of the wrong layout, or its keys or shapes do not fit the model.
     """
     from moge.model.v2 import MoGeModel
     from transformers.initialization import no_init_weights
 
-    path = Path(path)
-    root = Path(ckpt_root) if ckpt_root is not None else path.parent.parent
-    fix = f"run `{SETUP_HINT.format(root=root)}` to download it"
+    path = Path(settings.ckpt_path)
+    resolution_level = settings.resolution_level
+    fix = f"run `{setup_hint(path.parent.parent)}` to download it"
     problem = checkpoint_problem(path)
     if problem is not None:
-        raise FileNotFoundError(f"MoGe-2 checkpoint {path}: {problem}; {fix}")
+        raise CheckpointError(path, f"MoGe-2 checkpoint {path}: {problem}; {fix}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise MoGeCheckpointError(f"cannot read MoGe-2 checkpoint {path} ({exc}); {fix}") from exc
+        raise CheckpointError(path, f"cannot read MoGe-2 checkpoint {path} ({exc}); {fix}") from exc
     if not isinstance(ckpt, dict) or not {"model_config", "model"} <= ckpt.keys():
         got = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise MoGeCheckpointError(
-            f"{path} is not a MoGe-2 checkpoint: expected a dict with 'model_config' and 'model', got {got}; {fix}"
+        raise CheckpointError(
+            path,
+            f"{path} is not a MoGe-2 checkpoint: expected a dict with 'model_config' and 'model', got {got}; {fix}",
         )
     try:
         # Weights are all replaced by the checked load below: skip the random initialisation.
         with no_init_weights():
             model = MoGeModel(**ckpt["model_config"])
     except Exception as exc:
-        raise MoGeCheckpointError(
-            f"{path}: model_config does not build a MoGe-2 model ({exc}); {fix}"
+        raise CheckpointError(
+            path, f"{path}: model_config does not build a MoGe-2 model ({exc}); {fix}"
         ) from exc
     try:
         result = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as exc:  # shape mismatches raise even with strict=False
-        raise MoGeCheckpointError(f"{path}: weights do not fit the model ({exc}); {fix}") from exc
+        raise CheckpointError(path, f"{path}: weights do not fit the model ({exc}); {fix}") from exc
     problems = []
     if result.missing_keys:
         problems.append(f"missing keys {_keys(result.missing_keys)}")
     if result.unexpected_keys:
         problems.append(f"unexpected keys {_keys(result.unexpected_keys)}")
     if problems:
-        raise MoGeCheckpointError(f"{path} does not match the MoGe-2 model: {'; '.join(problems)}; {fix}")
+        raise CheckpointError(path, f"{path} does not match the MoGe-2 model: {'; '.join(problems)}; {fix}")
     device = torch.device(device)
     model = model.to(device).eval()
     log.info("Loaded MoGe-2 from %s on %s (resolution level %d)", path, device, resolution_level)

@@ -44,9 +44,8 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 
-from body4d.masks import MAX_OBJ_ID  # label maps are uint8; 0 is background
-from body4d.types import Click
-from models.registry import SETUP_HINT, TINY_MARKER
+from models.errors import TINY_MARKER, CheckpointError, setup_hint
+from models.frames import MAX_OBJ_ID, FrameSource, PromptError
 
 log = logging.getLogger(__name__)
 
@@ -67,44 +66,56 @@ SNAPSHOT_FILES: dict[str, str] = {
 META_CHECKPOINT = "sam3.pt"
 EXPECTED_MODEL_TYPE = "sam3_video"
 
-DEFAULT_MAX_CACHED_FRAMES = 16  # lossless trimming window for SAM-3 (see module doc)
-DEFAULT_VISION_CACHE_FRAMES = 2  # ViT features kept for quick re-clicks (~130 MB each at 1008 px)
-DEFAULT_FRAME_CACHE = 4  # preprocessed frames kept on the model device (12.2 MB each fp32 at 1008 px)
-DEFAULT_DETECTION_MASK_THRESHOLD = 0.5  # detector mask probabilities above this are foreground
-DEFAULT_DETECTION_NMS_IOU = 0.5  # box IoU above which two detections are the same instance
 POSITIVE_LABEL = 1  # SAM point label of a foreground click
 NEGATIVE_LABEL = 0  # SAM point label of a background click
 
 
-class Sam3CheckpointError(FileNotFoundError):
-    """The SAM-3 checkpoint folder is missing, incomplete or not a ``facebook/sam3`` snapshot."""
+class Point(Protocol):
+    """One click on one frame (``body4d.types.Click`` is one)."""
+
+    @property
+    def frame(self) -> int: ...
+    @property
+    def x(self) -> float: ...
+    @property
+    def y(self) -> float: ...
+    @property
+    def positive(self) -> bool: ...
 
 
-class PromptError(ValueError):
-    """A prompt (click, mask, object id, frame) is invalid; the message says what to change."""
+class Sam3Settings(Protocol):
+    """The settings this adapter reads: the ``sam3`` config section (``body4d.config.Sam3Config``).
 
+    Attributes:
+        ckpt_path: the ``facebook/sam3`` snapshot folder.
+        mask_threshold: tracker mask logits above this are foreground.
+        max_cached_frames: non-conditioning outputs kept per propagation direction (0 = keep all).
+        vision_cache_frames: frames whose ViT features stay cached (quick re-clicks).
+        frame_cache: preprocessed frames kept in the on-demand LRU.
+        detection_prompt: text concept of the detector, e.g. "person".
+        detection_threshold: minimum detection score in [0, 1].
+        detection_mask_threshold: detector mask probabilities above this are foreground.
+        detection_nms_iou: boxes overlapping a higher-scoring box above this IoU are dropped.
+    """
 
-class FrameSource(Protocol):
-    """Random access to decoded RGB frames (``body4d.video.Video`` satisfies it)."""
-
-    def __len__(self) -> int: ...
-
-    def frame(self, index: int) -> np.ndarray:
-        """Frame ``index`` as ``uint8[H, W, 3]`` RGB."""
-        ...
-
-
-class ArrayFrames:
-    """`FrameSource` over frames already in memory: ``uint8[T, H, W, 3]`` or a list of ``[H, W, 3]``."""
-
-    def __init__(self, frames: np.ndarray | Sequence[np.ndarray]) -> None:
-        self._frames = frames
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def frame(self, index: int) -> np.ndarray:
-        return np.asarray(self._frames[index])
+    @property
+    def ckpt_path(self) -> str: ...
+    @property
+    def mask_threshold(self) -> float: ...
+    @property
+    def max_cached_frames(self) -> int: ...
+    @property
+    def vision_cache_frames(self) -> int: ...
+    @property
+    def frame_cache(self) -> int: ...
+    @property
+    def detection_prompt(self) -> str: ...
+    @property
+    def detection_threshold(self) -> float: ...
+    @property
+    def detection_mask_threshold(self) -> float: ...
+    @property
+    def detection_nms_iou(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,7 @@ def _fix(path: Path, *, again: bool = False) -> str:
         path: the snapshot folder.
         again: the files are there but broken (setup skips a folder it completed, so delete it first).
     """
-    command = SETUP_HINT.format(root=path.parent)
+    command = setup_hint(path.parent)
     if again:
         return f"delete {path} and download it again with `{command}`"
     return f"download it with `{command}` or set sam3.ckpt_path"
@@ -205,22 +216,25 @@ def check_checkpoint(ckpt_dir: str | Path) -> Path:
     """Verify that ``ckpt_dir`` is a complete ``facebook/sam3`` snapshot; return it as a Path.
 
     Raises:
-        Sam3CheckpointError: naming the folder, every missing file and the setup command (whose
+        CheckpointError: naming the folder, every missing file and the setup command (whose
             checkpoint root is the folder above ``ckpt_dir``, where setup puts ``sam3/``).
     """
     path = Path(ckpt_dir)
     fix = _fix(path)
     problem = snapshot_problem(path)
     if problem is not None:
-        raise Sam3CheckpointError(f"SAM-3 checkpoint folder {path}: {problem}; {fix}")
+        raise CheckpointError(path, f"SAM-3 checkpoint folder {path}: {problem}; {fix}")
     try:
         model_type = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-        raise Sam3CheckpointError(f"{path / CONFIG_FILE} is not a valid JSON config ({exc}): {fix}") from exc
+        raise CheckpointError(
+            path, f"{path / CONFIG_FILE} is not a valid JSON config ({exc}): {fix}"
+        ) from exc
     if model_type != EXPECTED_MODEL_TYPE:
-        raise Sam3CheckpointError(
+        raise CheckpointError(
+            path,
             f"{path} holds a {model_type!r} checkpoint, not a facebook/sam3 snapshot "
-            f"(model_type {EXPECTED_MODEL_TYPE!r}): {fix}"
+            f"(model_type {EXPECTED_MODEL_TYPE!r}): {fix}",
         )
     return path
 
@@ -228,7 +242,7 @@ def check_checkpoint(ckpt_dir: str | Path) -> Path:
 def check_clicks(
     obj_id: int,
     frame: int,
-    clicks: Sequence[Click],
+    clicks: Sequence[Point],
     n_frames: int,
     height: int,
     width: int,
@@ -277,23 +291,24 @@ def _load_strict(cls: type, path: Path, what: str, fix: str) -> torch.nn.Module:
             path, dtype=torch.float32, local_files_only=True, output_loading_info=True
         )
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
-        raise Sam3CheckpointError(f"cannot load the SAM-3 {what} from {path} ({exc}): {fix}") from exc
+        raise CheckpointError(path, f"cannot load the SAM-3 {what} from {path} ({exc}): {fix}") from exc
     bad = sorted(info.get("missing_keys", [])) + sorted(str(k) for k in info.get("mismatched_keys", []))
     if bad:
         shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise Sam3CheckpointError(
+        raise CheckpointError(
+            path,
             f"SAM-3 {what} weights in {path} do not match the model ({len(bad)} missing or "
-            f"mismatched: {shown}): {fix}"
+            f"mismatched: {shown}): {fix}",
         )
     return model.eval()
 
 
 def _load_processor(cls: type, path: Path, what: str, fix: str) -> Any:
-    """``cls.from_pretrained(path)`` offline, with a `Sam3CheckpointError` naming the folder on failure."""
+    """``cls.from_pretrained(path)`` offline, with a `CheckpointError` naming the folder on failure."""
     try:
         return cls.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise Sam3CheckpointError(f"cannot load the SAM-3 {what} from {path} ({exc}): {fix}") from exc
+        raise CheckpointError(path, f"cannot load the SAM-3 {what} from {path} ({exc}): {fix}") from exc
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -317,7 +332,9 @@ class Sam3Models:
         detector_processor: Any | None,
         device: torch.device,
         dtype: torch.dtype,
+        settings: Sam3Settings,
     ) -> None:
+        self.settings = settings
         self.tracker = tracker
         self.tracker_processor = tracker_processor
         self.detector = detector
@@ -332,26 +349,26 @@ class Sam3Models:
     @classmethod
     def load(
         cls,
-        ckpt_dir: str | Path,
+        settings: Sam3Settings,
+        device: torch.device | str,
+        dtype: torch.dtype,
         *,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
         with_detector: bool = True,
     ) -> Sam3Models:
-        """Load the tracker (and the detector) from a ``facebook/sam3`` snapshot folder.
+        """Load the tracker (and the detector) from the ``facebook/sam3`` snapshot ``settings.ckpt_path``.
 
         Args:
-            ckpt_dir: the snapshot folder (``sam3.ckpt_path``).
+            settings: the ``sam3`` config section (snapshot folder, session and detection settings).
             device: where the networks run (and where frames are preprocessed).
             dtype: compute precision (float32, bfloat16 or float16; see the class doc).
             with_detector: also load ``Sam3Model`` for automatic detection.
 
         Raises:
-            Sam3CheckpointError: missing/incomplete folder, unreadable files or weights that do not fit.
+            CheckpointError: missing/incomplete folder, unreadable files or weights that do not fit.
         """
         from transformers import Sam3Model, Sam3Processor, Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
 
-        path = check_checkpoint(ckpt_dir)
+        path = check_checkpoint(settings.ckpt_path)
         fix = _fix(path, again=True)
         if (path / TINY_MARKER).exists():
             log.warning("%s is a TINY TEST CHECKPOINT: random weights, results are meaningless", path)
@@ -369,7 +386,7 @@ class Sam3Models:
             detector.to(device)
         tracker.to(device)
         log.info("loaded SAM-3 from %s on %s (compute %s)", path, device, dtype)
-        return cls(tracker, tracker_processor, detector, detector_processor, device, dtype)
+        return cls(tracker, tracker_processor, detector, detector_processor, device, dtype, settings)
 
     @contextlib.contextmanager
     def compute(self) -> Iterator[None]:
@@ -387,51 +404,25 @@ class Sam3Models:
         cfg = self.tracker.config
         return max(int(cfg.num_maskmem) - 1, int(cfg.max_object_pointers_in_encoder))
 
-    def open_session(
-        self,
-        frames: FrameSource,
-        *,
-        max_cached_frames: int = DEFAULT_MAX_CACHED_FRAMES,
-        vision_cache_frames: int = DEFAULT_VISION_CACHE_FRAMES,
-        frame_cache: int = DEFAULT_FRAME_CACHE,
-        mask_threshold: float = 0.0,
-    ) -> TrackerSession:
-        """Open a tracking session on a video.
+    def open_session(self, frames: FrameSource, settings: Sam3Settings | None = None) -> TrackerSession:
+        """Open a tracking session on a video (frames are read on demand, never all at once).
 
         Args:
-            frames: the decoded video; frames are read on demand, never all at once.
-            max_cached_frames: non-conditioning outputs kept per direction (0 = keep all).
-            vision_cache_frames: frames whose ViT features stay cached (quick re-clicks).
-            frame_cache: preprocessed frames kept in the on-demand LRU.
-            mask_threshold: mask logits above this are foreground.
+            frames: the decoded video.
+            settings: session settings; default those the models were loaded with.
         """
-        return TrackerSession(
-            self,
-            frames,
-            max_cached_frames=max_cached_frames,
-            vision_cache_frames=vision_cache_frames,
-            frame_cache=frame_cache,
-            mask_threshold=mask_threshold,
-        )
+        return TrackerSession(self, frames, settings or self.settings)
 
-    def detect(
-        self,
-        frame: np.ndarray,
-        *,
-        prompt: str,
-        threshold: float,
-        mask_threshold: float = DEFAULT_DETECTION_MASK_THRESHOLD,
-        nms_iou: float = DEFAULT_DETECTION_NMS_IOU,
-    ) -> Detections:
-        """Find every instance of a text concept on one frame.
+    def detect(self, frame: np.ndarray) -> Detections:
+        """Find every instance of the text concept ``settings.detection_prompt`` on one frame.
+
+        Scores below ``detection_threshold`` are dropped, mask probabilities above
+        ``detection_mask_threshold`` are foreground, and boxes overlapping a higher-scoring box
+        above ``detection_nms_iou`` are removed (``torchvision.ops.nms``; the hub-fetched kernel
+        path is never used).
 
         Args:
             frame: ``uint8[H, W, 3]`` RGB.
-            prompt: the concept, e.g. ``"person"``.
-            threshold: minimum score in [0, 1].
-            mask_threshold: probability above which a mask pixel is foreground.
-            nms_iou: boxes overlapping a higher-scoring box above this IoU are dropped
-                (``torchvision.ops.nms``; the hub-fetched kernel path is never used).
 
         Returns:
             `Detections` sorted by decreasing score (possibly empty).
@@ -442,7 +433,8 @@ class Sam3Models:
             raise RuntimeError("the detector is not loaded: use Sam3Models.load(..., with_detector=True)")
         frame = _check_frame(frame)
         height, width = frame.shape[:2]
-        text = self.detector_processor(text=prompt, return_tensors="pt").to(self.device)
+        s = self.settings
+        text = self.detector_processor(text=s.detection_prompt, return_tensors="pt").to(self.device)
         with self.compute():
             out = self.detector(
                 pixel_values=self.detector_frames(frame).unsqueeze(0),
@@ -450,13 +442,16 @@ class Sam3Models:
                 attention_mask=text["attention_mask"],
             )
         result = self.detector_processor.post_process_instance_segmentation(
-            out, threshold=threshold, mask_threshold=mask_threshold, target_sizes=[[height, width]]
+            out,
+            threshold=s.detection_threshold,
+            mask_threshold=s.detection_mask_threshold,
+            target_sizes=[[height, width]],
         )[0]
         scores = result["scores"].float()
         boxes = result["boxes"].float()
         masks = result["masks"].bool()
         if len(scores):
-            keep = torchvision.ops.nms(boxes, scores, nms_iou)  # sorted by decreasing score
+            keep = torchvision.ops.nms(boxes, scores, s.detection_nms_iou)  # sorted by decreasing score
             scores, boxes, masks = scores[keep], boxes[keep], masks[keep]
         return Detections(
             scores=scores.cpu().numpy().astype(np.float32),
@@ -487,7 +482,7 @@ class FramePreprocessor:
         """Check that ``processor`` (a Sam3ImageProcessor or Sam2VideoVideoProcessor) is implemented here.
 
         Raises:
-            Sam3CheckpointError: its settings ask for something else than a bilinear resize to a
+            CheckpointError: its settings ask for something else than a bilinear resize to a
                 fixed size followed by rescale + normalise.
         """
         from transformers.image_utils import PILImageResampling
@@ -503,11 +498,12 @@ class FramePreprocessor:
             and size.width
         )
         if not supported:
-            raise Sam3CheckpointError(
+            raise CheckpointError(
+                "processor_config.json",
                 f"processor_config.json asks for a {type(processor).__name__} that body4d does not reproduce "
                 f"(resize {processor.do_resize}, resample {processor.resample}, size {dict(size)}, rescale "
                 f"{processor.do_rescale}, normalise {processor.do_normalize}): use the facebook/sam3 "
-                "processor_config.json (bilinear resize to a square side, rescale and normalise)"
+                "processor_config.json (bilinear resize to a square side, rescale and normalise)",
             )
         self.device = torch.device(device)
         self.size = (int(size.height), int(size.width))
@@ -588,11 +584,7 @@ class TrackerSession:
         self,
         models: Sam3Models,
         frames: FrameSource,
-        *,
-        max_cached_frames: int,
-        vision_cache_frames: int,
-        frame_cache: int,
-        mask_threshold: float,
+        settings: Sam3Settings,
     ) -> None:
         from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
             Sam3TrackerVideoInferenceSession,
@@ -605,15 +597,10 @@ class TrackerSession:
         self.models = models
         self.n_frames = n
         self.height, self.width = int(first.shape[0]), int(first.shape[1])
-        self.max_cached_frames = max_cached_frames
-        self.mask_threshold = mask_threshold
+        self.settings = settings
+        self.max_cached_frames = settings.max_cached_frames
+        self.mask_threshold = settings.mask_threshold
         self._frames = frames
-        self._options = {
-            "max_cached_frames": max_cached_frames,
-            "vision_cache_frames": vision_cache_frames,
-            "frame_cache": frame_cache,
-            "mask_threshold": mask_threshold,
-        }
         self._state = Sam3TrackerVideoInferenceSession(
             video=None,
             video_height=self.height,
@@ -622,9 +609,9 @@ class TrackerSession:
             inference_state_device=models.device,
             video_storage_device=models.device,
             dtype=torch.float32,
-            max_vision_features_cache_size=max(1, vision_cache_frames),
+            max_vision_features_cache_size=max(1, settings.vision_cache_frames),
         )
-        self._state.processed_frames = _LazyFrames(frames, models.tracker_frames, frame_cache)
+        self._state.processed_frames = _LazyFrames(frames, models.tracker_frames, settings.frame_cache)
         # prompts per object: frame -> ("points", clicks) | ("mask", bool[H, W]); insertion-ordered
         self._prompts: dict[int, dict[int, tuple[str, Any]]] = {}
         self.last_masks: FrameMasks | None = None  # every object's mask from the last prompt call
@@ -649,7 +636,7 @@ class TrackerSession:
         """Earliest prompted frame of ``obj_id``."""
         return self.prompt_frames(obj_id)[0]
 
-    def add_points(self, obj_id: int, frame: int, clicks: Sequence[Click]) -> np.ndarray:
+    def add_points(self, obj_id: int, frame: int, clicks: Sequence[Point]) -> np.ndarray:
         """Set the clicks of ``obj_id`` on ``frame`` (replacing its earlier clicks there) and segment.
 
         Args:
@@ -713,7 +700,7 @@ class TrackerSession:
         Used to track a group of targets backwards from their first prompt without disturbing
         this session's memory of the other targets.
         """
-        child = TrackerSession(self.models, self._frames, **self._options)
+        child = TrackerSession(self.models, self._frames, self.settings)
         for obj_id in obj_ids:
             self._check_known(obj_id)
             child._prompts[obj_id] = dict(self._prompts[obj_id])
@@ -833,3 +820,6 @@ class TrackerSession:
         if obj_id not in self._prompts:
             known = ", ".join(map(str, self._prompts)) or "none"
             raise PromptError(f"unknown object id {obj_id}: the session has objects {known}")
+
+
+load = Sam3Models.load

@@ -1,12 +1,17 @@
-"""Point the config at a checkpoint folder and download every checkpoint into it.
+"""Download every checkpoint into a folder and point your config at it.
 
 Usage:
-    python scripts/setup.py --ckpt-root /data/checkpoints [--with-completion] [--config configs/body4d.yaml]
+    python scripts/setup.py --ckpt-root /data/checkpoints [--with-completion] [--config FILE] [--no-download]
 
 Steps:
-1. rewrite ``paths.ckpt_root`` in the config (other keys untouched);
-2. download what is missing with ``huggingface_hub`` (existing non-empty files are skipped;
-   a repository folder counts as done only with its ``.complete`` marker);
+1. set ``paths.ckpt_root`` in the config the app reads: ``--config FILE``, else ``$BODY4D_CONFIG``,
+   else the user config ``~/.config/body4d/body4d.yaml`` (``$XDG_CONFIG_HOME/body4d/``). The file is
+   created if absent; its other keys and comments are kept. The shipped default config
+   (``body4d/configs/body4d.yaml``) is never written.
+2. download what is missing with ``huggingface_hub`` to where that config points, only the files the
+   loaders read (``models.sam3.SNAPSHOT_FILES``, ``models.moge.CHECKPOINT_FILE``, the config's
+   SAM-3D-Body paths); existing non-empty files are skipped, and a whole-repository folder counts as
+   done only with its ``.complete`` marker;
 3. verify with the same check the app uses and exit 1 if anything is still missing.
 
 SAM-3 and SAM-3D-Body are gated: accept their licences on huggingface.co and export
@@ -16,6 +21,7 @@ SAM-3 and SAM-3D-Body are gated: accept their licences on huggingface.co and exp
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -23,83 +29,138 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from body4d.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
+from body4d.checkpoints import checkpoint_report  # noqa: E402
+from body4d.config import (  # noqa: E402
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    find_config,
+    load_config,
+    user_config,
+)
 from body4d.run_dir import atomic_write_bytes  # noqa: E402
-from models.registry import checkpoint_report  # noqa: E402
 
 log = logging.getLogger("body4d.setup")
 COMPLETE_MARKER = ".complete"
+NEW_CONFIG_HEADER = (
+    "# body4d user config: every key set here overrides the shipped default (body4d/configs/body4d.yaml,\n"
+    "# which documents them all). scripts/setup.py keeps paths.ckpt_root up to date; the rest is yours.\n\n"
+)
+# The value of ``ckpt_root:`` inside a block-style top-level ``paths:`` section.
+_CKPT_ROOT_VALUE = re.compile(
+    r"^paths:[^\n]*\n(?:[ \t]*(?:#[^\n]*)?\n)*[ \t]+ckpt_root:[ \t]*([^\n]*)$", re.MULTILINE
+)
+_PATHS_SECTION = re.compile(r"^paths\s*:", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class Download:
-    """One Hugging Face repository (or part of it) placed under ``ckpt_root / folder``."""
+    """One Hugging Face repository, or some of its files, placed in ``folder``.
+
+    Attributes:
+        repo_id: the Hugging Face repository.
+        folder: local folder mirroring the repository's layout.
+        files: the repository files to fetch (paths inside it); None = the whole repository.
+    """
 
     repo_id: str
-    folder: str
-    allow: tuple[str, ...] | None = None
-    ignore: tuple[str, ...] | None = None
-    gated: bool = False
-    completion_only: bool = False
+    folder: Path
+    files: tuple[str, ...] | None = None
 
 
-DOWNLOADS = (
-    # transformers files only: the 3.4 GB original sam3.pt is not needed by body4d.
-    Download("facebook/sam3", "sam3", ignore=("sam3.pt",), gated=True),
-    Download(
-        "facebook/sam-3d-body-dinov3",
-        "sam-3d-body-dinov3",
-        allow=("model.ckpt", "model_config.yaml", "assets/mhr_model.pt"),
-        gated=True,
-    ),
-    Download("Ruicheng/moge-2-vitl-normal", "moge-2-vitl-normal", allow=("model.pt",)),
-    Download(
-        "kaihuac/diffusion-vas-amodal-segmentation", "diffusion-vas-amodal-segmentation", completion_only=True
-    ),
-    Download(
-        "kaihuac/diffusion-vas-content-completion", "diffusion-vas-content-completion", completion_only=True
-    ),
-    Download("depth-anything/Depth-Anything-V2-Large-hf", "depth-anything-v2-large-hf", completion_only=True),
-)
+def downloads(cfg: Config, with_completion: bool) -> list[Download]:
+    """What to fetch and where: the locations ``cfg`` points at, with the files their loaders read."""
+    from models.moge import CHECKPOINT_FILE
+    from models.sam3 import SNAPSHOT_FILES
+
+    body = cfg.sam_3d_body
+    body_dir = Path(body.ckpt_path).parent
+    body_files = []
+    for key in ("ckpt_path", "config_path", "mhr_path"):
+        path = Path(getattr(body, key))
+        if not path.is_relative_to(body_dir):
+            raise SystemExit(
+                f"sam_3d_body.{key} = {path} is outside {body_dir}, the folder of sam_3d_body.ckpt_path: "
+                "keep the SAM-3D-Body files together as released, or download them by hand"
+            )
+        body_files.append(path.relative_to(body_dir).as_posix())
+    items = [
+        Download("facebook/sam3", Path(cfg.sam3.ckpt_path), tuple(SNAPSHOT_FILES)),
+        Download("facebook/sam-3d-body-dinov3", body_dir, tuple(body_files)),
+    ]
+    if cfg.camera.ckpt_path:
+        items.append(
+            Download("Ruicheng/moge-2-vitl-normal", Path(cfg.camera.ckpt_path).parent, (CHECKPOINT_FILE,))
+        )
+    if with_completion:
+        c = cfg.completion
+        items += [
+            Download("kaihuac/diffusion-vas-amodal-segmentation", Path(c.model_path_mask)),
+            Download("kaihuac/diffusion-vas-content-completion", Path(c.model_path_rgb)),
+            Download("depth-anything/Depth-Anything-V2-Large-hf", Path(c.model_path_depth)),
+        ]
+    return items
 
 
 def write_ckpt_root(config_path: Path, ckpt_root: Path) -> None:
-    """Set ``paths.ckpt_root`` in the YAML text, keeping comments and every other key."""
-    text = config_path.read_text(encoding="utf-8")
-    pattern = re.compile(r"^(paths:\s*\n(?:\s*#.*\n)*\s+ckpt_root:)\s*.*$", re.MULTILINE)
-    if not pattern.search(text):
+    """Set ``paths.ckpt_root`` in ``config_path`` (created if absent), keeping its other keys and comments.
+
+    Raises:
+        SystemExit: the file's layout hides the key (e.g. a flow-style ``paths: {...}``): the message says
+            what to write by hand.
+    """
+    value = json.dumps(str(ckpt_root))  # a double-quoted YAML scalar: safe for any path
+    text = config_path.read_text(encoding="utf-8") if config_path.is_file() else NEW_CONFIG_HEADER
+    found = _CKPT_ROOT_VALUE.search(text)
+    if found:
+        text = f"{text[: found.start(1)]}{value}{text[found.end(1) :]}"
+    elif not _PATHS_SECTION.search(text):
+        text = f"{text.rstrip()}\n\npaths:\n  ckpt_root: {value}\n".lstrip()
+    if _ckpt_root_of(text) != str(ckpt_root):
         raise SystemExit(
-            f"{config_path} has no paths.ckpt_root key: restore it from git (configs/body4d.yaml)"
+            f"cannot set paths.ckpt_root in {config_path}: write `ckpt_root: {value}` under its "
+            "`paths:` section by hand and run setup again"
         )
-    new = pattern.sub(lambda m: f"{m.group(1)} {ckpt_root}", text, count=1)
-    atomic_write_bytes(config_path, new.encode("utf-8"))
+    atomic_write_bytes(config_path, text.encode("utf-8"))
 
 
-def is_done(target: Path, item: Download) -> bool:
-    if item.allow and all("*" not in a for a in item.allow):
-        return all((target / a).is_file() and (target / a).stat().st_size > 0 for a in item.allow)
-    return (target / COMPLETE_MARKER).is_file()
+def _ckpt_root_of(text: str) -> object:
+    """``paths.ckpt_root`` of a YAML text, or None when it is not valid YAML or has no such key."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    paths = data.get("paths") if isinstance(data, dict) else None
+    return paths.get("ckpt_root") if isinstance(paths, dict) else None
 
 
-def fetch(item: Download, ckpt_root: Path, token: str | None) -> str | None:
-    """Download one repository; return None on success or a one-line reason."""
+def is_done(item: Download) -> bool:
+    """Every wanted file is there and non-empty (or, for a whole repository, its completion marker)."""
+    if item.files is not None:
+        return all((item.folder / f).is_file() and (item.folder / f).stat().st_size > 0 for f in item.files)
+    return (item.folder / COMPLETE_MARKER).is_file()
+
+
+def fetch(item: Download, token: str | None) -> str | None:
+    """Download one repository (or its wanted files); return None on success or a one-line reason."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 
-    target = ckpt_root / item.folder
-    if is_done(target, item):
-        log.info("[SKIP] %s already in %s", item.repo_id, target)
+    if is_done(item):
+        log.info("[SKIP] %s already in %s", item.repo_id, item.folder)
         return None
-    log.info("[GET ] %s -> %s", item.repo_id, target)
+    log.info("[GET ] %s -> %s", item.repo_id, item.folder)
     try:
         snapshot_download(
             item.repo_id,
-            local_dir=target,
-            allow_patterns=list(item.allow) if item.allow else None,
-            ignore_patterns=list(item.ignore) if item.ignore else None,
+            local_dir=item.folder,
+            allow_patterns=list(item.files) if item.files is not None else None,
             token=token,
         )
     except GatedRepoError:
@@ -109,43 +170,75 @@ def fetch(item: Download, ckpt_root: Path, token: str | None) -> str | None:
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         return f"{item.repo_id} could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-    (target / COMPLETE_MARKER).write_text("ok\n")
+    if item.files is None:
+        (item.folder / COMPLETE_MARKER).write_text("ok\n")
     return None
+
+
+def target_config(explicit: Path | None) -> Path:
+    """The config file setup writes: ``--config``, else ``$BODY4D_CONFIG``, else the user config.
+
+    Raises:
+        SystemExit: it is the shipped default, or there is no user config folder (no HOME).
+    """
+    target = explicit or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else user_config())
+    if target is None:
+        raise SystemExit("HOME and XDG_CONFIG_HOME are unset, so there is no user config: pass --config FILE")
+    target = target.expanduser().resolve()
+    if target == DEFAULT_CONFIG.resolve():
+        raise SystemExit(
+            f"{target} is the shipped default config, which setup never edits: omit --config "
+            f"(setup then writes {user_config()}) or name a file of your own"
+        )
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt-root", type=Path, required=True, help="folder that will hold every checkpoint")
-    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file to update")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"file to write paths.ckpt_root into (default: ${CONFIG_ENV}, else the user config)",
+    )
     ap.add_argument(
         "--with-completion", action="store_true", help="also get Diffusion-VAS + Depth Anything V2"
     )
-    ap.add_argument("--no-download", action="store_true", help="only rewrite the config and verify")
+    ap.add_argument("--no-download", action="store_true", help="only write the config and verify")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     ckpt_root = args.ckpt_root.expanduser().resolve()
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    write_ckpt_root(args.config, ckpt_root)
-    log.info("config %s: paths.ckpt_root = %s", args.config, ckpt_root)
+    config_path = target_config(args.config)
+    write_ckpt_root(config_path, ckpt_root)
+    log.info("config %s: paths.ckpt_root = %s", config_path, ckpt_root)
+    read = find_config().expanduser().resolve()
+    if read != config_path:
+        log.warning(
+            "the app reads %s by default: start it with --config %s or export %s=%s",
+            read,
+            config_path,
+            CONFIG_ENV,
+            config_path,
+        )
 
+    overrides = ["completion.enable=true"] if args.with_completion else None
+    try:
+        cfg = load_config(config_path, overrides=overrides, env={})
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
     token = os.environ.get("HF_TOKEN") or None
     failures = []
     if not args.no_download:
-        for item in DOWNLOADS:
-            if item.completion_only and not args.with_completion:
-                continue
-            reason = fetch(item, ckpt_root, token)
+        for item in downloads(cfg, args.with_completion):
+            reason = fetch(item, token)
             if reason:
                 log.error("[BLOCKED] %s", reason)
                 failures.append(reason)
 
-    overrides = ["completion.enable=true"] if args.with_completion else None
-    try:
-        cfg = load_config(args.config, overrides=overrides, env={})
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 1
     report = checkpoint_report(cfg)
     log.info("%s", report.text())
     if failures or not report.ok:

@@ -11,8 +11,19 @@ import pytest
 
 from body4d.video import encode_video
 
+# Fixtures of the SAM-3D-Body port tests (tiny folders, Meta's reference as the oracle).
+pytest_plugins = ["tests.conftest_sam3dbody"]
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VTEST = SHARED / "data" / "vtest.avi"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test sees the shipped config only: no user config, no BODY4D_* overrides of the machine."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg_config"))
+    for name in ("BODY4D_CONFIG", "BODY4D_CKPT_ROOT", "BODY4D_OUTPUT_DIR"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -33,23 +44,35 @@ def gradient_frames(n: int, height: int, width: int) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def sam3_ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding only the tiny random SAM-3 checkpoint (``<root>/sam3``)."""
-    from body4d.testing.tiny_sam3 import write_tiny_sam3
+def tiny_ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random checkpoints of every model in the real folder layout, written once per session."""
+    from body4d.testing.tiny_checkpoints import write_all
 
-    root = tmp_path_factory.mktemp("sam3_ckpt")
-    write_tiny_sam3(root)
-    return root
+    return write_all(tmp_path_factory.mktemp("tiny_ckpt"))
 
 
 @pytest.fixture(scope="session")
-def models(sam3_ckpt_root: Path):
+def sam3_ckpt_root(tiny_ckpt_root: Path) -> Path:
+    """The checkpoint root holding the tiny SAM-3 snapshot (``<root>/sam3``)."""
+    return tiny_ckpt_root
+
+
+@pytest.fixture(scope="session")
+def sam3_section(sam3_ckpt_root: Path):
+    """The default ``sam3`` config section pointing at the tiny checkpoint."""
+    from body4d.config import load_config
+
+    return load_config(overrides=[f"paths.ckpt_root={sam3_ckpt_root}"]).sam3
+
+
+@pytest.fixture(scope="session")
+def models(sam3_section):
     """The tiny SAM-3 tracker + detector loaded through the production adapter (CPU, fp32)."""
     import torch
 
     from models.sam3 import Sam3Models
 
-    return Sam3Models.load(sam3_ckpt_root / "sam3", device="cpu", dtype=torch.float32)
+    return Sam3Models.load(sam3_section, "cpu", torch.float32)
 
 
 @pytest.fixture

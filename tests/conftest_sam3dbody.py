@@ -26,11 +26,9 @@ from models.sam_3d_body import SAM3DBody, load_sam3dbody
 
 
 @pytest.fixture(scope="session")
-def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``<tmp>/sam-3d-body-dinov3`` written by ``write_tiny_sam3dbody``."""
-    root = tmp_path_factory.mktemp("s3b")
-    write_tiny_sam3dbody(root)
-    return root / FOLDER
+def tiny_folder(tiny_ckpt_root: Path) -> Path:
+    """The tiny ``sam-3d-body-dinov3`` folder of the session's tiny checkpoints."""
+    return tiny_ckpt_root / FOLDER
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,28 @@ import gradio as gr
 import numpy as np
 import pytest
 
+from body4d.checkpoints import checkpoint_report
 from body4d.config import Config, ConfigError, load_config
+from body4d.errors import InputError
 from body4d.masks import draw_clicks
+from body4d.run_dir import RunDir
 from body4d.session import Session, SessionStore
 from body4d.types import Click
-from body4d.ui import handlers as h
+from body4d.ui.display import format_fps, format_time, show_frame
 from body4d.ui.events import UiEvents
+from body4d.ui.examples import example_thumbnails, find_examples
+from body4d.ui.loading import LoadResult, load_video, make_preview
+from body4d.ui.prompts import (
+    ClickRequest,
+    add_click,
+    add_target,
+    clear_targets,
+    remove_target,
+    select_target,
+    target_choices,
+)
+from body4d.ui.status import Capabilities, capabilities, layout_spec, models_markdown
 from body4d.video import VideoError, open_video, probe
-from models.registry import checkpoint_report
 from models.sam3 import SNAPSHOT_FILES
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
@@ -49,25 +63,25 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 @pytest.fixture(scope="module")
-def loaded(cfg: Config) -> tuple[Session, h.LoadResult]:
+def loaded(cfg: Config) -> tuple[Session, LoadResult]:
     """One session with vtest.avi loaded (shared by the read-only tests of this module)."""
     assert VTEST.is_file(), f"{VTEST} is missing: the shared/ folder must sit beside the repository"
     session = Session(session_id="vtest")
-    return session, h.load_video(cfg, session, VTEST)
+    return session, load_video(cfg, session, VTEST)
 
 
 @pytest.fixture
 def fresh(cfg: Config) -> Session:
     """A session with vtest.avi loaded, for tests that change prompts."""
     session = Session(session_id="fresh")
-    h.load_video(cfg, session, VTEST)
+    load_video(cfg, session, VTEST)
     return session
 
 
 @pytest.fixture(scope="module")
-def caps_report(cfg: Config) -> tuple[h.Capabilities, object]:
+def caps_report(cfg: Config) -> tuple[Capabilities, object]:
     report = checkpoint_report(cfg)
-    return h.capabilities(cfg, report), report
+    return capabilities(cfg, report), report
 
 
 def vtest_frame(index: int) -> np.ndarray:
@@ -84,7 +98,7 @@ def test_upload_vtest_creates_session_with_795_frames_at_10_fps(cfg: Config, loa
     assert result.needs_transcode, "MS-MPEG4 in AVI cannot play in browsers"
     run_root = Path(cfg.runtime.output_dir) / result.run_id
     assert session.run is not None and session.run.root == run_root and (run_root / "manifest.json").is_file()
-    assert session.run.manifest["video"]["frames"] == VTEST_FRAMES
+    assert session.run.manifest["video"]["n_frames"] == VTEST_FRAMES
     assert result.view.index == 0 and result.view.time == "00:00.00 / 01:19.50"
     assert np.array_equal(result.view.image, vtest_frame(0))
     assert "795 frames at 10 fps" in result.message and "768×576" in result.message
@@ -93,39 +107,39 @@ def test_upload_vtest_creates_session_with_795_frames_at_10_fps(cfg: Config, loa
 def test_preview_of_avi_is_h264_mp4_in_the_run_folder(cfg: Config, loaded) -> None:
     session, result = loaded
     calls: list[tuple[int, int]] = []
-    preview = h.make_preview(session, on_progress=lambda done, total: calls.append((done, total)))
-    assert preview is not None and preview == session.run.root / h.PREVIEW_NAME
+    preview = make_preview(session, on_progress=lambda done, total: calls.append((done, total)))
+    assert preview is not None and preview == session.run.root / RunDir.PREVIEW
     info = probe(preview)
     assert info.codec == "h264" and info.n_frames == VTEST_FRAMES and info.fps == VTEST_FPS
     assert (info.width, info.height) == (VTEST_W, VTEST_H)
     assert session.preview_path == preview
-    assert h.PREVIEW_NAME in session.run.manifest["artefacts"]["preview"]
+    assert RunDir.PREVIEW in session.run.manifest["artefacts"]["preview"]
     assert calls[0] == (0, VTEST_FRAMES) and calls[-1] == (VTEST_FRAMES - 1, VTEST_FRAMES)
 
 
 def test_preview_of_h264_mp4_is_the_file_itself(cfg: Config, make_video) -> None:
     clip = make_video(n=4, height=64, width=96, fps=Fraction(25))
     session = Session(session_id="mp4")
-    assert not h.load_video(cfg, session, clip).needs_transcode
-    assert h.make_preview(session) == clip
+    assert not load_video(cfg, session, clip).needs_transcode
+    assert make_preview(session) == clip
 
 
 def test_scrub_to_frame_400_returns_that_frame_and_time(loaded) -> None:
     session, _ = loaded
-    view = h.show_frame(session, 400)
+    view = show_frame(session, 400)
     assert view.index == 400 and session.current_frame == 400
     assert view.time == "00:40.00 / 01:19.50"
     expected = vtest_frame(400)
     assert np.array_equal(view.image, expected)
     assert not np.array_equal(view.image, vtest_frame(0))
-    assert h.show_frame(session, 10_000).index == VTEST_FRAMES - 1, "out-of-range index is clamped"
+    assert show_frame(session, 10_000).index == VTEST_FRAMES - 1, "out-of-range index is clamped"
 
 
 def test_clicks_are_recorded_in_video_pixels_and_drawn(fresh: Session, caps_report) -> None:
     caps, report = caps_report
-    h.show_frame(fresh, 400)
-    pos = h.add_click(fresh, h.ClickRequest(100, 200, positive=True), caps, report)
-    neg = h.add_click(fresh, h.ClickRequest(500, 300, positive=False), caps, report)
+    show_frame(fresh, 400)
+    pos = add_click(fresh, ClickRequest(100, 200, positive=True), caps, report)
+    neg = add_click(fresh, ClickRequest(500, 300, positive=False), caps, report)
     assert fresh.targets[1] == [Click(400, 100.0, 200.0, True), Click(400, 500.0, 300.0, False)]
     assert marker_colour(pos.view.image, 100, 200) == POSITIVE_FILL == marker_colour(neg.view.image, 100, 200)
     assert marker_colour(neg.view.image, 500, 300) == NEGATIVE_FILL
@@ -136,8 +150,8 @@ def test_clicks_are_recorded_in_video_pixels_and_drawn(fresh: Session, caps_repo
         and "python scripts/setup.py --ckpt-root" in pos.message
     )
     # markers belong to their frame: none on frame 10, both again on frame 400
-    assert np.array_equal(h.show_frame(fresh, 10).image, vtest_frame(10))
-    assert marker_colour(h.show_frame(fresh, 400).image, 500, 300) == NEGATIVE_FILL
+    assert np.array_equal(show_frame(fresh, 10).image, vtest_frame(10))
+    assert marker_colour(show_frame(fresh, 400).image, 500, 300) == NEGATIVE_FILL
     assert fresh.prompts().obj_ids == [1]
 
 
@@ -145,37 +159,37 @@ def test_click_on_downscaled_frame_maps_back_to_video_pixels(cfg: Config, make_v
     caps, report = caps_report
     clip = make_video(n=2, height=720, width=2560, fps=Fraction(30), name="wide.mp4")
     session = Session(session_id="wide")
-    view = h.load_video(cfg, session, clip).view
+    view = load_video(cfg, session, clip).view
     assert view.scale == pytest.approx(0.5) and view.image.shape == (360, 1280, 3)
-    h.add_click(session, h.ClickRequest(100, 50, positive=True), caps, report)
-    h.add_click(session, h.ClickRequest(5000, -3, positive=True), caps, report)
+    add_click(session, ClickRequest(100, 50, positive=True), caps, report)
+    add_click(session, ClickRequest(5000, -3, positive=True), caps, report)
     assert session.targets[1] == [Click(0, 200.0, 100.0, True), Click(0, 2559.0, 0.0, True)]
 
 
 def test_targets_add_remove_clear_keep_their_ids(fresh: Session, caps_report) -> None:
     caps, report = caps_report
-    with pytest.raises(h.UserError, match="Target 1 has no clicks yet"):
-        h.add_target(fresh)
+    with pytest.raises(InputError, match="Target 1 has no clicks yet"):
+        add_target(fresh)
     for expected_id in (1, 2, 3):
         assert fresh.current_target == expected_id
-        h.add_click(fresh, h.ClickRequest(10 * expected_id, 20, positive=True), caps, report)
+        add_click(fresh, ClickRequest(10 * expected_id, 20, positive=True), caps, report)
         if expected_id < 3:
-            assert "Added Target" in h.add_target(fresh)
-    assert [tid for _, tid in h.target_choices(fresh)] == [1, 2, 3]
-    h.select_target(fresh, 2)
-    assert "Removed Target 2" in h.remove_target(fresh)
+            assert "Added Target" in add_target(fresh)
+    assert [tid for _, tid in target_choices(fresh)] == [1, 2, 3]
+    select_target(fresh, 2)
+    assert "Removed Target 2" in remove_target(fresh)
     assert list(fresh.targets) == [1, 3] and fresh.current_target == 3
-    h.add_target(fresh)
+    add_target(fresh)
     assert fresh.current_target == 4, "ids are never reused or renumbered"
-    assert h.target_choices(fresh) == [
+    assert target_choices(fresh) == [
         ("Target 1 · 1 click", 1),
         ("Target 3 · 1 click", 3),
         ("Target 4 · 0 clicks", 4),
     ]
     assert fresh.prompts().obj_ids == [1, 3]
-    with pytest.raises(h.UserError, match="no target 2"):
-        h.select_target(fresh, 2)
-    h.clear_targets(fresh)
+    with pytest.raises(InputError, match="no target 2"):
+        select_target(fresh, 2)
+    clear_targets(fresh)
     assert fresh.targets == {1: []} and fresh.current_target == 1 and fresh.next_id == 2
     assert fresh.prompts().obj_ids == []
 
@@ -183,12 +197,12 @@ def test_targets_add_remove_clear_keep_their_ids(fresh: Session, caps_report) ->
 def test_bad_uploads_raise_gr_error_with_the_reason(cfg: Config, tmp_path: Path) -> None:
     store = SessionStore()
     report = checkpoint_report(cfg)
-    events = UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
+    events = UiEvents(cfg, store, report, capabilities(cfg, report), [])
     request = gr.Request(session_hash="bad")
     fake = tmp_path / "holiday.mp4"
     fake.write_text("this is not a video")
     with pytest.raises(VideoError):
-        h.load_video(cfg, Session(session_id="x"), fake)
+        load_video(cfg, Session(session_id="x"), fake)
     with pytest.raises(gr.Error) as err:
         events.upload(str(fake), request)
     message = str(err.value.message)
@@ -204,13 +218,13 @@ def test_bad_uploads_raise_gr_error_with_the_reason(cfg: Config, tmp_path: Path)
 def test_too_long_video_is_refused_with_the_config_key(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path).replace(**{"app.max_video_seconds": 30})
     with pytest.raises(VideoError, match=r"lasts 79.5 s, longer than the 30 s .*app.max_video_seconds"):
-        h.load_video(cfg, Session(session_id="long"), VTEST)
+        load_video(cfg, Session(session_id="long"), VTEST)
 
 
 def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
     store = SessionStore()
     report = checkpoint_report(cfg)
-    events = UiEvents(cfg, store, report, h.capabilities(cfg, report), [])
+    events = UiEvents(cfg, store, report, capabilities(cfg, report), [])
     alice, bob = gr.Request(session_hash="alice"), gr.Request(session_hash="bob")
     outputs = events.upload(str(VTEST), alice)
     assert len(outputs) == events.n_load_outputs
@@ -237,15 +251,15 @@ def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
 def test_status_lists_missing_checkpoints_with_the_setup_command(cfg: Config) -> None:
     report = checkpoint_report(cfg)
     assert not report.ok
-    text = h.models_markdown(report)
+    text = models_markdown(report)
     for name in ("SAM-3 (facebook/sam3)", "SAM-3D-Body weights", "MHR body model", "MoGe-2 ViT-L normal"):
         assert name in text
     assert f"python scripts/setup.py --ckpt-root {cfg.paths.ckpt_root}" in text
     assert "HF_TOKEN" in text and "gated" in text
-    caps = h.capabilities(cfg, report)
+    caps = capabilities(cfg, report)
     assert caps.segment == "needs the SAM-3 checkpoint"
     assert caps.reconstruct == "needs the SAM-3 and SAM-3D-Body checkpoints"
-    spec = h.layout_spec(report, caps, [])
+    spec = layout_spec(report, caps, [])
     for button in (spec.auto_detect, spec.mask_generation, spec.generate_4d, spec.cancel):
         assert not button.interactive
     assert spec.mask_generation.label == "Mask Generation (needs the SAM-3 checkpoint)"
@@ -258,29 +272,29 @@ def test_capabilities_when_checkpoints_exist_but_models_are_not_loaded(tmp_path:
         cfg.sam_3d_body.ckpt_path,
         cfg.sam_3d_body.config_path,
         cfg.sam_3d_body.mhr_path,
-        cfg.sam_3d_body.fov_path,
+        cfg.camera.ckpt_path,
     ):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(b"x")
     report = checkpoint_report(cfg)
-    assert report.ok and "all checkpoints present" in h.models_markdown(report)
-    assert h.capabilities(cfg, report).segment == "SAM-3 is not loaded"
-    assert h.capabilities(cfg, report, segmenter_loaded=True, reconstructor_loaded=True) == h.Capabilities(
+    assert report.ok and "all checkpoints present" in models_markdown(report)
+    assert capabilities(cfg, report).segment == "SAM-3 is not loaded"
+    assert capabilities(cfg, report, segmenter_loaded=True, reconstructor_loaded=True) == Capabilities(
         None, None
     )
-    failed = h.capabilities(cfg, report, load_error="Sam3CheckpointError: bad weights")
+    failed = capabilities(cfg, report, load_error="Sam3CheckpointError: bad weights")
     assert failed.segment == failed.reconstruct == "the models failed to load: see the models panel"
-    text = h.models_markdown(report, "Sam3CheckpointError: bad weights")
+    text = models_markdown(report, "Sam3CheckpointError: bad weights")
     assert "Models failed to load:** Sam3CheckpointError: bad weights" in text
     assert f"python scripts/setup.py --ckpt-root {cfg.paths.ckpt_root}" in text
 
 
 def test_time_labels_use_the_exact_frame_rate() -> None:
     ntsc = Fraction(30000, 1001)
-    assert h.format_time(Fraction(1) / ntsc) == "00:00.03"
-    assert h.format_time(Fraction(1799) / ntsc) == "01:00.02"
-    assert h.format_time(Fraction(3725)) == "62:05.00"
-    assert h.format_fps(ntsc) == "29.97" and h.format_fps(Fraction(10)) == "10"
+    assert format_time(Fraction(1) / ntsc) == "00:00.03"
+    assert format_time(Fraction(1799) / ntsc) == "01:00.02"
+    assert format_time(Fraction(3725)) == "62:05.00"
+    assert format_fps(ntsc) == "29.97" and format_fps(Fraction(10)) == "10"
 
 
 def test_examples_folder_lists_videos_and_loads_a_picked_one(cfg: Config, make_video, tmp_path: Path) -> None:
@@ -290,12 +304,12 @@ def test_examples_folder_lists_videos_and_loads_a_picked_one(cfg: Config, make_v
     clip = make_video(n=3, height=480, width=800, name="walk.mp4")
     (folder / "walk.mp4").write_bytes(clip.read_bytes())
     (folder / "broken.mkv").write_text("nope")
-    assert h.find_examples(folder) == [folder / "broken.mkv", folder / "walk.mp4"]
-    assert h.find_examples(tmp_path / "missing") == []
-    usable, thumbs = h.example_thumbnails(h.find_examples(folder))
+    assert find_examples(folder) == [folder / "broken.mkv", folder / "walk.mp4"]
+    assert find_examples(tmp_path / "missing") == []
+    usable, thumbs = example_thumbnails(find_examples(folder))
     assert usable == [folder / "walk.mp4"] and thumbs[0][1] == "walk" and thumbs[0][0].shape == (192, 320, 3)
     report = checkpoint_report(cfg)
-    events = UiEvents(cfg, SessionStore(), report, h.capabilities(cfg, report), usable)
+    events = UiEvents(cfg, SessionStore(), report, capabilities(cfg, report), usable)
     outputs = events.pick_example(
         gr.SelectData(target=None, data={"index": 0, "value": None}), gr.Request(session_hash="ex")
     )
@@ -315,7 +329,8 @@ def test_session_store_evicts_idle_and_surplus_sessions() -> None:
     store.get("d")  # over capacity: least recently used (b) goes
     assert "b" not in store and len(store) == 2
     now[0] = 1000
-    assert store.evict_idle() == 2 and len(store) == 0
+    store.get("e")  # every other session idle for 900 s or more: all go
+    assert len(store) == 1 and "e" in store
     with pytest.raises(ValueError, match="session id is required"):
         store.get("")
 
@@ -370,7 +385,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     report = checkpoint_report(cfg)
     models, error = app.load_app_models(cfg, report)
     assert error is None and models is not None and models.sam3 is not None and models.body is not None
-    caps = h.capabilities(cfg, report, segmenter_loaded=True, reconstructor_loaded=True)
+    caps = capabilities(cfg, report, segmenter_loaded=True, reconstructor_loaded=True)
     return cfg, report, caps, models
 
 
@@ -417,8 +432,8 @@ def far_from(image: np.ndarray, x: int, y: int) -> np.ndarray:
 
 def test_tiny_checkpoints_are_flagged_loudly_and_enable_the_model_buttons(tiny) -> None:
     cfg, report, caps, _ = tiny
-    assert report.ok and report.uses_tiny and caps == h.Capabilities(None, None)
-    spec = h.layout_spec(report, caps, [])
+    assert report.ok and report.uses_tiny and caps == Capabilities(None, None)
+    spec = layout_spec(report, caps, [])
     assert spec.models_markdown.startswith("## ⚠️ TINY TEST CHECKPOINTS — RESULTS ARE MEANINGLESS")
     assert "loaded: clicks show live masks" in spec.models_markdown
     for button in (spec.auto_detect, spec.mask_generation, spec.generate_4d, spec.cancel):
@@ -436,9 +451,9 @@ def test_broken_checkpoint_leaves_the_app_usable_with_the_reason(tmp_path: Path)
     report = checkpoint_report(cfg)
     models, error = app.load_app_models(cfg, report)
     assert models is None and error is not None
-    assert error.startswith("Sam3CheckpointError:") and "not a facebook/sam3 snapshot" in error
-    caps = h.capabilities(cfg, report, load_error=error)
-    spec = h.layout_spec(report, caps, [], error)
+    assert error.startswith("CheckpointError:") and "not a facebook/sam3 snapshot" in error
+    caps = capabilities(cfg, report, load_error=error)
+    spec = layout_spec(report, caps, [], error)
     assert not spec.mask_generation.interactive and not spec.cancel.interactive
     assert f"Models failed to load:** {error}" in spec.models_markdown
     (tmp_path / "other").mkdir()

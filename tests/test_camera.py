@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from body4d.config import Config, Sam3DBodyConfig
-from body4d.stages.camera import default_intrinsics, estimate_camera, select_frames
-from body4d.testing.tiny_moge import MOGE_DIR, write_tiny_moge
-from models.moge import CHECKPOINT_FILE, MoGe, MoGeCheckpointError, checkpoint_problem, load_moge
-from models.registry import TINY_MARKER
+from body4d.config import CameraConfig, Config
+from body4d.stages.camera import estimate_camera, fallback_intrinsics, select_frames
+from body4d.testing.tiny_moge import MOGE_DIR
+from models.errors import TINY_MARKER, CheckpointError
+from models.moge import CHECKPOINT_FILE, MoGe, checkpoint_problem, load
 
 # Upstream MoGe's infer() opens a float32 autocast region for post-processing; on CPU torch warns
 # that float32 autocast is unsupported and disables it (harmless).
@@ -57,20 +57,23 @@ def _video(n: int, height: int = 48, width: int = 64) -> FrameList:
     return FrameList([rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(n)])
 
 
-def _cfg(num_frames: int = 5, fov_path: str = "/ckpt/moge-2-vitl-normal/model.pt") -> Config:
-    return Config().replace(**{"camera.num_frames": num_frames, "sam_3d_body.fov_path": fov_path})
+def _cfg(num_frames: int = 5) -> CameraConfig:
+    return Config().replace(**{"camera.num_frames": num_frames}).camera
+
+
+def load_moge(path: Path) -> MoGe:
+    """The adapter's `load` on one checkpoint file (resolution level 9), CPU, fp32."""
+    return load(CameraConfig(ckpt_path=str(path)), "cpu", torch.float32)
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ckpt")
-    write_tiny_moge(root)
-    return root
+def tiny_root(tiny_ckpt_root: Path) -> Path:
+    return tiny_ckpt_root
 
 
 @pytest.fixture(scope="module")
 def tiny_moge(tiny_root: Path) -> MoGe:
-    return load_moge(tiny_root / MOGE_DIR / CHECKPOINT_FILE, "cpu", torch.float32)
+    return load_moge(tiny_root / MOGE_DIR / CHECKPOINT_FILE)
 
 
 # ---- adapter (real MoGeModel, tiny weights) ---------------------------------------------------------
@@ -85,7 +88,7 @@ def test_tiny_checkpoint_layout(tiny_root: Path) -> None:
     assert ckpt["model_config"]["encoder"]["backbone"] == "dinov2_vits14"
     assert all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())
     # the default config path points at exactly this layout under ckpt_root
-    assert Sam3DBodyConfig().fov_path == f"${{paths.ckpt_root}}/{MOGE_DIR}/{CHECKPOINT_FILE}"
+    assert CameraConfig().ckpt_path == f"${{paths.ckpt_root}}/{MOGE_DIR}/{CHECKPOINT_FILE}"
 
 
 @pytest.mark.parametrize(("height", "width"), [(120, 160), (96, 200)])
@@ -132,7 +135,7 @@ def _rewrite(src: Path, dst_root: Path, edit) -> Path:
 def test_strict_load_missing_key(tiny_root: Path, tmp_path: Path) -> None:
     removed = "points_head.output_blocks.4.weight"
     path = _rewrite(tiny_root / MOGE_DIR / CHECKPOINT_FILE, tmp_path, lambda sd: sd.pop(removed))
-    with pytest.raises(MoGeCheckpointError) as info:
+    with pytest.raises(CheckpointError) as info:
         load_moge(path)
     msg = str(info.value)
     assert "missing keys" in msg and removed in msg and "unexpected" not in msg
@@ -144,7 +147,7 @@ def test_strict_load_unexpected_key(tiny_root: Path, tmp_path: Path) -> None:
     path = _rewrite(
         tiny_root / MOGE_DIR / CHECKPOINT_FILE, tmp_path, lambda sd: sd.update({extra: torch.zeros(2)})
     )
-    with pytest.raises(MoGeCheckpointError) as info:
+    with pytest.raises(CheckpointError) as info:
         load_moge(path)
     msg = str(info.value)
     assert "unexpected keys" in msg and extra in msg and "missing" not in msg
@@ -156,12 +159,12 @@ def test_shape_mismatch_and_bad_layout(tiny_root: Path, tmp_path: Path) -> None:
     path = _rewrite(
         tiny_root / MOGE_DIR / CHECKPOINT_FILE, tmp_path / "a", lambda sd: sd.update({key: torch.zeros(5)})
     )
-    with pytest.raises(MoGeCheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="do not fit"):
         load_moge(path)
     bad = tmp_path / "b" / "model.pt"
     bad.parent.mkdir()
     torch.save({"state_dict": {}}, bad)
-    with pytest.raises(MoGeCheckpointError, match="model_config"):
+    with pytest.raises(CheckpointError, match="model_config"):
         load_moge(bad)
 
 
@@ -176,7 +179,7 @@ def test_strict_loader_builds_what_upstream_from_pretrained_builds(tiny_root: Pa
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / MOGE_DIR / CHECKPOINT_FILE
-    with pytest.raises(FileNotFoundError, match="not found") as info:
+    with pytest.raises(CheckpointError, match="not found") as info:
         load_moge(path)
     assert str(path) in str(info.value)
     assert f"python scripts/setup.py --ckpt-root {tmp_path}" in str(info.value)
@@ -185,10 +188,10 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 def test_empty_file_or_folder_is_not_a_checkpoint(tmp_path: Path) -> None:
     folder = tmp_path / MOGE_DIR
     (folder / ".cache" / "huggingface").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match=f"a folder, not the {CHECKPOINT_FILE} file"):
+    with pytest.raises(CheckpointError, match=f"a folder, not the {CHECKPOINT_FILE} file"):
         load_moge(folder)
     (folder / CHECKPOINT_FILE).touch()  # an interrupted copy
-    with pytest.raises(FileNotFoundError, match="empty file") as info:
+    with pytest.raises(CheckpointError, match="empty file") as info:
         load_moge(folder / CHECKPOINT_FILE)
     assert f"python scripts/setup.py --ckpt-root {tmp_path}" in str(info.value)
 
@@ -256,18 +259,13 @@ def test_stage_drops_unusable_estimates() -> None:
     assert intr.source == "default"
 
 
-@pytest.mark.parametrize("disabled", ["model_none", "fov_path_empty"])
-def test_stage_fallback_exact(disabled: str) -> None:
+def test_stage_fallback_exact() -> None:
     video = _video(4, height=48, width=64)
-    stub = StubEstimator([_k(1.0, 1.0, 1.0)] * 5)
-    model = None if disabled == "model_none" else stub
-    cfg = _cfg(fov_path="" if disabled == "fov_path_empty" else "/x/model.pt")
-    intr = estimate_camera(video, model, cfg)
+    intr = estimate_camera(video, None, _cfg())
     assert intr.source == "default"
-    assert stub.calls == 0
     np.testing.assert_array_equal(intr.K, [[80.0, 0, 32.0], [0, 80.0, 24.0], [0, 0, 1]])  # hypot(64, 48) = 80
     assert (intr.width, intr.height) == (64, 48)
-    assert default_intrinsics(64, 48).K.tolist() == intr.K.tolist()
+    assert fallback_intrinsics(64, 48).K.tolist() == intr.K.tolist()
 
 
 def test_stage_bad_video() -> None:

@@ -14,7 +14,6 @@ import pytest
 from body4d.cli import main
 from body4d.cli_run import PromptFileError, load_prompts
 from body4d.masks import read_palette_png
-from body4d.testing.tiny_checkpoints import write_all
 from body4d.video import encode_video, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +22,8 @@ FPS = Fraction(30000, 1001)
 
 
 @pytest.fixture(scope="module")
-def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_all(tmp_path_factory.mktemp("ckpt"))
+def ckpt_root(tiny_ckpt_root: Path) -> Path:
+    return tiny_ckpt_root
 
 
 @pytest.fixture(scope="module")

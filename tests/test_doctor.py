@@ -20,9 +20,8 @@ import torch
 from body4d import doctor
 from body4d.cli import main
 from body4d.doctor import Figures, Range, Spread, check_figures, failures
-from body4d.testing.tiny_checkpoints import write_all
 from body4d.video import probe
-from models.registry import TINY_MARKER
+from models.errors import TINY_MARKER
 from models.sam_3d_body import load_sam3dbody
 
 # Plausible figures of a real run: every check passes.
@@ -39,9 +38,8 @@ FRAMES = 3  # frames the command runs on here: detection, then two tracked frame
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny random checkpoints of every model, written once per test session."""
-    return write_all(tmp_path_factory.mktemp("doctor_tiny"))
+def tiny_root(tiny_ckpt_root: Path) -> Path:
+    return tiny_ckpt_root
 
 
 # --------------------------------------------------------------------------------- judging
@@ -306,7 +304,7 @@ def test_a_model_failing_to_load_is_reported_and_the_others_still_run(
             "--set",
             f"sam3.ckpt_path={tmp_path / 'no_sam3'}",
             "--set",
-            f"sam_3d_body.fov_path={broken}",
+            f"camera.ckpt_path={broken}",
             "--json",
             str(report),
         ],
@@ -316,10 +314,8 @@ def test_a_model_failing_to_load_is_reported_and_the_others_still_run(
     data = json.loads(report.read_text())
     sam3, moge, body = data["stages"]
     assert sam3["status"] == "MISSING" and f"at {tmp_path / 'no_sam3'}: not found" in sam3["detail"]
-    assert (
-        moge["status"] == "FAILED" and "MoGeCheckpointError: cannot read MoGe-2 checkpoint" in moge["detail"]
-    )
-    assert f"{doctor.STAGE_MOGE} FAILED: MoGeCheckpointError" in err
+    assert moge["status"] == "FAILED" and "CheckpointError: cannot read MoGe-2 checkpoint" in moge["detail"]
+    assert f"{doctor.STAGE_MOGE} FAILED: CheckpointError" in err
     # SAM-3D-Body still runs: on a whole-frame box, with the default focal (image diagonal)
     assert body["status"] == "ok" and "1 person-frame of a whole-frame box" in body["detail"]
     assert data["figures"]["vertices"] == 18439 and data["figures"]["focal_px"] is None

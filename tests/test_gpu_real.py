@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from body4d.checkpoints import checkpoint_report
 from body4d.cli import main
 from body4d.config import load_config
-from models.registry import checkpoint_report
 
 pytestmark = pytest.mark.gpu
 
@@ -28,9 +28,13 @@ def _real_checkpoints() -> str | None:
     return root if report.ok and not report.uses_tiny else None
 
 
-@pytest.mark.skipif(_real_checkpoints() is None, reason="needs CUDA and real checkpoints in BODY4D_CKPT_ROOT")
+# Read once at import: the tests' config isolation removes BODY4D_* from the environment.
+REAL_ROOT = _real_checkpoints()
+
+
+@pytest.mark.skipif(REAL_ROOT is None, reason="needs CUDA and real checkpoints in BODY4D_CKPT_ROOT")
 def test_real_models_on_the_street_clip(vtest: Path, tmp_path: Path, capsys) -> None:
-    root = _real_checkpoints()
+    root = REAL_ROOT
     code = main(
         [
             "run",
@@ -60,10 +64,10 @@ def test_real_models_on_the_street_clip(vtest: Path, tmp_path: Path, capsys) -> 
             )
 
 
-@pytest.mark.skipif(_real_checkpoints() is None, reason="needs CUDA and real checkpoints in BODY4D_CKPT_ROOT")
+@pytest.mark.skipif(REAL_ROOT is None, reason="needs CUDA and real checkpoints in BODY4D_CKPT_ROOT")
 def test_doctor_passes_on_the_gpu(tmp_path: Path, capsys) -> None:
     report = tmp_path / "doctor.json"
-    code = main(["doctor", "--set", f"paths.ckpt_root={_real_checkpoints()}", "--json", str(report)])
+    code = main(["doctor", "--set", f"paths.ckpt_root={REAL_ROOT}", "--json", str(report)])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     data = json.loads(report.read_text())

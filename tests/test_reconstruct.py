@@ -11,9 +11,9 @@ import pytest
 import trimesh
 
 from body4d.cli import main
-from body4d.masks import mask_box, read_palette_png, write_palette_png
+from body4d.config import load_config
+from body4d.masks import encode_palette_png, mask_box, read_palette_png
 from body4d.run_dir import RunDir
-from body4d.testing.tiny_checkpoints import write_all
 from body4d.video import encode_video
 from models.sam_3d_body import load_sam3dbody
 
@@ -27,8 +27,8 @@ BOXES = {1: (8, 10, 30, 80), 3: (40, 20, 60, 90), 5: (70, 15, 95, 85), 7: (100, 
 
 
 @pytest.fixture(scope="module")
-def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_all(tmp_path_factory.mktemp("tiny"))
+def ckpt_root(tiny_ckpt_root: Path) -> Path:
+    return tiny_ckpt_root
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,10 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         write_palette_png(masks_dir / f"{t:05d}.png", labels)
     video = encode_video(frames, root / "people.mp4", FPS)
     return video, masks_dir
+
+
+def write_palette_png(path: Path, labels: np.ndarray) -> None:
+    path.write_bytes(encode_palette_png(labels))
 
 
 def _run(args: list[str], ckpt_root: Path, out: Path) -> int:
@@ -209,7 +213,7 @@ def test_missing_checkpoints_exit_2(scene, tmp_path: Path, capsys) -> None:
 def test_objs_are_the_smoothed_bodies_in_camera_space(scene, ckpt_root: Path, tmp_path: Path, capsys) -> None:
     video, masks_dir = scene
     assert _run(["--input_video", str(video), "--masks", str(masks_dir)], ckpt_root, tmp_path) == 0
-    run = RunDir.open(tmp_path, _run_dir(tmp_path).name)
+    run = RunDir.open(tmp_path, _run_dir(tmp_path).name, load_config())
     folder = ckpt_root / "sam-3d-body-dinov3"
     model = load_sam3dbody(
         folder / "model.ckpt", folder / "model_config.yaml", folder / "assets" / "mhr_model.pt"
@@ -308,3 +312,73 @@ def test_manifest_records_checkpoints_and_flags_tiny_ones(
     ckpts = json.loads((_run_dir(tmp_path) / "manifest.json").read_text())["checkpoints"]
     assert ckpts["SAM-3D-Body weights"]["tiny"] is True
     assert ckpts["SAM-3D-Body weights"]["path"] == str(ckpt_root / "sam-3d-body-dinov3" / "model.ckpt")
+
+
+# ------------------------------------------------------------------ the driver, in process
+@pytest.fixture(scope="module")
+def tiny_models(ckpt_root: Path):
+    from body4d.reconstruct import load_models
+
+    cfg = load_config(overrides=[f"paths.ckpt_root={ckpt_root}", "runtime.device=cpu"])
+    return cfg, load_models(cfg, sam3=False, detector=False)
+
+
+def _reconstruct(video_path: Path, run: RunDir, tiny_models, **kwargs):  # noqa: ANN001, ANN202
+    from body4d.reconstruct import reconstruct
+    from body4d.video import open_video
+
+    cfg, models = tiny_models
+    with open_video(video_path) as video:
+        result = reconstruct(video, run, cfg, models, **kwargs)
+        return result, video.frames_decoded
+
+
+def test_in_process_run_decodes_each_pass_once_and_resumes_a_finished_run(scene, tiny_models, tmp_path):
+    video, masks_dir = scene
+    cfg, _ = tiny_models
+    run = RunDir.create(tmp_path, cfg, input_path=video)
+    result, decoded = _reconstruct(video, run, tiny_models, masks_dir=masks_dir)
+    assert result.done == ("masks", "camera", "recover", "smooth", "export")
+    assert result.obj_ids == (1, 3, 5, 7) and result.root == run.root
+    assert result.artefacts["export"] == ["mesh_4d_individual", "focal_4d_individual"]
+    # One pass writes the mask outputs, one feeds SAM-3D-Body; the camera decodes forward to its
+    # last sampled frame (select_frames(12, 5) ends at 10) instead of seeking for each: 12 + 11 + 12.
+    assert decoded == 35
+    stages = run.manifest["stages"]
+    # Resuming a finished run (pressing 4D Generation again) reads nothing back and redoes nothing.
+    again, decoded = _reconstruct(video, RunDir.open(tmp_path, run.run_id, cfg), tiny_models)
+    assert again.done == result.done and decoded == 0
+    assert RunDir.open(tmp_path, run.run_id, cfg).manifest["stages"] == stages
+    video_section = run.manifest["video"]
+    assert (video_section["n_frames"], video_section["source_width"], video_section["rotation"]) == (T, W, 0)
+
+
+def test_a_rerun_stage_leaves_no_files_of_frames_or_people_that_are_gone(scene, tiny_models, tmp_path):
+    video, masks_dir = scene
+    cfg, _ = tiny_models
+    run = RunDir.create(tmp_path, cfg, input_path=video)
+    _reconstruct(video, run, tiny_models, masks_dir=masks_dir)
+    ghost = [run.mesh_path(9, 0), run.mesh_path(1, 11), run.focal_path(1, 11)]  # no id 9; id 1 ends at 10
+    for path in ghost:
+        run.write_bytes(path, b"from an earlier run")
+    stages_before = run.manifest["stages"]
+    result, _ = _reconstruct(video, run, tiny_models, masks_dir=masks_dir, force=True, stop_after="masks")
+    assert result.done == ("masks",)
+    stale = run.manifest["stages"]
+    assert [stale[s]["status"] for s in ("camera", "recover", "smooth", "export")] == ["stale"] * 4
+    _reconstruct(video, run, tiny_models)
+    assert not any(p.exists() for p in ghost)
+    assert run.manifest["stages"]["export"]["started"] > stages_before["export"]["started"]
+    meshes = {
+        p.relative_to(run.path(RunDir.MESHES)).as_posix() for p in run.path(RunDir.MESHES).rglob("*.obj")
+    }
+    assert len(meshes) == run.manifest["stages"]["export"]["files"]
+
+
+def test_the_masks_stage_runs_without_sam3_only_for_imported_masks(scene, tiny_models, tmp_path):
+    video, _ = scene
+    cfg, _ = tiny_models
+    run = RunDir.create(tmp_path, cfg, input_path=video)
+    with pytest.raises(RuntimeError, match="SAM-3 model is not loaded"):
+        _reconstruct(video, run, tiny_models, stop_after="masks")
+    assert run.manifest["stages"]["masks"]["status"] == "failed"

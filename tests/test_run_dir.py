@@ -10,13 +10,21 @@ import numpy as np
 import pytest
 
 from body4d.config import load_config
+from body4d.jobs import Cancelled
 from body4d.masks import read_palette_png
-from body4d.run_dir import RunDir, RunDirError, StageCancelled, atomic_write_bytes, validate_run_id
+from body4d.run_dir import RunDir, RunDirError, atomic_write_bytes, validate_run_id
+from body4d.types import BodyTrack, MaskTrack, Segmentation, VideoInfo
+from models.frames import ArrayFrames
+
+CFG = load_config()
+
+
+def _run(tmp_path: Path) -> RunDir:
+    return RunDir.create(tmp_path, CFG)
 
 
 def test_create_layout_and_manifest(tmp_path: Path) -> None:
-    cfg = load_config()
-    run = RunDir.create(tmp_path / "outputs", input_path=tmp_path / "in.mp4", config=cfg)
+    run = RunDir.create(tmp_path / "outputs", CFG, input_path=tmp_path / "in.mp4")
     assert re.fullmatch(r"\d{8}_\d{6}_\d{3}_[0-9a-f]{8}", run.run_id)
     m = json.loads((run.root / "manifest.json").read_text())
     assert m["run_id"] == run.run_id
@@ -26,55 +34,109 @@ def test_create_layout_and_manifest(tmp_path: Path) -> None:
     assert m["stages"] == {} and m["artefacts"] == {}
 
 
-def test_frames_masks_and_video(tmp_path: Path) -> None:
-    run = RunDir.create(tmp_path)
-    frame = np.full((32, 48, 3), 120, np.uint8)
-    labels = np.zeros((32, 48), np.uint8)
-    labels[4:20, 4:20] = 2
-    run.save_frame(0, frame)
-    run.save_labels(0, labels, frame=frame)
-    assert (run.root / "images" / "00000000.jpg").is_file()
-    assert np.array_equal(read_palette_png(run.root / "masks" / "00000000.png"), labels)
-    assert (run.root / "masks_vis" / "00000000.png").is_file()
-    video = run.write_video(f"video_mask_{run.run_id}.mp4", [frame] * 5, Fraction(30000, 1001))
-    assert video == run.root / f"video_mask_{run.run_id}.mp4" and video.stat().st_size > 0
+def _video_info(n: int, h: int, w: int) -> VideoInfo:
+    return VideoInfo(Path("in.mp4"), Fraction(30000, 1001), n, h, w, "h264")
 
 
-def test_stage_done_then_skipped_on_resume(tmp_path: Path) -> None:
-    run = RunDir.create(tmp_path)
-    calls = []
-    with run.stage("masks") as st:
-        assert not st.skip
-        calls.append(1)
-        st.extra["frames"] = 10
-        st.artefact("masks")
-    reopened = RunDir.open(tmp_path, run.run_id)
+def test_masks_saved_and_loaded_back(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.set_video(_video_info(3, 32, 48), _video_info(3, 64, 96))
+    frames = np.full((3, 32, 48, 3), 120, np.uint8)
+    labels = np.zeros((3, 32, 48), np.uint8)
+    labels[:, 4:20, 4:20] = 2
+    labels[1, 20:30, 30:40] = 5
+    seg = Segmentation(MaskTrack((2, 5), labels), {2: 0, 5: 1}, "prompts")
+    run.save_masks(seg, ArrayFrames(frames), Fraction(30000, 1001))
+    assert run.image_path(2).is_file() and run.path("masks_vis/00000001.png").is_file()
+    assert np.array_equal(read_palette_png(run.mask_path(1)), labels[1])
+    assert run.mask_video_path() == run.root / f"video_mask_{run.run_id}.mp4"
+    back = RunDir.open(tmp_path, run.run_id, CFG).load_masks()
+    assert back.track.obj_ids == (2, 5) and back.first_frames == {2: 0, 5: 1} and back.mode == "prompts"
+    assert np.array_equal(back.track.labels, labels)
+    video = run.manifest["video"]
+    assert (video["n_frames"], video["width"], video["source_width"], video["fps"]) == (
+        3,
+        48,
+        96,
+        "30000/1001",
+    )
+
+
+def test_stage_records_status_timing_and_extra_fields(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    with run.stage("masks") as extra:
+        extra["obj_ids"] = [1, 2]
+    reopened = RunDir.open(tmp_path, run.run_id, CFG)
     assert reopened.is_done("masks")
-    with reopened.stage("masks") as st:
-        assert st.skip
-    with reopened.stage("masks", force=True) as st:
-        assert not st.skip
     m = reopened.manifest
     assert m["stages"]["masks"]["status"] == "done"
-    assert m["stages"]["masks"]["frames"] == 10
+    assert m["stages"]["masks"]["obj_ids"] == [1, 2]
     assert m["stages"]["masks"]["seconds"] >= 0
-    assert m["artefacts"]["masks"] == ["masks"]
 
 
 def test_failed_stage_recorded_and_earlier_outputs_intact(tmp_path: Path) -> None:
-    run = RunDir.create(tmp_path)
+    run = _run(tmp_path)
     with run.stage("masks"):
         run.write_json("a.json", {"ok": True})
     with pytest.raises(RuntimeError, match="boom"), run.stage("recover"):
         raise RuntimeError("boom")
-    with pytest.raises(StageCancelled), run.stage("render"):
-        raise StageCancelled("user cancelled")
-    m = RunDir.open(tmp_path, run.run_id).manifest
+    with pytest.raises(Cancelled), run.stage("export"):
+        raise Cancelled("user cancelled")
+    m = RunDir.open(tmp_path, run.run_id, CFG).manifest
     assert m["stages"]["masks"]["status"] == "done"
     assert m["stages"]["recover"]["status"] == "failed"
     assert m["stages"]["recover"]["error"] == "RuntimeError: boom"
-    assert m["stages"]["render"]["status"] == "cancelled"
+    assert m["stages"]["export"]["status"] == "cancelled"
     assert json.loads((run.root / "a.json").read_text()) == {"ok": True}
+
+
+def test_clear_removes_a_stage_s_artefacts_only(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.write_bytes(run.mesh_path(3, 7), b"old person 3")
+    run.write_bytes(run.mesh_path(4, 0), b"person 4, gone now")
+    run.write_json(RunDir.CAMERA, {"K": 1})
+    run.record_artefacts("export", (RunDir.MESHES, RunDir.FOCALS))
+    assert run.manifest["artefacts"]["export"] == [RunDir.MESHES]
+    run.clear("export", (RunDir.MESHES, RunDir.FOCALS))
+    assert not run.path(RunDir.MESHES).exists() and run.path(RunDir.CAMERA).is_file()
+    assert "export" not in run.manifest["artefacts"]
+
+
+def test_tracks_load_only_their_fields(tmp_path: Path) -> None:
+    """Extra arrays in a bodies file (e.g. written by another version) are ignored on load."""
+    run = _run(tmp_path)
+    n = 2
+    nan = np.full
+    track = BodyTrack(
+        obj_id=3,
+        frames=np.arange(n),
+        valid=np.ones(n, bool),
+        filled=np.zeros(n, bool),
+        box=nan((n, 4), 1.0, np.float32),
+        focal=nan(n, 500.0, np.float32),
+        cam_t=nan((n, 3), 2.0, np.float32),
+        global_rot=nan((n, 3), 0.1, np.float32),
+        body_pose=nan((n, 133), 0.0, np.float32),
+        hand_pose=nan((n, 108), 0.0, np.float32),
+        shape=nan((n, 45), 0.0, np.float32),
+        scale=nan((n, 28), 0.0, np.float32),
+        expression=nan((n, 72), 0.0, np.float32),
+        keypoints_3d=nan((n, 70, 3), 1.0, np.float32),
+        keypoints_2d=nan((n, 70, 2), 5.0, np.float32),
+    )
+    run.save_tracks(RunDir.BODIES, {3: track})
+    with np.load(run.path(RunDir.BODIES)) as data:
+        arrays = dict(data)
+    run.write_npz(RunDir.BODIES, **arrays, **{"id3/something_new": np.zeros(n)})
+    (back,) = run.load_tracks(RunDir.BODIES).values()
+    assert all(np.array_equal(getattr(back, k), v) for k, v in track.arrays().items())
+
+
+def test_scratch_is_emptied_when_the_run_is_opened_again(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    (run.scratch / "labels_x.npy").write_bytes(b"left by a killed run")
+    RunDir.open(tmp_path, run.run_id, CFG)
+    assert not run.path(RunDir.SCRATCH).exists()
 
 
 def test_atomic_write_survives_simulated_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,45 +160,45 @@ def test_run_ids_validated(bad: str, tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="is not a run id"):
         validate_run_id(bad)
     with pytest.raises(RunDirError):
-        RunDir.open(tmp_path, bad)
+        RunDir.open(tmp_path, bad, CFG)
 
 
 def test_paths_cannot_escape(tmp_path: Path) -> None:
-    run = RunDir.create(tmp_path)
+    run = _run(tmp_path)
     with pytest.raises(RunDirError, match="inside the run folder"):
-        run.write_text("../escape.txt", "x")
+        run.write_json("../escape.json", {})
     with pytest.raises(RunDirError):
         run.path("/etc/passwd")
+    with pytest.raises(RunDirError, match="is not inside the run folder"):
+        run.write_bytes(tmp_path / "elsewhere.bin", b"x")
 
 
 def test_unwritable_output_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(RunDirError, match="cannot create a run folder"):
-        RunDir.create(blocker / "sub")
+        RunDir.create(blocker / "sub", CFG)
 
 
 def test_npz_round_trip(tmp_path: Path) -> None:
-    run = RunDir.create(tmp_path)
+    run = _run(tmp_path)
     run.write_npz("bodies.npz", a=np.arange(5))
     assert np.array_equal(np.load(run.root / "bodies.npz")["a"], np.arange(5))
 
 
 def test_invalidate_marks_done_stages_stale(tmp_path: Path) -> None:
-    run = RunDir.create(tmp_path)
+    run = _run(tmp_path)
     for name in ("masks", "camera"):
         with run.stage(name):
             pass
     run.invalidate("camera", "recover")
-    reopened = RunDir.open(tmp_path, run.run_id)
+    reopened = RunDir.open(tmp_path, run.run_id, CFG)
     assert reopened.stage_status("camera") == "stale" and not reopened.is_done("camera")
     assert reopened.is_done("masks") and reopened.stage_status("recover") is None
-    with reopened.stage("camera") as st:
-        assert not st.skip
 
 
 def test_atomic_file_renames_on_success_and_cleans_up_on_error(tmp_path: Path) -> None:
-    run = RunDir.create(tmp_path)
+    run = _run(tmp_path)
     with run.atomic_file("out/data.bin") as tmp:
         tmp.write_bytes(b"payload")
         assert not run.path("out/data.bin").exists()

@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +14,27 @@ import numpy as np
 import pytest
 import torch
 
-from body4d.testing.tiny_sam3 import HUB_FILES, TINY_MARKER
+from body4d.config import Sam3Config, load_config
+from body4d.testing.tiny_sam3 import HUB_FILES
 from body4d.types import Click
+from models.errors import TINY_MARKER, CheckpointError
+from models.frames import ArrayFrames, PromptError
 from models.sam3 import (
     META_CHECKPOINT,
     SNAPSHOT_FILES,
-    ArrayFrames,
     FramePreprocessor,
-    PromptError,
-    Sam3CheckpointError,
     Sam3Models,
     check_checkpoint,
 )
 
 T, H, W = 30, 72, 96
+
+
+def _section(folder: Path) -> Sam3Config:
+    """The default sam3 section reading the snapshot ``folder``."""
+    return replace(load_config().sam3, ckpt_path=str(folder))
+
+
 # One grey level after the processors' normalisation (rescale 1/255, std 0.5): the most the CPU's
 # fixed-point uint8 resize of torchvision can differ from the float32 resize it runs on a GPU,
 # which is what FramePreprocessor runs everywhere (float32 rounding adds < 1e-6).
@@ -141,7 +149,7 @@ def test_each_required_file_is_needed_and_named_when_absent(
     assert _first_difference(folder, full_snapshot_load) is not None, (
         f"transformers builds the same objects without {name}: it must not be required"
     )
-    with pytest.raises(Sam3CheckpointError) as err:
+    with pytest.raises(CheckpointError) as err:
         check_checkpoint(folder)
     message = str(err.value)
     assert f"missing {name}" in message and str(folder) in message
@@ -153,7 +161,7 @@ def test_every_missing_file_is_named_in_one_message(tmp_path: Path) -> None:
     debris.mkdir(parents=True)
     (debris / "model.safetensors.incomplete").write_bytes(b"partial")
     (tmp_path / "sam3" / "config.json").touch()  # 0 bytes: an interrupted copy
-    with pytest.raises(Sam3CheckpointError, match="incomplete, missing") as err:
+    with pytest.raises(CheckpointError, match="incomplete, missing") as err:
         check_checkpoint(tmp_path / "sam3")
     message = str(err.value)
     assert all(name in message for name in SNAPSHOT_FILES)
@@ -164,8 +172,8 @@ def test_meta_checkpoint_alone_is_refused_with_the_reason(tmp_path: Path) -> Non
     folder = tmp_path / "sam3"
     folder.mkdir()
     (folder / META_CHECKPOINT).write_bytes(b"\x80\x02 Meta's pickled state dict")
-    with pytest.raises(Sam3CheckpointError) as err:
-        Sam3Models.load(folder)
+    with pytest.raises(CheckpointError) as err:
+        Sam3Models.load(_section(folder), "cpu", torch.float32)
     message = str(err.value)
     assert "sam3.pt there is Meta's own checkpoint format, which transformers cannot load" in message
     assert all(name in message for name in SNAPSHOT_FILES)
@@ -178,12 +186,12 @@ def test_snapshot_without_sam3_pt_loads_and_extra_files_are_ignored(
     folder = tmp_path / "sam3"
     shutil.copytree(sam3_ckpt_root / "sam3", folder)  # what setup downloads: everything but sam3.pt
     assert not (folder / META_CHECKPOINT).exists()
-    assert Sam3Models.load(folder, with_detector=False).tracker is not None
+    assert Sam3Models.load(_section(folder), "cpu", torch.float32, with_detector=False).tracker is not None
     (folder / META_CHECKPOINT).write_bytes(b"not read")
     (folder / "README.md").write_text("model card")
     (folder / ".cache" / "huggingface").mkdir(parents=True)
     (folder / ".complete").write_text("ok")
-    assert Sam3Models.load(folder, with_detector=False).tracker is not None
+    assert Sam3Models.load(_section(folder), "cpu", torch.float32, with_detector=False).tracker is not None
 
 
 def test_one_vit_copy_shared_by_tracker_and_detector(models: Sam3Models) -> None:
@@ -192,8 +200,8 @@ def test_one_vit_copy_shared_by_tracker_and_detector(models: Sam3Models) -> None
 
 def test_missing_folder_names_path_and_setup_command(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "sam3"
-    with pytest.raises(Sam3CheckpointError, match="not found") as err:
-        Sam3Models.load(missing)
+    with pytest.raises(CheckpointError, match="not found") as err:
+        Sam3Models.load(_section(missing), "cpu", torch.float32)
     assert str(missing) in str(err.value)
     assert f"python scripts/setup.py --ckpt-root {tmp_path / 'nowhere'}" in str(err.value)
 
@@ -203,7 +211,7 @@ def test_a_different_model_folder_is_refused(sam3_ckpt_root: Path, tmp_path: Pat
     shutil.copytree(sam3_ckpt_root / "sam3", other)
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "model_type": "sam2_video"}))
-    with pytest.raises(Sam3CheckpointError, match="'sam2_video' checkpoint, not a facebook/sam3 snapshot"):
+    with pytest.raises(CheckpointError, match="'sam2_video' checkpoint, not a facebook/sam3 snapshot"):
         check_checkpoint(other)
 
 
@@ -218,16 +226,16 @@ def test_weights_missing_from_the_file_are_refused(sam3_ckpt_root: Path, tmp_pat
     }
     assert len(kept) < len(weights)
     save_file(kept, broken / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(Sam3CheckpointError, match="do not match the model.*mask_decoder"):
-        Sam3Models.load(broken, with_detector=False)
+    with pytest.raises(CheckpointError, match="do not match the model.*mask_decoder"):
+        Sam3Models.load(_section(broken), "cpu", torch.float32, with_detector=False)
 
 
 def test_unreadable_weights_name_the_path_and_the_fix(sam3_ckpt_root: Path, tmp_path: Path) -> None:
     broken = tmp_path / "sam3"
     shutil.copytree(sam3_ckpt_root / "sam3", broken)
     (broken / "model.safetensors").write_bytes(b"\xff" * 64)  # garbage, e.g. a failed download
-    with pytest.raises(Sam3CheckpointError, match=r"cannot load the SAM-3 .*sam3.*scripts/setup.py"):
-        Sam3Models.load(broken, with_detector=False)
+    with pytest.raises(CheckpointError, match=r"cannot load the SAM-3 .*sam3.*scripts/setup.py"):
+        Sam3Models.load(_section(broken), "cpu", torch.float32, with_detector=False)
 
 
 def test_click_gives_a_boolean_mask_at_original_resolution(models: Sam3Models) -> None:
@@ -302,7 +310,7 @@ def test_unknown_object_id_is_refused(models: Sam3Models) -> None:
 def test_on_demand_frames_match_the_stock_session_and_only_the_lru_is_held(models: Sam3Models) -> None:
     frames = rect_video(6)
     stock = models.tracker_processor.init_video_session(video=list(frames), inference_device="cpu")
-    session = models.open_session(ArrayFrames(frames), frame_cache=2)
+    session = models.open_session(ArrayFrames(frames), replace(models.settings, frame_cache=2))
     lazy = session._state.processed_frames
     assert len(lazy) == 6
     for i in (0, 3, 5, 1):
@@ -359,7 +367,7 @@ def test_preprocessing_follows_the_device_it_is_given(models: Sam3Models) -> Non
 def test_a_processor_config_we_do_not_reproduce_is_refused(models: Sam3Models) -> None:
     bicubic = copy.deepcopy(models.tracker_processor.video_processor)
     bicubic.resample = 3
-    with pytest.raises(Sam3CheckpointError, match="processor_config.json asks for .*resample 3"):
+    with pytest.raises(CheckpointError, match="processor_config.json asks for .*resample 3"):
         FramePreprocessor(bicubic, models.device)
 
 
@@ -367,7 +375,7 @@ def test_trimming_is_lossless_and_bounds_session_memory(models: Sam3Models) -> N
     frames = ArrayFrames(rect_video())
     results, memories = [], []
     for keep in (0, models.lossless_cache_frames):
-        session = models.open_session(frames, max_cached_frames=keep)
+        session = models.open_session(frames, replace(models.settings, max_cached_frames=keep))
         session.add_points(1, 0, [Click(0, 15, 20, True)])
         session.add_points(2, 0, [Click(0, 70, 50, True)])
         masks = [fm.masks for fm in session.propagate(0, T)]
@@ -383,9 +391,18 @@ def test_trimming_is_lossless_and_bounds_session_memory(models: Sam3Models) -> N
 
 def test_biased_tiny_detector_fires_above_threshold(models: Sam3Models) -> None:
     frame = rect_video(1)[0]
-    found = models.detect(frame, prompt="person", threshold=0.5)
+    found = models.detect(frame)  # the section's "person" prompt, threshold 0.5
     assert len(found) >= 1
     assert found.masks.shape == (len(found), H, W) and found.masks.dtype == bool
     assert np.all(found.scores > 0.5) and np.all(np.diff(found.scores) <= 0)
     assert found.boxes.shape == (len(found), 4)
-    assert len(models.detect(frame, prompt="person", threshold=0.99999)) == 0
+    strict = Sam3Models(
+        models.tracker,
+        models.tracker_processor,
+        models.detector,
+        models.detector_processor,
+        models.device,
+        models.dtype,
+        replace(models.settings, detection_threshold=0.99999),
+    )
+    assert len(strict.detect(frame)) == 0

@@ -11,7 +11,7 @@ import torch
 
 from models.sam_3d_body import BodyEstimate, BodyItem, SAM3DBody
 from models.sam_3d_body.geometry import euler_to_rotmat, quat_xyzw_to_rotmat, rotmat_to_euler
-from tests.conftest_sam3dbody import load_folder, port, tiny_folder  # noqa: F401
+from tests.conftest_sam3dbody import load_folder
 
 BOXES = np.array([[40.0, 20.0, 200.0, 240.0], [10.0, 10.0, 120.0, 250.0], [100.0, 60.0, 250.0, 200.0]])
 
@@ -21,7 +21,7 @@ def _image(seed: int, h: int = 240, w: int = 300) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode", ["body", "full"])
-def test_output_shapes_and_units(port: SAM3DBody, mode: str) -> None:  # noqa: F811
+def test_output_shapes_and_units(port: SAM3DBody, mode: str) -> None:
     est = port.predict([BodyItem(_image(0), BOXES[0])], inference_type=mode)[0]
     assert isinstance(est, BodyEstimate)
     shapes = {
@@ -58,7 +58,7 @@ def test_output_shapes_and_units(port: SAM3DBody, mode: str) -> None:  # noqa: F
 
 
 @pytest.mark.parametrize("mode", ["body", "full"])
-def test_batch_invariance(port: SAM3DBody, mode: str) -> None:  # noqa: F811
+def test_batch_invariance(port: SAM3DBody, mode: str) -> None:
     """A person's result does not depend on the other items, images, intrinsics or chunking."""
     img_a, img_b = _image(1), _image(2, 200, 260)
     K_b = np.array([[250.0, 0.0, 120.0], [0.0, 260.0, 110.0], [0.0, 0.0, 1.0]])
@@ -80,7 +80,7 @@ def test_batch_invariance(port: SAM3DBody, mode: str) -> None:  # noqa: F811
     assert together[1].focal_length == pytest.approx(250.0)
 
 
-def test_input_validation(port: SAM3DBody) -> None:  # noqa: F811
+def test_input_validation(port: SAM3DBody) -> None:
     img = _image(0)
     with pytest.raises(ValueError, match="inference_type"):
         port.predict([BodyItem(img, BOXES[0])], inference_type="hand")  # type: ignore[arg-type]
@@ -97,7 +97,7 @@ def test_input_validation(port: SAM3DBody) -> None:  # noqa: F811
     assert port.predict([]) == []
 
 
-def test_bf16_backbone(tiny_folder: Path, port: SAM3DBody) -> None:  # noqa: F811
+def test_bf16_backbone(tiny_folder: Path, port: SAM3DBody) -> None:
     low = load_folder(tiny_folder, dtype="bf16")
     assert next(low.net.backbone.parameters()).dtype == torch.bfloat16
     assert next(low.net.body.parameters()).dtype == torch.float32
@@ -123,7 +123,7 @@ def test_euler_conversions_match_roma(convention: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["body", "full"])
-def test_mesh_from_params_reproduces_estimates(port, mode: str) -> None:  # noqa: F811
+def test_mesh_from_params_reproduces_estimates(port, mode: str) -> None:
     rng = np.random.default_rng(5)
     image = rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
     items = [

@@ -25,6 +25,7 @@ from body4d.testing.tiny_sam3dbody import (
     release_dtype,
     tiny_state_dict,
 )
+from models.errors import CheckpointError
 from models.sam_3d_body import BodyItem
 from models.sam_3d_body.backbone import HUB_PREFIX, expected_rope_periods, hf_to_hub, hub_to_hf
 from models.sam_3d_body.checkpoint import (
@@ -36,7 +37,7 @@ from models.sam_3d_body.checkpoint import (
 )
 from models.sam_3d_body.config import RELEASED_MODEL_CONFIG, backbone_config, parse_model_config
 from models.sam_3d_body.network import SAM3DBodyNet
-from tests.conftest_sam3dbody import load_folder, reference_modules, tiny_folder  # noqa: F401
+from tests.conftest_sam3dbody import load_folder
 
 
 class _HubLayoutViT(torch.nn.Module):
@@ -102,7 +103,7 @@ def _real_reference_state_dict(ref: SimpleNamespace, mhr_path: Path) -> dict[str
     return {k: v for k, v in model.state_dict().items() if ".mhr." not in k}
 
 
-def test_real_checkpoint_layout_is_accepted(reference_modules: SimpleNamespace, tiny_folder: Path) -> None:  # noqa: F811
+def test_real_checkpoint_layout_is_accepted(reference_modules: SimpleNamespace, tiny_folder: Path) -> None:
     released = _real_reference_state_dict(reference_modules, tiny_folder / "assets" / "mhr_model.pt")
     assert len(released) > 900 and any(k.endswith("attn.qkv.bias_mask") for k in released)
     cfg = parse_model_config(RELEASED_MODEL_CONFIG)
@@ -129,7 +130,7 @@ def _files(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "model.ckpt", folder / "model_config.yaml", folder / "assets" / "mhr_model.pt"
 
 
-def test_tiny_folder_layout(tiny_folder: Path) -> None:  # noqa: F811
+def test_tiny_folder_layout(tiny_folder: Path) -> None:
     assert (tiny_folder / MARKER).is_file() and (tiny_folder / MARKER).stat().st_size == 0
     ckpt, config, mhr = _files(tiny_folder)
     assert ckpt.is_file() and config.is_file() and mhr.is_file()
@@ -137,7 +138,7 @@ def test_tiny_folder_layout(tiny_folder: Path) -> None:  # noqa: F811
     assert "backbone.encoder.blocks.0.attn.qkv.weight" in keys and "decoder_hand.norm_final.weight" in keys
 
 
-def test_tiny_mhr_interface(tiny_folder: Path) -> None:  # noqa: F811
+def test_tiny_mhr_interface(tiny_folder: Path) -> None:
     mhr = torch.jit.load(str(tiny_folder / "assets" / "mhr_model.pt"))
     verts, skel = mhr(torch.zeros(2, 45), torch.zeros(2, 204), torch.zeros(2, 72))
     assert verts.shape == (2, 18439, 3) and skel.shape == (2, 127, 8)
@@ -150,24 +151,24 @@ def test_tiny_mhr_interface(tiny_folder: Path) -> None:  # noqa: F811
     )
 
 
-def test_loader_rejects_tampered_checkpoint(tiny_folder: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_loader_rejects_tampered_checkpoint(tiny_folder: Path, tmp_path: Path) -> None:
     ckpt, config, mhr = _files(tiny_folder)
     sd = torch.load(ckpt, weights_only=True)
     sd["surprise.weight"] = torch.zeros(1)
     del sd["head_camera.proj.layers.1.bias"]
     bad = tmp_path / "model.ckpt"
     torch.save(sd, bad)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(CheckpointError) as err:
         load_sam3dbody(bad, config, mhr)
     assert "surprise.weight" in str(err.value) and "body.camera_head.proj.layers.1.bias" in str(err.value)
 
 
-def test_loader_missing_files_and_bad_dtype(tiny_folder: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_loader_missing_files_and_bad_dtype(tiny_folder: Path, tmp_path: Path) -> None:
     ckpt, config, mhr = _files(tiny_folder)
     missing = tmp_path / "nope" / "model.ckpt"
-    with pytest.raises(FileNotFoundError, match=r"nope/model.ckpt.*scripts/setup.py --ckpt-root DIR"):
+    with pytest.raises(CheckpointError, match=rf"nope/model.ckpt.*scripts/setup.py --ckpt-root {tmp_path}$"):
         load_sam3dbody(missing, config, mhr)
-    with pytest.raises(FileNotFoundError, match="mhr_model"):
+    with pytest.raises(CheckpointError, match="mhr_model"):
         load_sam3dbody(ckpt, config, tmp_path / "mhr_model.pt")
     with pytest.raises(ValueError, match="dtype"):
         load_sam3dbody(ckpt, config, mhr, dtype="int8")
@@ -233,8 +234,8 @@ RELEASE_COUNTS = {  # dtype -> (tensors, elements)
 
 
 def test_full_size_inventory_matches_the_published_file(
-    reference_modules: SimpleNamespace,  # noqa: F811
-    tiny_folder: Path,  # noqa: F811
+    reference_modules: SimpleNamespace,
+    tiny_folder: Path,
 ) -> None:
     """Key set and per-key dtype rule of the full-size architecture (meta device, no weights)
     equal the published inventory: 1,127 keys, 551 bf16 encoder tensors, element counts."""
@@ -283,7 +284,7 @@ def _write(folder: Path, dst: Path, sd: dict[str, torch.Tensor] | dict[str, Any]
     return dst
 
 
-def test_tiny_checkpoint_has_the_release_inventory(tiny_folder: Path) -> None:  # noqa: F811
+def test_tiny_checkpoint_has_the_release_inventory(tiny_folder: Path) -> None:
     sd = torch.load(tiny_folder / "model.ckpt", weights_only=True)
     assert "state_dict" not in sd and not set(ABSENT_FROM_RELEASE) & set(sd)
     assert all(v.dtype == release_dtype(k, v) for k, v in sd.items())
@@ -299,7 +300,7 @@ def test_tiny_checkpoint_has_the_release_inventory(tiny_folder: Path) -> None:  
 
 
 def test_release_inventory_loads_like_the_equivalent_own_layout(
-    tiny_folder: Path,  # noqa: F811
+    tiny_folder: Path,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -323,7 +324,7 @@ def test_release_inventory_loads_like_the_equivalent_own_layout(
     assert torch.equal(inv_freq, 1.0 / release[HUB_PREFIX + "rope_embed.periods"].float())
 
 
-def test_bias_mask_is_applied(tiny_folder: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bias_mask_is_applied(tiny_folder: Path, tmp_path: Path) -> None:
     """bias x mask: an all-zero mask means no bias whatever is stored; a K bias never matters."""
     base = torch.load(tiny_folder / "model.ckpt", weights_only=True)
     baseline = _predict_all(load_folder(tiny_folder))
@@ -344,7 +345,7 @@ def test_bias_mask_is_applied(tiny_folder: Path, tmp_path: Path) -> None:  # noq
     assert _max_gap(with_qkv, with_qv) < 1e-5  # softmax cancels a key bias
 
 
-def test_release_deviations_are_refused_with_the_full_list(tiny_folder: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_release_deviations_are_refused_with_the_full_list(tiny_folder: Path, tmp_path: Path) -> None:
     sd = torch.load(tiny_folder / "model.ckpt", weights_only=True)
     sd[HUB_PREFIX + "rope_embed.periods"] = (sd[HUB_PREFIX + "rope_embed.periods"].float() * 10).bfloat16()
     sd[HUB_PREFIX + "blocks.0.attn.qkv.bias_mask"] = torch.full_like(
@@ -365,7 +366,7 @@ def test_release_deviations_are_refused_with_the_full_list(tiny_folder: Path, tm
         assert expected in message, expected
 
 
-def test_precision_policy(tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_precision_policy(tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """auto = bf16 on bf16-capable CUDA, fp32 elsewhere; a bf16 encoder keeps RoPE in fp32."""
     assert backbone_dtype("auto", "cpu") == "fp32" and backbone_dtype("bf16", "cpu") == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)

@@ -8,16 +8,7 @@ import numpy as np
 import pytest
 
 from models.sam_3d_body import BodyEstimate, BodyItem, SAM3DBody
-from tests.conftest_sam3dbody import (  # noqa: F401
-    build_reference,
-    hands_folder,
-    load_folder,
-    port,
-    reference,
-    reference_modules,
-    run_reference,
-    tiny_folder,
-)
+from tests.conftest_sam3dbody import build_reference, load_folder, run_reference
 
 ATOL = 1e-4  # the issue's bound on vertices, keypoints and cam_t (metres / pixels)
 # Port field -> reference output key, compared with ATOL too (reported in the benchmark notes).
@@ -70,7 +61,7 @@ def _assert_close(ours: list[BodyEstimate], refs: list[dict[str, Any]], skip: tu
 
 @pytest.mark.parametrize("mode", ["body", "full"])
 @pytest.mark.parametrize("n_people", [1, 3])
-def test_parity_people(port: SAM3DBody, reference: Any, mode: str, n_people: int) -> None:  # noqa: F811
+def test_parity_people(port: SAM3DBody, reference: Any, mode: str, n_people: int) -> None:
     img = _image()
     boxes = BOXES[:n_people]
     ours = port.predict([BodyItem(img, b) for b in boxes], inference_type=mode)
@@ -86,9 +77,9 @@ def test_parity_people(port: SAM3DBody, reference: Any, mode: str, n_people: int
 
 @pytest.mark.parametrize("mask_value", [1, 255])
 def test_parity_mask_and_intrinsics_body(
-    port: SAM3DBody,  # noqa: F811
-    reference: Any,  # noqa: F811
-    tiny_folder: Any,  # noqa: F811
+    port: SAM3DBody,
+    reference: Any,
+    tiny_folder: Any,
     mask_value: int,
 ) -> None:
     """Mask prompts (0/1 as Meta's segmentor paths give them, 0/255 as SAM-Body4D and Meta's
@@ -111,7 +102,7 @@ def test_parity_mask_and_intrinsics_body(
     assert np.abs(other_scale.vertices - ours[0].vertices).max() > 1e-4  # and so does its scale
 
 
-def test_reference_full_mode_is_batch_dependent(port: SAM3DBody, reference: Any) -> None:  # noqa: F811
+def test_reference_full_mode_is_batch_dependent(port: SAM3DBody, reference: Any) -> None:
     """Documents the reference quirk the port removes: alone vs. with others differ there."""
     img = _image()
     alone = run_reference(reference, img, BOXES[:1], "full")[0]
@@ -125,8 +116,8 @@ def test_reference_full_mode_is_batch_dependent(port: SAM3DBody, reference: Any)
 
 @pytest.mark.parametrize("n_people", [1, 3])
 def test_parity_full_with_accepted_hands(
-    hands_folder: Any,  # noqa: F811
-    reference_modules: Any,  # noqa: F811
+    hands_folder: Any,
+    reference_modules: Any,
     n_people: int,
 ) -> None:
     """The hand-splice path (accepted hands, prompted second pass, wrist IK) matches too.

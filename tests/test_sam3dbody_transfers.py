@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from models.sam_3d_body import BodyItem, SAM3DBody
-from tests.conftest_sam3dbody import port, tiny_folder  # noqa: F401
 
 # Tensor methods that copy device data to the host (or sync on it to return a Python value).
 HOST_METHODS = (
@@ -118,7 +117,7 @@ PER_CHUNK = {"body": 1, "full": 2}
 
 
 @pytest.mark.parametrize("mode", ["body", "full"])
-def test_predict_copies_to_host_once_per_chunk(port: SAM3DBody, mode: str) -> None:  # noqa: F811
+def test_predict_copies_to_host_once_per_chunk(port: SAM3DBody, mode: str) -> None:
     counts = {}
     for n in (1, 6):
         with count_host_transfers() as counts[n]:
@@ -132,7 +131,7 @@ def test_predict_copies_to_host_once_per_chunk(port: SAM3DBody, mode: str) -> No
     assert host_copies(chunked) == {"cpu": 2 * k, "numpy": 2 * k}
 
 
-def test_mesh_from_params_copies_to_host_once(port: SAM3DBody) -> None:  # noqa: F811
+def test_mesh_from_params_copies_to_host_once(port: SAM3DBody) -> None:
     est = port.predict(_items(5), inference_type="body")
     params = [
         np.stack([getattr(e, f) for e in est])

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from functools import partial
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from body4d.config import Sam3Config
+from body4d.jobs import Cancelled, Job
 from body4d.stages.segment import (
-    SegmentationCancelled,
-    SegmentProgress,
     apply_prompts,
     mask_iou,
     segment_video,
     select_new_detections,
 )
 from body4d.types import Click, Prompts
-from models.sam3 import ArrayFrames, Detections, PromptError, Sam3Models
+from models.frames import ArrayFrames, PromptError
+from models.sam3 import Detections, Sam3Models
 
 T, H, W = 20, 64, 80
 
@@ -47,14 +45,26 @@ def detections(*masks: np.ndarray) -> Detections:
 
 
 class Recorder:
-    def __init__(self) -> None:
-        self.events: list[SegmentProgress] = []
+    """A job that records every progress report ``"<phase> frame <i>"`` (and can cancel)."""
 
-    def __call__(self, p: SegmentProgress) -> None:
-        self.events.append(p)
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.events: list[tuple[float, str, int]] = []
+        self.job = Job(
+            "masks", self._report, lambda: cancel_after is not None and len(self.events) >= cancel_after
+        )
+
+    def _report(self, _stage: str, fraction: float, message: str) -> None:
+        phase, _, frame = message.split()
+        self.events.append((fraction, phase, int(frame)))
 
     def frames(self, phase: str) -> list[int]:
-        return [e.frame for e in self.events if e.phase == phase]
+        return [frame for _, p, frame in self.events if p == phase]
+
+
+def segment(session, job: Job | None = None, **kwargs):  # noqa: ANN001, ANN201 - test shorthand
+    """`segment_video` with prompts only unless a detector is given."""
+    kwargs = {"detect": None, "redetect_every": 0, "redetect_iou": 0.3, **kwargs}
+    return segment_video(session, job=job, **kwargs)
 
 
 def test_three_targets_cover_every_frame_in_both_directions(models: Sam3Models) -> None:
@@ -68,7 +78,7 @@ def test_three_targets_cover_every_frame_in_both_directions(models: Sam3Models) 
     )
     apply_prompts(session, prompts)
     rec = Recorder()
-    result = segment_video(session, progress=rec)
+    result = segment(session, rec.job)
 
     track = result.track
     assert track.obj_ids == (1, 2, 3)
@@ -79,7 +89,7 @@ def test_three_targets_cover_every_frame_in_both_directions(models: Sam3Models) 
     assert (result.areas > 0).all(), "every target has a mask on every frame"
     assert rec.frames("forward") == list(range(8, T))
     assert rec.frames("backward") == list(range(7, -1, -1))
-    assert rec.events[-1].done == rec.events[-1].total == T
+    assert rec.events[-1][0] == 1.0 and len(rec.events) == T
     assert (track.labels[0] > 0).any() and (track.labels[T - 1] > 0).any()
 
 
@@ -88,22 +98,22 @@ def test_targets_first_prompted_on_different_frames(models: Sam3Models) -> None:
     session.add_points(1, 0, [Click(0, 10, 10, True)])
     session.add_points(2, 12, [Click(12, 60, 45, True)])
     rec = Recorder()
-    result = segment_video(session, progress=rec)
+    result = segment(session, rec.job)
     assert result.first_frames == {1: 0, 2: 12}
     assert (result.areas > 0).all()
     assert rec.frames("forward") == list(range(T))
     assert rec.frames("backward") == list(range(11, -1, -1))  # only target 2 goes back
-    assert rec.events[-1].total == T + 12
+    assert rec.events[-1][0] == 1.0 and len(rec.events) == T + 12
 
 
-def test_lost_target_is_empty_there_and_ids_are_kept(sam3_ckpt_root: Path) -> None:
-    lossy = Sam3Models.load(sam3_ckpt_root / "sam3", device="cpu", dtype=torch.float32, with_detector=False)
+def test_lost_target_is_empty_there_and_ids_are_kept(sam3_section: Sam3Config) -> None:
+    lossy = Sam3Models.load(sam3_section, "cpu", torch.float32, with_detector=False)
     with torch.no_grad():  # the tracker now never believes the object is present on tracked frames
         lossy.tracker.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(-20.0)
     session = lossy.open_session(video(10))
     session.add_mask(3, 0, rect(5, 30, 2, 20))
     session.add_mask(7, 5, rect(35, 60, 50, 70))
-    result = segment_video(session)
+    result = segment(session)
     assert result.track.obj_ids == (3, 7)
     present = {oid: [int(f) for f in np.flatnonzero(result.areas[:, i])] for i, oid in enumerate((3, 7))}
     assert present == {3: [0], 7: [5]}
@@ -114,7 +124,7 @@ def test_lost_target_is_empty_there_and_ids_are_kept(sam3_ckpt_root: Path) -> No
 
 def test_propagation_without_targets_is_refused(models: Sam3Models) -> None:
     with pytest.raises(PromptError, match="no targets to segment"):
-        segment_video(models.open_session(video()))
+        segment(models.open_session(video()))
 
 
 def test_bad_prompts_are_refused_before_tracking(models: Sam3Models) -> None:
@@ -130,18 +140,19 @@ def test_bad_prompts_are_refused_before_tracking(models: Sam3Models) -> None:
 def test_cancel_stops_the_stage(models: Sam3Models) -> None:
     session = models.open_session(video())
     session.add_points(1, 0, [Click(0, 10, 10, True)])
-    rec = Recorder()
-    with pytest.raises(SegmentationCancelled, match="after 3 of 20 frames"):
-        segment_video(session, progress=rec, should_cancel=lambda: len(rec.events) >= 3)
+    rec = Recorder(cancel_after=3)
+    with pytest.raises(Cancelled, match="masks cancelled"):
+        segment(session, rec.job)
+    assert len(rec.events) == 3
 
 
 def test_automatic_people_from_the_tiny_detector(models: Sam3Models) -> None:
     frames = video()
-    detect = partial(models.detect, prompt="person", threshold=0.5)
+    detect = models.detect  # the "person" prompt and threshold 0.5 of the sam3 section
     expected = [m for m in detect(frames.frame(0)).masks if m.any()]
     assert expected, "the biased tiny detector must fire"
     session = models.open_session(frames)
-    result = segment_video(session, detect=detect, redetect_every=0)
+    result = segment(session, detect=detect)
     ids = tuple(range(1, len(expected) + 1))
     assert result.track.obj_ids == ids
     assert result.first_frames == dict.fromkeys(ids, 0)
@@ -169,7 +180,7 @@ def test_late_person_gets_a_new_id_and_is_tracked_back(models: Sam3Models) -> No
     marked[:, 0, 0, 0] = np.arange(24)
     session = models.open_session(ArrayFrames(marked))
     rec = Recorder()
-    result = segment_video(session, detect=scripted, redetect_every=8, redetect_iou=0.3, progress=rec)
+    result = segment(session, rec.job, detect=scripted, redetect_every=8)
 
     assert calls == [0, 8, 16], "empty first frame, then re-detection every 8 frames"
     assert result.track.obj_ids == (1, 2), "the full-frame detection matched target 1, person C is new"
@@ -177,13 +188,13 @@ def test_late_person_gets_a_new_id_and_is_tracked_back(models: Sam3Models) -> No
     assert result.areas[16, 0] / (H * W) > 0.3, "precondition: target 1 overlaps the full-frame detection"
     assert (result.areas > 0).all(), "late arrivals are tracked back to frame 0"
     assert rec.frames("backward") == list(range(7, -1, -1)) + list(range(15, -1, -1))
-    assert rec.events[-1].done == rec.events[-1].total == 24 + 8 + 16
+    assert rec.events[-1][0] == 1.0 and len(rec.events) == 24 + 8 + 16
 
 
 def test_nobody_detected_is_an_error(models: Sam3Models) -> None:
     session = models.open_session(video(6))
     with pytest.raises(PromptError, match="nobody was detected"):
-        segment_video(session, detect=lambda frame: detections(), redetect_every=2)
+        segment(session, detect=lambda frame: detections(), redetect_every=2)
 
 
 def test_select_new_detections_uses_mask_iou_greedily() -> None:
@@ -204,7 +215,7 @@ def test_negative_only_refinement_on_an_earlier_frame_keeps_the_positive_prompt(
     apply_prompts(session, Prompts({5: (Click(6, 10, 10, True), Click(2, 70, 50, False))}))
     assert session.prompt_frames(5) == [2, 6] and session.first_prompt_frame(5) == 2
     rec = Recorder()
-    result = segment_video(session, progress=rec)
+    result = segment(session, rec.job)
     assert result.first_frames == {5: 2}
     assert rec.frames("forward") == list(range(2, 10))
     assert rec.frames("backward") == [1, 0]

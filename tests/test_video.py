@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-import resource
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -50,15 +51,24 @@ def test_vtest_transcodes_to_browser_playable_mp4(vtest: Path, tmp_path: Path) -
     assert np.abs(first - video.frame(0).astype(int)).mean() < 6  # visually the same frame
 
 
-def test_vtest_chunks_cover_every_frame_once(vtest: Path) -> None:
+def test_vtest_stream_decodes_every_frame_once(vtest: Path) -> None:
     video = open_video(vtest, max_side=192)
-    starts, total = [], 0
-    for start, block in video.chunks(100):
-        starts.append(start)
-        total += len(block)
-        assert block.shape[1:] == (144, 192, 3)
-    assert starts == list(range(0, 795, 100))
-    assert total == 795
+    shapes = {frame.shape for frame in video}
+    assert shapes == {(144, 192, 3)}
+    assert video.frames_decoded == 795
+
+
+def test_forward_random_access_decodes_instead_of_seeking(make_video) -> None:
+    """Frames ahead of the decoder within one GOP are reached by decoding on, not by a seek."""
+    video = open_video(make_video(n=40))
+    keyframes = video._source.keyframes
+    assert keyframes[0] == 0
+    stop = keyframes[1] if len(keyframes) > 1 else 40
+    targets = [2, 5, stop - 1]
+    frames = {i: video.frame(i) for i in targets}
+    assert video.frames_decoded == stop  # 0 .. stop-1 once each
+    fresh = open_video(make_video(n=40, name="again.mp4"))
+    assert all(np.array_equal(frames[i], fresh.frame(i)) for i in targets)
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -182,15 +192,22 @@ def test_encode_rejects_mixed_sizes(tmp_path: Path) -> None:
 
 
 def test_iterating_long_video_does_not_grow_memory(vtest: Path) -> None:
-    video = open_video(vtest)
-    it = iter(video)
-    for _ in range(100):
-        next(it)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in it:
-        pass
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 50, f"peak RSS grew by {grown_mb:.0f} MB while streaming 695 frames"
+    """Peak RSS of a fresh process (the test run's own peak would hide any growth)."""
+    script = (
+        "import resource, sys\n"
+        "from body4d.video import open_video\n"
+        "it = iter(open_video(sys.argv[1]))\n"
+        "for _ in range(100): next(it)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "rest = sum(1 for _ in it)\n"
+        "print(rest, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(vtest)], capture_output=True, text=True, check=True
+    )
+    rest, grown_mb = out.stdout.split()
+    assert int(rest) == 695
+    assert float(grown_mb) < 50, f"peak RSS grew by {float(grown_mb):.0f} MB while streaming 695 frames"
 
 
 def test_backward_reading_matches_forward(make_video) -> None:

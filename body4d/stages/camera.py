@@ -1,14 +1,14 @@
 """Camera intrinsics of a whole video: one pinhole K, estimated once (not per frame).
 
 Policy:
-- ``cfg.camera.num_frames`` frames evenly spread over the video (the centres of equal segments, so
+- ``camera.num_frames`` frames evenly spread over the video (the centres of equal segments, so
   the first and last frames, often fades or black, are avoided) go through the estimator (MoGe-2);
 - per frame the focal is ``sqrt(fx * fy)`` (square pixels; for MoGe ``fx == fy`` already, so this
   equals the original's choice of fy) and the principal point is MoGe's;
 - the result is the median over frames of focal, cx and cy; frames whose estimate is non-finite or
   non-positive are dropped;
-- without an estimator (``model is None`` or ``cfg.sam_3d_body.fov_path == ""``), or if every
-  estimate was dropped, the documented default is used: focal = image diagonal in pixels (about 53
+- without an estimator (``model is None``: disabled or not loaded), or if every estimate was
+  dropped, the documented default is used: focal = image diagonal in pixels (about 53
   degrees diagonal field of view), principal point = image centre ``(W/2, H/2)`` (pixel-edge
   convention, the same as MoGe's normalised 0.5).
 """
@@ -21,21 +21,15 @@ from typing import Protocol
 
 import numpy as np
 
-from body4d.config import Config
+from body4d.config import CameraConfig
 from body4d.types import Intrinsics
+from models.frames import FrameSource
+from models.sam_3d_body.mhr_layout import default_intrinsics
 
 log = logging.getLogger(__name__)
 
 SOURCE_MOGE = "moge"
 SOURCE_DEFAULT = "default"
-
-
-class FrameSource(Protocol):
-    """Anything with a length and random access to RGB ``uint8[H, W, 3]`` frames (e.g. `body4d.video.Video`)."""
-
-    def __len__(self) -> int: ...
-
-    def frame(self, index: int) -> np.ndarray: ...
 
 
 class IntrinsicsEstimator(Protocol):
@@ -61,20 +55,20 @@ def select_frames(n_frames: int, num: int) -> list[int]:
     return [int((2 * k + 1) * n_frames // (2 * num)) for k in range(num)]
 
 
-def default_intrinsics(width: int, height: int) -> Intrinsics:
+def fallback_intrinsics(width: int, height: int) -> Intrinsics:
     """Fallback K: focal = image diagonal (px), principal point = ``(W/2, H/2)``, source ``"default"``."""
-    focal = math.hypot(width, height)
-    k = np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
-    return Intrinsics(K=k, width=width, height=height, source=SOURCE_DEFAULT)
+    return Intrinsics(K=default_intrinsics(height, width), width=width, height=height, source=SOURCE_DEFAULT)
 
 
-def estimate_camera(video: FrameSource, model: IntrinsicsEstimator | None, cfg: Config) -> Intrinsics:
+def estimate_camera(
+    video: FrameSource, model: IntrinsicsEstimator | None, section: CameraConfig
+) -> Intrinsics:
     """One set of intrinsics for the whole video (median over evenly spread frames).
 
     Args:
         video: ``len(video)`` frames, ``video.frame(i)`` → RGB ``uint8[H, W, 3]`` (all the same size).
         model: the intrinsics estimator, or None when disabled.
-        cfg: uses ``cfg.camera.num_frames`` and ``cfg.sam_3d_body.fov_path`` (empty = disabled).
+        section: the ``camera`` config section (``num_frames``).
 
     Returns:
         `Intrinsics` with ``K`` ``float64[3, 3]`` in pixels, ``fx == fy``; source ``"moge"`` or ``"default"``.
@@ -82,13 +76,12 @@ def estimate_camera(video: FrameSource, model: IntrinsicsEstimator | None, cfg: 
     Raises:
         ValueError: empty video, a frame that is not ``uint8[H, W, 3]`` or frames of different sizes.
     """
-    indices = select_frames(len(video), cfg.camera.num_frames)
+    indices = select_frames(len(video), section.num_frames)
     first = _checked_frame(video, indices[0])
     height, width = first.shape[:2]
-    if model is None or not cfg.sam_3d_body.fov_path:
-        reason = "no model" if model is None else "sam_3d_body.fov_path is empty"
-        log.info("Camera: %s, using the default intrinsics (focal = image diagonal)", reason)
-        return default_intrinsics(width, height)
+    if model is None:
+        log.info("Camera: no intrinsics model, using the default intrinsics (focal = image diagonal)")
+        return fallback_intrinsics(width, height)
 
     focals, centres = [], []
     for i in indices:
@@ -109,7 +102,7 @@ def estimate_camera(video: FrameSource, model: IntrinsicsEstimator | None, cfg: 
         centres.append((k[0, 2], k[1, 2]))
     if not focals:
         log.warning("Camera: no usable estimate on frames %s, using the default intrinsics", indices)
-        return default_intrinsics(width, height)
+        return fallback_intrinsics(width, height)
     focal = float(np.median(focals))
     cx, cy = (float(v) for v in np.median(np.asarray(centres), axis=0))
     log.info(

@@ -17,12 +17,12 @@ import numpy as np
 from body4d.config import SmoothingConfig
 from body4d.stages.smooth import PoseSequence, euler_to_matrix, matrix_to_euler, smooth_track
 from body4d.types import BodyTrack
-from models.sam_3d_body.geometry import BODY_1DOF_IDXS, BODY_3DOF_IDXS, BODY_TRANS_IDXS
+from models.sam_3d_body.mhr_layout import BODY_1DOF_IDXS, BODY_3DOF_IDXS, BODY_TRANS_IDXS
 
 EULER_ORDER = "xyz"
-_IDX3 = BODY_3DOF_IDXS.numpy().reshape(-1, 3)
-_IDX1 = BODY_1DOF_IDXS.numpy()
-_IDXT = BODY_TRANS_IDXS.numpy()
+_IDX3 = BODY_3DOF_IDXS
+_IDX1 = BODY_1DOF_IDXS
+_IDXT = BODY_TRANS_IDXS
 
 
 def track_to_sequence(track: BodyTrack) -> PoseSequence:

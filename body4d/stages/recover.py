@@ -11,23 +11,26 @@ single frame, or a lower id vanishing while a higher one stays are all ordinary 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from body4d.jobs import Job
 from body4d.masks import mask_box
 from body4d.types import BodyTrack, Intrinsics
-from models.sam_3d_body import BodyEstimate, BodyItem, SAM3DBody
+from models.sam_3d_body.mhr_layout import NUM_KP
+
+if TYPE_CHECKING:
+    from models.sam_3d_body import BodyEstimate, SAM3DBody
 
 log = logging.getLogger(__name__)
 
 # Masks smaller than this many pixels are treated as absent (a few stray pixels give no body).
 MIN_MASK_PIXELS = 16
-
-
-class RecoverCancelled(RuntimeError):
-    """The caller asked to stop; partial results are discarded."""
+# Bodies per call when rebuilding keypoints from (smoothed) parameters.
+REFIT_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -38,17 +41,11 @@ class FrameInput:
         index: global frame index.
         image: RGB ``uint8[H, W, 3]``.
         labels: ``uint8[H, W]`` label map (pixel = object id).
-        overrides: optional ``{obj_id: (image, mask)}`` replacing the frame and visible mask of
-            that person (completed appearance and amodal mask from the occlusion stages).
     """
 
     index: int
     image: np.ndarray
     labels: np.ndarray
-    overrides: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
-
-
-ProgressFn = Callable[[int, int], None]
 
 
 def recover_bodies(
@@ -57,10 +54,9 @@ def recover_bodies(
     intrinsics: Intrinsics,
     model: SAM3DBody,
     *,
-    batch_size: int = 64,
-    inference_type: str = "full",
-    progress: ProgressFn | None = None,
-    should_cancel: Callable[[], bool] | None = None,
+    batch_size: int,
+    inference_type: str,
+    job: Job | None = None,
 ) -> dict[int, BodyTrack]:
     """Estimate every target on every frame where its mask is present.
 
@@ -71,13 +67,14 @@ def recover_bodies(
         model: the loaded SAM-3D-Body port.
         batch_size: crops per network call.
         inference_type: ``"full"`` or ``"body"``.
-        progress: called as ``progress(frames_done, n_frames)`` after each batch.
-        should_cancel: polled per frame; True raises `RecoverCancelled`.
+        job: progress after each batch, cancellation checked per frame.
 
     Returns:
         ``{obj_id: BodyTrack}`` spanning each id's first to last frame; frames where the id is
         absent are invalid rows (NaN).
     """
+    from models.sam_3d_body import BodyItem
+
     K = np.asarray(intrinsics.K, dtype=np.float64)
     pending: list[tuple[int, int, BodyItem]] = []
     results: dict[int, dict[int, BodyEstimate]] = {}
@@ -92,28 +89,26 @@ def recover_bodies(
         for (frame, obj_id, _), est in zip(pending, estimates, strict=True):
             results.setdefault(obj_id, {})[frame] = est
         pending.clear()
-        if progress is not None:
-            progress(last_index + 1, n_frames)
+        if job is not None:
+            job.report((last_index + 1) / max(n_frames, 1), f"frame {last_index + 1}/{n_frames}")
 
     for fi in frames:
-        if should_cancel is not None and should_cancel():
-            raise RecoverCancelled(f"mesh recovery cancelled at frame {fi.index}")
+        if job is not None:
+            job.check()
         if fi.index <= last_index:
             raise ValueError(f"frames must come in increasing order; got {fi.index} after {last_index}")
         last_index = fi.index
         for obj_id in (int(i) for i in np.unique(fi.labels) if i != 0):
-            image, mask = fi.image, fi.labels == obj_id
-            if fi.overrides and obj_id in fi.overrides:
-                image, mask = fi.overrides[obj_id]
+            mask = fi.labels == obj_id
             if np.count_nonzero(mask) < MIN_MASK_PIXELS:
                 continue
             box = np.asarray(mask_box(mask), dtype=np.float32)
-            pending.append((fi.index, obj_id, BodyItem(image=image, box=box, mask=mask, K=K)))
+            pending.append((fi.index, obj_id, BodyItem(image=fi.image, box=box, mask=mask, K=K)))
         if len(pending) >= batch_size:
             flush()
     flush()
-    if progress is not None and last_index + 1 < n_frames:  # trailing frames without anyone
-        progress(n_frames, n_frames)
+    if job is not None and last_index + 1 < n_frames:  # trailing frames without anyone
+        job.report(1.0, f"frame {n_frames}/{n_frames}")
     return {obj_id: _track(obj_id, per_frame) for obj_id, per_frame in sorted(results.items())}
 
 
@@ -145,4 +140,44 @@ def _track(obj_id: int, per_frame: dict[int, BodyEstimate]) -> BodyTrack:
         shape=stack(lambda e: e.shape, (45,)),
         scale=stack(lambda e: e.scale, (28,)),
         expression=stack(lambda e: e.expression, (72,)),
+        keypoints_3d=stack(lambda e: e.keypoints_3d + e.cam_t, (NUM_KP, 3)),
+        keypoints_2d=stack(lambda e: e.keypoints_2d, (NUM_KP, 2)),
+    )
+
+
+def refit_keypoints(track: BodyTrack, model: SAM3DBody, intrinsics: Intrinsics) -> BodyTrack:
+    """``track`` with its keypoints rebuilt from its own parameters (e.g. after smoothing).
+
+    3D keypoints come from the body model (``cam_t`` applied), 2D ones from projecting them with
+    the run's K; rows that are not valid hold NaN.
+    """
+    n = len(track.frames)
+    kp3d = np.full((n, NUM_KP, 3), np.nan, dtype=np.float32)
+    rows = np.flatnonzero(track.valid)
+    for chunk, _, kps in posed_rows(track, model, rows, REFIT_BATCH):
+        kp3d[chunk] = kps + track.cam_t[chunk][:, None, :]
+    return replace(track, keypoints_3d=kp3d, keypoints_2d=project(kp3d, intrinsics.K))
+
+
+def posed_rows(
+    track: BodyTrack, model: SAM3DBody, rows: np.ndarray, batch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Evaluate the body model on ``track``'s parameters, ``batch`` rows per call.
+
+    Yields:
+        ``(rows, vertices [k, 18439, 3], keypoints [k, 70, 3])`` relative to the model origin
+        (add ``cam_t``), metres, camera axes.
+    """
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        verts, kps = model.mesh_from_params(*(getattr(track, name)[chunk] for name in BodyTrack.PARAM_FIELDS))
+        yield chunk, verts, kps
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pinhole projection of camera-frame points ``[..., 3]`` (metres) to pixels ``[..., 2]``."""
+    K = np.asarray(K, dtype=np.float64)
+    z = points[..., 2:3]
+    return ((points[..., :2] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]]) * z) / z).astype(
+        np.float32
     )

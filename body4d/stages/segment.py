@@ -20,62 +20,27 @@ Order of work:
    already visible, and the main session's memory of the other targets is not disturbed.
 
 Why a `MaskTrack` and not a generator of final label maps: step 2 adds late arrivals to frames
-that step 1 already produced, so no frame is final before the end. The ``progress`` callback
-reports each tracked frame as it happens (with its partial label map) for live previews.
+that step 1 already produced, so no frame is final before the end. Progress is reported after
+every tracked frame (``"<phase> frame <i>"``); cancellation is checked before every frame.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from body4d import masks as masklib
-from body4d.masks import MAX_OBJ_ID
+from body4d.jobs import Job
 from body4d.types import Click, MaskTrack, Prompts
-from models.sam3 import Detections, FrameSource, PromptError, TrackerSession, check_clicks
-
-if TYPE_CHECKING:
-    from body4d.run_dir import RunDir
+from models.frames import MAX_OBJ_ID, PromptError
+from models.sam3 import Detections, TrackerSession, check_clicks
 
 log = logging.getLogger(__name__)
 
-# Threads writing images/, masks/ and masks_vis/ while the overlay video encodes.
-SAVE_WORKERS = max(1, min(4, os.cpu_count() or 1))
-
 FORWARD = "forward"
 BACKWARD = "backward"
-
-
-class SegmentationCancelled(RuntimeError):
-    """The caller asked to stop; partial results are discarded."""
-
-
-@dataclass(frozen=True)
-class SegmentProgress:
-    """One tracked frame.
-
-    Attributes:
-        done: frames tracked so far (all passes).
-        total: frames to track as known now (grows when a late arrival adds a backward pass).
-        frame: the frame just tracked.
-        phase: ``"forward"`` or ``"backward"``.
-        labels: ``uint8[H, W]`` label map of that frame so far (a view: copy to keep it).
-    """
-
-    done: int
-    total: int
-    frame: int
-    phase: str
-    labels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -95,8 +60,6 @@ class SegmentResult:
 
 
 Detector = Callable[[np.ndarray], Detections]
-ProgressFn = Callable[[SegmentProgress], None]
-CancelFn = Callable[[], bool]
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -160,50 +123,6 @@ def apply_prompts(session: TrackerSession, prompts: Prompts) -> None:
             session.add_points(obj_id, frame, clicks)
 
 
-def write_outputs(
-    run: RunDir,
-    frames: FrameSource,
-    track: MaskTrack,
-    *,
-    fps: Fraction,
-    crf: int,
-    jpeg_quality: int,
-) -> Path:
-    """Save ``images/``, ``masks/`` (palette PNG, value = id), ``masks_vis/`` and the overlay video.
-
-    Args:
-        run: the run folder (the only writer).
-        frames: the video the track was computed on (read once, in order).
-        track: the segmentation.
-        fps: exact input frame rate of ``video_mask_<run_id>.mp4``.
-        crf: H.264 quality of the video.
-        jpeg_quality: quality of ``images/*.jpg``.
-
-    Returns:
-        Path of ``video_mask_<run_id>.mp4``.
-    """
-
-    def save(i: int, rgb: np.ndarray, labels: np.ndarray) -> None:
-        run.save_frame(i, rgb, quality=jpeg_quality)
-        run.save_labels(i, labels, frame=rgb)
-
-    def overlays(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
-        pending: deque[Future[None]] = deque()
-        for i in range(track.n_frames):
-            rgb = frames.frame(i)
-            labels = np.asarray(track.labels[i])
-            pending.append(pool.submit(save, i, rgb, labels))
-            while len(pending) > 2 * SAVE_WORKERS:  # bounded: a few frames in flight
-                pending.popleft().result()
-            yield masklib.overlay(rgb, labels)
-        while pending:
-            pending.popleft().result()
-
-    # Image encoding (PIL releases the GIL) runs on worker threads beside the video encoder.
-    with ThreadPoolExecutor(max_workers=SAVE_WORKERS, thread_name_prefix="body4d-save") as pool:
-        return run.write_video(f"video_mask_{run.run_id}.mp4", overlays(pool), fps, crf=crf)
-
-
 def _paint(labels: np.ndarray, obj_id: int, mask: np.ndarray) -> None:
     """Write ``obj_id`` where ``mask`` is set unless a higher id is already there."""
     labels[mask & (labels < obj_id)] = obj_id
@@ -212,11 +131,10 @@ def _paint(labels: np.ndarray, obj_id: int, mask: np.ndarray) -> None:
 def segment_video(
     session: TrackerSession,
     *,
-    detect: Detector | None = None,
-    redetect_every: int = 0,
-    redetect_iou: float = 0.3,
-    progress: ProgressFn | None = None,
-    should_cancel: CancelFn | None = None,
+    detect: Detector | None,
+    redetect_every: int,
+    redetect_iou: float,
+    job: Job | None = None,
     out: np.ndarray | None = None,
 ) -> SegmentResult:
     """Segment every target on every frame.
@@ -229,8 +147,7 @@ def segment_video(
             bound), or None for prompts only.
         redetect_every: search for new people every this many frames (0 = first frame only).
         redetect_iou: a detection with mask IoU above this with a target is that target.
-        progress: called after every tracked frame.
-        should_cancel: polled before every frame; True stops with `SegmentationCancelled`.
+        job: progress after every tracked frame, cancellation before every frame.
         out: optional ``uint8[T, H, W]`` array (e.g. a memmap) to fill instead of allocating.
 
     Returns:
@@ -238,7 +155,7 @@ def segment_video(
 
     Raises:
         PromptError: no prompted target and no detector, or nobody detected anywhere.
-        SegmentationCancelled: ``should_cancel()`` returned True.
+        Cancelled: the job was cancelled.
     """
     n, height, width = session.n_frames, session.height, session.width
     if redetect_every < 0:
@@ -263,7 +180,7 @@ def segment_video(
     first = {oid: session.first_prompt_frame(oid) for oid in session.obj_ids}
     start = min(first.values()) if first else 0
     backward_frames = sum(set(first.values()) - {0})  # one backward pass per first-prompt frame
-    counter = _Counter(total=n - start + backward_frames, progress=progress, should_cancel=should_cancel)
+    counter = _Counter(total=n - start + backward_frames, job=job)
 
     # 1. forward, main session (+ re-detection)
     for frame in range(start, n):
@@ -281,7 +198,7 @@ def segment_video(
             for oid, mask in added.items():
                 first[oid] = frame
                 record(frame, oid, mask)
-        counter.step(frame, FORWARD, labels[frame])
+        counter.step(frame, FORWARD)
 
     if not first:
         raise PromptError(
@@ -302,7 +219,7 @@ def segment_video(
             masks = back.track(frame, reverse=True).masks
             for oid in sorted(ids):
                 record(frame, oid, masks[oid])
-            counter.step(frame, BACKWARD, labels[frame])
+            counter.step(frame, BACKWARD)
 
     ids = tuple(sorted(first))
     table = np.stack([areas.get(oid, np.zeros(n, dtype=np.int64)) for oid in ids], axis=1)
@@ -340,17 +257,16 @@ def _add_new_people(
 class _Counter:
     """Progress bookkeeping and cancellation for `segment_video`."""
 
-    def __init__(self, total: int, progress: ProgressFn | None, should_cancel: CancelFn | None) -> None:
+    def __init__(self, total: int, job: Job | None) -> None:
         self.done = 0
         self.total = total
-        self._progress = progress
-        self._should_cancel = should_cancel
+        self._job = job
 
     def check(self) -> None:
-        if self._should_cancel is not None and self._should_cancel():
-            raise SegmentationCancelled(f"segmentation cancelled after {self.done} of {self.total} frames")
+        if self._job is not None:
+            self._job.check()
 
-    def step(self, frame: int, phase: str, labels: np.ndarray) -> None:
+    def step(self, frame: int, phase: str) -> None:
         self.done += 1
-        if self._progress is not None:
-            self._progress(SegmentProgress(self.done, self.total, frame, phase, labels))
+        if self._job is not None:
+            self._job.report(self.done / max(self.total, 1), f"{phase} frame {frame}")

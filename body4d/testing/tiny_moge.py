@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from moge.model.v2 import MoGeModel
 
+from models.errors import TINY_MARKER
 from models.moge import CHECKPOINT_FILE
-from models.registry import TINY_MARKER
 
 MOGE_DIR = "moge-2-vitl-normal"
 SEED = 0

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from models.registry import TINY_MARKER
+from models.errors import TINY_MARKER
 
 log = logging.getLogger(__name__)
 

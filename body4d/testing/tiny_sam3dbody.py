@@ -23,7 +23,8 @@ from models.sam_3d_body.backbone import HUB_PREFIX
 from models.sam_3d_body.checkpoint import to_released_state_dict
 from models.sam_3d_body.config import BackboneConfig, parse_model_config, swiglu_hidden_size
 from models.sam_3d_body.geometry import rot6d_to_rotmat
-from models.sam_3d_body.heads import NUM_JOINTS, NUM_KP_ROWS, NUM_VERTS, MHRHead
+from models.sam_3d_body.heads import MHRHead
+from models.sam_3d_body.mhr_layout import NUM_JOINTS, NUM_KP_ROWS, NUM_VERTS
 from models.sam_3d_body.network import SAM3DBodyNet
 
 FOLDER = "sam-3d-body-dinov3"

@@ -20,12 +20,10 @@ from body4d.run_dir import MANIFEST, RunDir
 
 log = logging.getLogger(__name__)
 
-BODIES_NAME = "bodies.npz"
-ZIP_NAME = "body4d_{run_id}.zip"
-# Run-folder entries never zipped: the frame cache and the input's browser preview.
-EXCLUDED_TOP = frozenset({"images", "input_preview.mp4"})
+# Run-folder entries never zipped: the decoded frames and the input's browser preview.
+EXCLUDED_TOP = frozenset({RunDir.IMAGES, RunDir.PREVIEW, RunDir.SCRATCH})
 # Per-person output folders: only the ids of the current bodies.npz are zipped.
-PER_PERSON_DIRS = frozenset({"mesh_4d_individual", "focal_4d_individual"})
+PER_PERSON_DIRS = frozenset({RunDir.MESHES, RunDir.FOCALS})
 # OBJ text compresses about 4x already at level 1; higher levels cost much more time for little.
 ZIP_COMPRESSLEVEL = 1
 DOWNLOADS_STAGE = "downloads"
@@ -33,7 +31,7 @@ DOWNLOADS_STAGE = "downloads"
 
 def current_body_ids(run: RunDir) -> set[str]:
     """Object ids (as folder names) in the run's ``bodies.npz``; empty when there is none."""
-    path = run.path(BODIES_NAME)
+    path = run.path(RunDir.BODIES)
     if not path.is_file():
         return set()
     with np.load(path) as data:
@@ -43,7 +41,7 @@ def current_body_ids(run: RunDir) -> set[str]:
 def run_files(run: RunDir) -> Iterator[Path]:
     """Files of the run folder that belong in its zip, relative to the run root, sorted."""
     ids = current_body_ids(run)
-    zip_name = ZIP_NAME.format(run_id=run.run_id)
+    zip_name = run.path(RunDir.ZIP).name
     for path in sorted(run.root.rglob("*")):
         if not path.is_file():
             continue
@@ -61,15 +59,14 @@ def run_files(run: RunDir) -> Iterator[Path]:
 def zip_run(run: RunDir) -> Path:
     """Write ``body4d_<run_id>.zip`` at the run root (atomic: temporary file + rename).
 
-    Entries are stored under ``<run_id>/`` so unpacking makes one folder. The zip is recorded
-    as an artefact of the ``downloads`` step in the manifest, which is zipped first.
+    Entries are stored under ``<run_id>/`` so unpacking makes one folder; the manifest is zipped
+    first. Once written, the zip is recorded in the manifest as the ``downloads`` step's artefact.
 
     Returns:
         The zip's path.
     """
-    name = ZIP_NAME.format(run_id=run.run_id)
-    run.add_artefact(DOWNLOADS_STAGE, name)
-    target = run.path(name)
+    target = run.path(RunDir.ZIP)
+    name = target.name
     with (
         run.atomic_file(name) as tmp,
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_COMPRESSLEVEL) as zf,
@@ -81,5 +78,6 @@ def zip_run(run: RunDir) -> Path:
                 continue
             zf.write(run.root / rel, f"{run.run_id}/{rel.as_posix()}")
             count += 1
+    run.record_artefacts(DOWNLOADS_STAGE, [name])
     log.info("zip %s written (%d files, %.1f MB)", target, count, target.stat().st_size / 2**20)
     return target

@@ -1,7 +1,9 @@
 """The Gradio adapter of the app: sessions looked up per browser, handler results turned into
 widget updates, errors into `gr.Error` sentences, and the events bound to `body4d.ui.layout`.
 
-The behaviour itself lives in `body4d.ui.handlers` (plain functions, no Gradio).
+The behaviour itself lives in plain handler modules (no Gradio), one per job: `body4d.ui.loading`
+(upload, preview), `display` (frames), `prompts` (clicks, targets), `runs` (Mask Generation,
+Auto-detect, 4D Generation, Cancel). The queue's concurrency limits are set here.
 """
 
 from __future__ import annotations
@@ -13,42 +15,40 @@ from typing import Any
 
 import gradio as gr
 
+from body4d.checkpoints import CheckpointReport
 from body4d.config import Config
+from body4d.errors import InputError
+from body4d.jobs import Cancelled, ProgressFn
 from body4d.reconstruct import PipelineModels
-from body4d.run_dir import RunDirError, StageCancelled
+from body4d.run_dir import RunDirError
 from body4d.session import Session, SessionStore
-from body4d.ui.handlers import (
-    AUTO_DETECT,
-    GENERATE_4D,
-    GPU_CONCURRENCY,
-    LOAD_CONCURRENCY,
-    MASK_GENERATION,
-    PREVIEW_CONCURRENCY,
-    PROMPT_CONCURRENCY,
-    Capabilities,
+from body4d.ui.display import show_frame
+from body4d.ui.layout import NEGATIVE, Widgets
+from body4d.ui.loading import load_video, make_preview
+from body4d.ui.prompts import (
     ClickRequest,
-    ProgressFn,
-    UserError,
     add_click,
     add_target,
-    cancel_run,
     clear_targets,
-    generate_4d,
-    generate_masks,
-    load_video,
-    make_preview,
     remove_target,
     select_target,
-    show_frame,
     target_choices,
     tracker_factory,
 )
-from body4d.ui.layout import NEGATIVE, Widgets
+from body4d.ui.runs import cancel_run, generate_4d, generate_masks
+from body4d.ui.status import AUTO_DETECT, GENERATE_4D, MASK_GENERATION, Capabilities
 from body4d.video import VideoError
-from models.registry import CheckpointReport
-from models.sam3 import PromptError
+from models.frames import PromptError
 
 log = logging.getLogger(__name__)
+
+# Uploads decoding at once (cheap: probe + index) and previews encoding at once (CPU-heavy x264).
+LOAD_CONCURRENCY = 2
+PREVIEW_CONCURRENCY = 1
+# Pipeline runs at once over all users: one GPU job at a time (the models are shared).
+GPU_CONCURRENCY = 1
+# Click/target edits that run SAM-3 at once: tens of ms each, serialised to bound GPU memory.
+PROMPT_CONCURRENCY = 1
 
 
 def _user_message(exc: Exception, path: Path | None = None) -> str:
@@ -75,7 +75,7 @@ def _path_or_none(path: Path | None) -> str | None:
 
 
 class UiEvents:
-    """Binds the widgets to the `body4d.ui.handlers` functions for every browser session.
+    """Binds the widgets to the plain handler functions for every browser session.
 
     Attributes:
         n_load_outputs: widgets a video load updates (frame, slider, time, targets, status, and
@@ -107,7 +107,7 @@ class UiEvents:
         self.caps = caps
         self.examples = examples
         self.models = models
-        self.open_tracker = tracker_factory(cfg, models) if caps.segment is None else None
+        self.open_tracker = tracker_factory(models) if caps.segment is None else None
 
     def _session(self, request: gr.Request) -> Session:
         return self.store.get(request.session_hash or "")
@@ -160,7 +160,7 @@ class UiEvents:
 
         try:
             path = make_preview(session, on_progress=report)
-        except (VideoError, UserError, RunDirError) as exc:
+        except (VideoError, InputError, RunDirError) as exc:
             raise gr.Error(_user_message(exc, session.video_path)) from exc
         return gr.skip() if path is None else str(path)
 
@@ -183,7 +183,7 @@ class UiEvents:
             with session.lock:
                 result = add_click(session, req, self.caps, self.report, self.open_tracker)
                 targets = gr.Radio(choices=target_choices(session), value=session.current_target)
-        except UserError as exc:
+        except InputError as exc:
             raise gr.Error(str(exc)) from exc
         return result.view.image, targets, result.message
 
@@ -194,7 +194,7 @@ class UiEvents:
                 message = action(session)
                 targets = gr.Radio(choices=target_choices(session), value=session.current_target)
                 image = show_frame(session, session.current_frame).image if session.has_video else gr.skip()
-        except UserError as exc:
+        except InputError as exc:
             raise gr.Error(str(exc)) from exc
         return image, targets, message
 
@@ -274,10 +274,10 @@ class UiEvents:
         """Run ``action``; None when cancelled, errors as `gr.Error` sentences."""
         try:
             return action()
-        except StageCancelled:
+        except Cancelled:
             log.info("session %s: %s cancelled", session.session_id, label)
             return None
-        except (UserError, PromptError, VideoError, RunDirError) as exc:
+        except (InputError, PromptError, VideoError, RunDirError) as exc:
             raise gr.Error(f"{label}: {exc}") from exc
         except ValueError as exc:  # reconstruct's input errors (e.g. nobody found) carry a sentence
             raise gr.Error(f"{label}: {exc}") from exc

@@ -4,15 +4,17 @@ Layout follows the original SAM-Body4D app: on the left the example gallery, the
 (click to annotate), the upload, the frame slider with its time, the point type and the targets;
 on the right the status, the input preview, the Mask Generation / 4D Generation buttons and
 their results. Additions: the models status panel, Remove/Clear targets, Auto-detect people,
-Cancel, downloads, and a 3D viewer (hidden until GLB export exists). Every widget has an ``elem_id`` for browser tests.
+Cancel, downloads, and a 3D viewer (hidden until GLB export exists). Every widget has an
+``elem_id`` for browser tests. Texts and button states come from a `body4d.ui.status.LayoutSpec`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gradio as gr
-import numpy as np
+
+from body4d.ui.status import ButtonSpec, LayoutSpec
 
 TITLE = "body4d"
 UPLOAD_TYPES = [".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"]
@@ -29,32 +31,6 @@ LATER_NOTE = (
 )
 POSITIVE = "Positive"
 NEGATIVE = "Negative"
-
-
-@dataclass(frozen=True)
-class ButtonSpec:
-    """Label and enabled state of a button (disabled buttons say why in their label)."""
-
-    label: str
-    interactive: bool
-
-
-@dataclass(frozen=True)
-class LayoutSpec:
-    """What the page shows at start-up.
-
-    Attributes:
-        models_markdown: the models status panel (Markdown).
-        examples: example gallery items ``(thumbnail RGB uint8[h, w, 3], caption)``.
-        auto_detect, mask_generation, generate_4d, cancel: model-backed buttons.
-    """
-
-    models_markdown: str
-    examples: list[tuple[np.ndarray, str]] = field(default_factory=list)
-    auto_detect: ButtonSpec = ButtonSpec("Auto-detect people", False)
-    mask_generation: ButtonSpec = ButtonSpec("Mask Generation", False)
-    generate_4d: ButtonSpec = ButtonSpec("4D Generation", False)
-    cancel: ButtonSpec = ButtonSpec("Cancel", False)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,25 @@ Public API::
 
 from __future__ import annotations
 
-from .checkpoint import load_sam3dbody
-from .predictor import BodyEstimate, BodyItem, SAM3DBody
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BodyEstimate", "BodyItem", "SAM3DBody", "load_sam3dbody"]
+if TYPE_CHECKING:
+    from .checkpoint import load, load_sam3dbody
+    from .predictor import BodyEstimate, BodyItem, SAM3DBody
+
+__all__ = ["BodyEstimate", "BodyItem", "SAM3DBody", "load", "load_sam3dbody"]
+# Imported on first use, so that torch-free submodules (mhr_layout) stay importable without torch.
+_WHERE = {
+    "load": ".checkpoint",
+    "load_sam3dbody": ".checkpoint",
+    "BodyEstimate": ".predictor",
+    "BodyItem": ".predictor",
+    "SAM3DBody": ".predictor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)

@@ -18,9 +18,13 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from transformers.initialization import no_init_weights
+
+from models.devices import DTYPE_NAMES
+from models.errors import CheckpointError, setup_hint
 
 from .backbone import HF_PREFIX, HUB_PREFIX, hf_to_hub, hub_to_hf
 from .config import ModelConfig, read_model_config
@@ -29,7 +33,6 @@ from .predictor import SAM3DBody
 
 log = logging.getLogger(__name__)
 
-SETUP_HINT = "python scripts/setup.py --ckpt-root DIR"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Why the encoder never runs in fp16 (the reference casts it to fp16; we do not follow it there).
 FP16_REFUSED = (
@@ -149,13 +152,19 @@ def check_keys(net: SAM3DBodyNet, weights: PortWeights, source: Path | str) -> N
         ):
             if keys:
                 parts.append(f"{title} ({len(keys)}): " + ", ".join(keys))
-        raise ValueError("\n".join(parts))
+        raise CheckpointError(source, "\n".join(parts))
+
+
+def _setup(path: Path) -> str:
+    """The setup command for the checkpoint root above ``path``'s ``sam-3d-body-dinov3`` folder."""
+    folder = path.parent.parent if path.parent.name == "assets" else path.parent
+    return setup_hint(folder.parent)
 
 
 def _require(path: Path, what: str) -> None:
     if not path.is_file():
-        raise FileNotFoundError(
-            f"SAM-3D-Body {what} not found: {path}. Download the checkpoints with: {SETUP_HINT}"
+        raise CheckpointError(
+            path, f"SAM-3D-Body {what} not found: {path}. Download the checkpoints with: {_setup(path)}"
         )
 
 
@@ -192,12 +201,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             if isinstance(exc, pickle.UnpicklingError)
             else str(exc).strip().splitlines()[0][:200]
         )
-        raise ValueError(
-            f"{path} is not a readable SAM-3D-Body checkpoint ({why}); download it again with: {SETUP_HINT}"
+        raise CheckpointError(
+            path,
+            f"{path} is not a readable SAM-3D-Body checkpoint ({why}); download it again with: {_setup(path)}",
         ) from exc
     sd = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path} holds no state dict of tensors; download it again with: {SETUP_HINT}")
+        raise CheckpointError(
+            path, f"{path} holds no state dict of tensors; download it again with: {_setup(path)}"
+        )
     return sd
 
 
@@ -229,8 +241,9 @@ def load_sam3dbody(
         bbox_padding: person box padding factor before cropping.
         mask_value: value of a person pixel in the mask prompt (1 or 255).
     Raises:
-        FileNotFoundError: a file is missing (names it and the setup command).
-        ValueError: unsupported dtype or config, an unreadable file, or any key/shape mismatch.
+        CheckpointError: a file is missing or unreadable, or any key/shape mismatch (the message
+            names the file and the fix).
+        ValueError: unsupported dtype, mask value or model config.
     """
     ckpt_path, config_path, mhr_path = Path(ckpt_path), Path(config_path), Path(mhr_path)
     for path, what in ((ckpt_path, "checkpoint"), (config_path, "model config"), (mhr_path, "MHR model")):
@@ -260,3 +273,37 @@ def load_sam3dbody(
         mhr = torch.jit.load(str(mhr_path), map_location=device).eval()
     log.info("loaded SAM-3D-Body from %s (%s, backbone %s)", ckpt_path, device, dtype)
     return SAM3DBody(net, mhr, bbox_padding, mask_value)
+
+
+class SAM3DBodySettings(Protocol):
+    """The settings this adapter reads: the ``sam_3d_body`` config section (``body4d.config``).
+
+    Attributes:
+        ckpt_path: ``model.ckpt``; config_path: ``model_config.yaml``; mhr_path: ``mhr_model.pt``.
+        bbox_padding: person box padding factor before cropping.
+        mask_value: value of a person pixel in the mask prompt (1 or 255).
+    """
+
+    @property
+    def ckpt_path(self) -> str: ...
+    @property
+    def config_path(self) -> str: ...
+    @property
+    def mhr_path(self) -> str: ...
+    @property
+    def bbox_padding(self) -> float: ...
+    @property
+    def mask_value(self) -> int: ...
+
+
+def load(settings: SAM3DBodySettings, device: torch.device | str, dtype: torch.dtype) -> SAM3DBody:
+    """`load_sam3dbody` from a settings section; ``dtype`` is the encoder's (see `backbone_dtype`)."""
+    return load_sam3dbody(
+        settings.ckpt_path,
+        settings.config_path,
+        settings.mhr_path,
+        device=device,
+        dtype=DTYPE_NAMES[dtype],
+        bbox_padding=settings.bbox_padding,
+        mask_value=settings.mask_value,
+    )

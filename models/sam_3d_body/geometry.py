@@ -11,26 +11,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import mhr_layout
+
 _AXIS = {"X": 0, "Y": 1, "Z": 2}
 
-# MHR body pose (133 Euler/translation parameters) <-> 260-d continuous encoding.
-# 23 three-DoF joints (6D each), 58 one-DoF joints (sin, cos each), 6 translations; the
-# indices below say where each decoded value lands among the 133 model parameters.
-# fmt: off
-BODY_3DOF_IDXS = torch.tensor([
-    (0, 2, 4), (6, 8, 10), (12, 13, 14), (15, 16, 17), (18, 19, 20), (21, 22, 23), (24, 25, 26),
-    (27, 28, 29), (34, 35, 36), (37, 38, 39), (44, 45, 46), (53, 54, 55), (64, 65, 66), (85, 69, 73),
-    (86, 70, 79), (87, 71, 82), (88, 72, 76), (91, 92, 93), (112, 96, 100), (113, 97, 106),
-    (114, 98, 109), (115, 99, 103), (130, 131, 132),
-]).flatten()
-BODY_1DOF_IDXS = torch.tensor([
-    1, 3, 5, 7, 9, 11, 30, 31, 32, 33, 40, 41, 42, 43, 47, 48, 49, 50, 51, 52, 56, 57, 58, 59, 60,
-    61, 62, 63, 67, 68, 74, 75, 77, 78, 80, 81, 83, 84, 89, 90, 94, 95, 101, 102, 104, 105, 107, 108,
-    110, 111, 116, 117, 118, 119, 120, 121, 122, 123,
-])
-# fmt: on
-BODY_TRANS_IDXS = torch.arange(124, 130)
-NUM_BODY_PARAMS = 133
+# MHR body pose (133 Euler/translation parameters) <-> 260-d continuous encoding: 23 three-DoF
+# joints (6D each), 58 one-DoF joints (sin, cos each), 6 translations; the layout tables say where
+# each decoded value lands among the 133 model parameters.
+BODY_3DOF_IDXS = torch.from_numpy(mhr_layout.BODY_3DOF_IDXS).flatten()
+BODY_1DOF_IDXS = torch.from_numpy(mhr_layout.BODY_1DOF_IDXS)
+BODY_TRANS_IDXS = torch.from_numpy(mhr_layout.BODY_TRANS_IDXS)
 BODY_CONT_DIM = 260
 # Body-pose entries driven by the hand PCA instead of the body decoder (zeroed in the body head).
 BODY_HAND_PARAM_IDXS = torch.arange(62, 116)
@@ -106,7 +96,7 @@ def body_cont_to_params(cont: torch.Tensor) -> torch.Tensor:
     n1 = BODY_1DOF_IDXS.numel()
     rot3 = _zyx_from_6d(cont[..., : 2 * n3].unflatten(-1, (-1, 6))).flatten(-2)
     rot1 = _sincos_to_angle(cont[..., 2 * n3 : 2 * n3 + 2 * n1])
-    out = cont.new_zeros(*cont.shape[:-1], NUM_BODY_PARAMS)
+    out = cont.new_zeros(*cont.shape[:-1], mhr_layout.NUM_BODY_PARAMS)
     out[..., BODY_3DOF_IDXS.to(cont.device)] = rot3
     out[..., BODY_1DOF_IDXS.to(cont.device)] = rot1
     out[..., BODY_TRANS_IDXS.to(cont.device)] = cont[..., 2 * n3 + 2 * n1 :]

@@ -27,17 +27,18 @@ from .geometry import (
     rotmat_to_euler,
 )
 from .layers import FFN
+from .mhr_layout import (
+    NUM_EXPR,
+    NUM_FACES,
+    NUM_HAND,
+    NUM_JOINTS,
+    NUM_KP,
+    NUM_KP_ROWS,
+    NUM_SCALE,
+    NUM_SHAPE,
+    NUM_VERTS,
+)
 
-NUM_VERTS = 18439  # MHR LOD1 mesh
-NUM_JOINTS = 127
-NUM_FACES = 36874
-NUM_SHAPE = 45
-NUM_SCALE = 28
-NUM_HAND = 54  # per hand (PCA space)
-NUM_EXPR = 72
-NUM_KP = 70  # MHR70 keypoints (first rows of the 308-row keypoint regressor)
-NUM_KP_ROWS = 308
-NUM_MODEL_PARAMS = 204
 # Pose vector predicted by the head: 6D global rotation, continuous body pose, shape, scale,
 # both hands, expression.
 NPOSE = 6 + BODY_CONT_DIM + NUM_SHAPE + NUM_SCALE + 2 * NUM_HAND + NUM_EXPR

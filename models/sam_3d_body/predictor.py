@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from .geometry import euler_to_rotmat, fix_wrist_euler, rotation_angle, rotmat_to_euler
-from .heads import NUM_HAND, NUM_KP, NUM_VERTS, PoseOutput, flip_yz
+from .heads import PoseOutput, flip_yz
+from .mhr_layout import NUM_HAND, NUM_KP, NUM_VERTS, default_intrinsics
 from .network import CropBatch, SAM3DBodyNet
-from .preprocess import HAND_PADDING, CropSpec, build_crops, crop_box, default_intrinsics
+from .preprocess import HAND_PADDING, CropSpec, build_crops, crop_box
 from .prompt import LABEL_INVALID
 
 log = logging.getLogger(__name__)

@@ -71,12 +71,6 @@ def warp_matrix(center: np.ndarray, size: float, crop_size: int) -> np.ndarray:
     return cv2.getAffineTransform(src, dst)
 
 
-def default_intrinsics(height: int, width: int) -> np.ndarray:
-    """Fallback pinhole intrinsics (3, 3): focal = image diagonal, principal point = centre."""
-    f = float(np.hypot(height, width))
-    return np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
-
-
 def build_crops(
     images: list[np.ndarray],
     specs: list[CropSpec],

@@ -1,61 +1,17 @@
-"""Which checkpoints the pipeline needs, whether they are present, and device/dtype choice.
+"""Which checkpoints the configuration needs and whether each is there, with the fix when not.
 
-Nothing here loads a network; adapters in this package do. The app and `body4d check` use
-`checkpoint_report()` to say exactly what is missing and how to get it.
+Nothing here loads a network. The app's status panel, ``body4d check``, ``body4d doctor`` and
+``scripts/setup.py`` use `checkpoint_report()` to say exactly what is missing and how to get it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from body4d.config import Config
-
-log = logging.getLogger(__name__)
-
-# Written by body4d.testing.tiny_checkpoints into every tiny test checkpoint folder.
-TINY_MARKER = "BODY4D_TINY_TEST_CHECKPOINT"
-SETUP_HINT = "python scripts/setup.py --ckpt-root {root}"
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``"auto"`` → cuda if available, else mps, else cpu; otherwise ``torch.device(spec)``.
-
-    Raises:
-        ValueError: an unknown device string, or CUDA requested on a machine without it.
-    """
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as exc:
-        raise ValueError(f"runtime.device={spec!r} is not a device: use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"runtime.device={spec!r} but CUDA is not available here: use runtime.device=auto or cpu"
-        )
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Network precision for ``name`` (fp32/bf16/fp16); half precision falls back to fp32 on CPU."""
-    if name not in _DTYPES:
-        raise ValueError(f"runtime.dtype={name!r} is not one of {', '.join(_DTYPES)}")
-    dtype = _DTYPES[name]
-    if device.type == "cpu" and dtype != torch.float32:
-        log.info("runtime.dtype=%s on CPU: using fp32 (half precision is slow or unsupported there)", name)
-        return torch.float32
-    return dtype
+from models.errors import TINY_MARKER, setup_hint
 
 
 @dataclass(frozen=True)
@@ -109,7 +65,7 @@ class CheckpointReport:
                 lines.append(f"    {i.problem}")
         if self.missing:
             lines.append(
-                f"Missing checkpoints: run `{SETUP_HINT.format(root=self.ckpt_root)}` "
+                f"Missing checkpoints: run `{setup_hint(self.ckpt_root)}` "
                 "(SAM-3 and SAM-3D-Body are gated: accept their licences on Hugging Face and set HF_TOKEN first)."
             )
         else:
@@ -151,8 +107,8 @@ def checkpoint_report(cfg: Config) -> CheckpointReport:
         ("SAM-3D-Body config", s3b.config_path, body, True, _generic_problem),
         ("MHR body model", s3b.mhr_path, body, True, _generic_problem),
     ]
-    if s3b.fov_path:
-        entries.append(("MoGe-2 ViT-L normal", s3b.fov_path, "camera intrinsics", False, moge))
+    if cfg.camera.ckpt_path:
+        entries.append(("MoGe-2 ViT-L normal", cfg.camera.ckpt_path, "camera intrinsics", False, moge))
     if cfg.completion.enable:
         c = cfg.completion
         entries += [

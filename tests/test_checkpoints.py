@@ -1,4 +1,4 @@
-"""models.registry.checkpoint_report: "present" means every file the loader reads is there."""
+"""body4d.checkpoints.checkpoint_report: "present" means every file the loader reads is there."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from body4d.checkpoints import CheckpointStatus, checkpoint_report
 from body4d.config import Config, load_config
 from body4d.testing.tiny_moge import MOGE_DIR, write_tiny_moge
 from models.moge import CHECKPOINT_FILE
-from models.registry import CheckpointStatus, checkpoint_report
 from models.sam3 import META_CHECKPOINT, SNAPSHOT_FILES
 
 

@@ -1,0 +1,220 @@
+"""The recipe as data: one `Stage` row per step, walked in order by `body4d.reconstruct.reconstruct`.
+
+    masks    SAM-3 propagation (prompts or automatic people), or masks imported from a folder
+    camera   MoGe-2 intrinsics once per video (or the documented default)
+    recover  SAM-3D-Body per target per frame, batched over frames x targets
+    smooth   per-identity temporal consistency over the whole sequence (+ keypoints)
+    export   OBJ + camera JSON per person per frame
+
+A row names what it reads (the run's inputs ``video``, ``prompts``, ``masks_dir``, ``scratch``, or
+earlier rows by name), the network and config section it takes, a ``run`` function
+``(inputs, model, section, job) -> result`` that writes nothing, and how its result is saved to and
+loaded from the run folder (`body4d.run_dir.RunDir`, which owns every path, including the row's
+``artefacts``). Adding a stage is adding a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from body4d.errors import InputError
+from body4d.export import ObjWriter, camera_json
+from body4d.jobs import Job
+from body4d.masks import color_for, label_volume, read_mask_folder
+from body4d.run_dir import LABELS_IN_MEMORY_MAX_BYTES, RunDir
+from body4d.stages.camera import estimate_camera
+from body4d.stages.consistency import make_consistent
+from body4d.stages.recover import FrameInput, posed_rows, recover_bodies, refit_keypoints
+from body4d.stages.segment import apply_prompts, segment_video
+from body4d.types import BodyTrack, Intrinsics, Segmentation
+
+Inputs = Mapping[str, Any]
+# Person-frames per body-model call when rebuilding meshes for export.
+EXPORT_MESH_BATCH = 32
+# An exported mesh: (object id, frame, OBJ bytes, camera record).
+MeshItem = tuple[int, int, bytes, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the recipe.
+
+    Attributes:
+        name: the stage's name (manifest, ``--stop-after``, progress).
+        needs: what ``run`` reads: run inputs or the names of earlier rows.
+        run: ``run(inputs, model, section, job) -> result``; pure (writes nothing).
+        save: ``save(run_dir, result, inputs) -> extra manifest fields`` (or None).
+        load: ``load(run_dir) -> result`` when the stage is already done (resume).
+        artefacts: `RunDir` names the stage writes (cleared before it runs again).
+        model: the `PipelineModels` field it needs (None: no network).
+        section: the config section it receives (None: none).
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    run: Callable[[Inputs, Any, Any, Job], Any]
+    save: Callable[[RunDir, Any, Inputs], dict[str, Any] | None]
+    load: Callable[[RunDir], Any]
+    artefacts: tuple[str, ...]
+    model: str | None = None
+    section: str | None = None
+
+
+# ------------------------------------------------------------------------------------ masks
+def _segment(inputs: Inputs, sam3: Any, section: Any, job: Job) -> Segmentation:
+    video = inputs["video"]
+    info = video.info
+    labels = label_volume(len(video), info.height, info.width, inputs["scratch"], LABELS_IN_MEMORY_MAX_BYTES)
+    if inputs["masks_dir"] is not None:
+        return read_mask_folder(Path(inputs["masks_dir"]), labels)
+    if sam3 is None:
+        raise RuntimeError("the SAM-3 model is not loaded: load_models(..., sam3=True)")
+    prompts = inputs["prompts"]
+    session = sam3.open_session(video)
+    if prompts is not None:
+        apply_prompts(session, prompts)
+    result = segment_video(
+        session,
+        detect=None if prompts is not None else sam3.detect,
+        redetect_every=section.redetect_every,
+        redetect_iou=section.redetect_iou,
+        job=job,
+        out=labels,
+    )
+    return Segmentation(result.track, result.first_frames, "prompts" if prompts is not None else "auto")
+
+
+def _save_masks(run: RunDir, seg: Segmentation, inputs: Inputs) -> dict[str, Any]:
+    video = inputs["video"]
+    run.save_masks(seg, video, video.info.fps)
+    return {"obj_ids": list(seg.track.obj_ids)}
+
+
+# ----------------------------------------------------------------------------------- camera
+def _camera(inputs: Inputs, moge: Any, section: Any, job: Job) -> Intrinsics:
+    job.report(0.0, "estimating intrinsics")
+    return estimate_camera(inputs["video"], moge, section)
+
+
+def _save_camera(run: RunDir, K: Intrinsics, _inputs: Inputs) -> None:
+    run.save_camera(K)
+
+
+# ---------------------------------------------------------------------------------- recover
+def _recover(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, BodyTrack]:
+    video, seg = inputs["video"], inputs["masks"]
+    if not seg.track.obj_ids:
+        raise InputError(
+            "segmentation found no targets in the video: click on the people to follow, or lower "
+            "sam3.detection_threshold for automatic detection"
+        )
+    _require_body(body)
+    labels = seg.track.labels
+    frames = (FrameInput(i, frame, np.asarray(labels[i])) for i, frame in enumerate(video))
+    return recover_bodies(
+        frames,
+        len(video),
+        inputs["camera"],
+        body,
+        batch_size=section.batch_size,
+        inference_type=section.inference_type,
+        job=job,
+    )
+
+
+# ----------------------------------------------------------------------------------- smooth
+def _smooth(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, BodyTrack]:
+    _require_body(body)
+    fps = float(inputs["video"].info.fps)
+    K = inputs["camera"]
+    out = {}
+    for k, (obj_id, track) in enumerate(inputs["recover"].items()):
+        job.check()
+        out[obj_id] = refit_keypoints(make_consistent(track, section, fps), body, K)
+        job.report((k + 1) / len(inputs["recover"]), f"person {obj_id}")
+    return out
+
+
+# ----------------------------------------------------------------------------------- export
+def _export(inputs: Inputs, body: Any, _section: Any, job: Job) -> Iterator[MeshItem]:
+    """Every valid person-frame as an OBJ (``cam_t`` applied) and its camera record, lazily."""
+    _require_body(body)
+    bodies: dict[int, BodyTrack] = inputs["smooth"]
+    K: Intrinsics = inputs["camera"]
+    writer = ObjWriter(body.faces)
+    total = sum(int(t.valid.sum()) for t in bodies.values())
+    done = 0
+    for obj_id, track in bodies.items():
+        color = color_for(obj_id)
+        for rows, verts, _ in posed_rows(track, body, np.flatnonzero(track.valid), EXPORT_MESH_BATCH):
+            job.check()
+            for k, row in enumerate(rows):
+                cam_t = track.cam_t[row]
+                camera = camera_json(float(track.focal[row]), K.principal_point, cam_t)
+                yield obj_id, int(track.frames[row]), writer.mesh(verts[k] + cam_t, color), camera
+            done += len(rows)
+            job.report(done / max(total, 1), f"person {obj_id}")
+
+
+def _require_body(body: Any) -> None:
+    if body is None:
+        raise RuntimeError("the SAM-3D-Body model is not loaded: load_models(..., body=True)")
+
+
+RECIPE: tuple[Stage, ...] = (
+    Stage(
+        "masks",
+        needs=("video", "prompts", "masks_dir", "scratch"),
+        run=_segment,
+        save=_save_masks,
+        load=RunDir.load_masks,
+        artefacts=(RunDir.IMAGES, RunDir.MASKS, RunDir.MASKS_VIS, RunDir.MASK_VIDEO, RunDir.SEGMENTATION),
+        model="sam3",
+        section="sam3",
+    ),
+    Stage(
+        "camera",
+        needs=("video",),
+        run=_camera,
+        save=_save_camera,
+        load=RunDir.load_camera,
+        artefacts=(RunDir.CAMERA,),
+        model="moge",
+        section="camera",
+    ),
+    Stage(
+        "recover",
+        needs=("video", "masks", "camera"),
+        run=_recover,
+        save=lambda run, tracks, _inputs: run.save_tracks(RunDir.BODIES_RAW, tracks),
+        load=lambda run: run.load_tracks(RunDir.BODIES_RAW),
+        artefacts=(RunDir.BODIES_RAW,),
+        model="body",
+        section="sam_3d_body",
+    ),
+    Stage(
+        "smooth",
+        needs=("video", "recover", "camera"),
+        run=_smooth,
+        save=lambda run, tracks, _inputs: run.save_tracks(RunDir.BODIES, tracks),
+        load=lambda run: run.load_tracks(RunDir.BODIES),
+        artefacts=(RunDir.BODIES,),
+        model="body",
+        section="smoothing",
+    ),
+    Stage(
+        "export",
+        needs=("smooth", "camera"),
+        run=_export,
+        save=lambda run, meshes, _inputs: {"files": run.save_meshes(meshes)},
+        load=lambda run: None,
+        artefacts=(RunDir.MESHES, RunDir.FOCALS),
+        model="body",
+    ),
+)
+STAGES = tuple(s.name for s in RECIPE)

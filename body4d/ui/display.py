@@ -1,0 +1,103 @@
+"""A frame of the session's video as the browser shows it: time labels, display scale, click mapping.
+
+Pixel coordinates: the frame on screen may be downscaled (`DISPLAY_MAX_SIDE`); clicks are
+converted back (`display_to_video`) and stored in the video's own pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from PIL import Image
+
+from body4d.masks import draw_clicks, masks_to_labels, overlay
+from body4d.session import Session
+from body4d.types import VideoInfo
+
+# Frames wider or taller than this are downscaled for the browser (clicks are mapped back).
+DISPLAY_MAX_SIDE = 1280
+CENTISECONDS_PER_SECOND = 100
+SECONDS_PER_MINUTE = 60
+
+
+def format_time(seconds: Fraction) -> str:
+    """``mm:ss.ff`` (ff = hundredths, truncated) of an exact time in seconds."""
+    total_cs = math.floor(seconds * CENTISECONDS_PER_SECOND)
+    minutes, rest = divmod(total_cs, SECONDS_PER_MINUTE * CENTISECONDS_PER_SECOND)
+    secs, cs = divmod(rest, CENTISECONDS_PER_SECOND)
+    return f"{minutes:02d}:{secs:02d}.{cs:02d}"
+
+
+def time_label(index: int, info: VideoInfo) -> str:
+    """``"<time of frame index> / <duration>"`` at the video's exact frame rate."""
+    return f"{format_time(Fraction(index) / info.fps)} / {format_time(Fraction(info.n_frames) / info.fps)}"
+
+
+def format_fps(fps: Fraction) -> str:
+    """``10``, ``29.97``, ``23.98``: the frame rate with at most two decimals."""
+    return f"{float(fps):.2f}".rstrip("0").rstrip(".")
+
+
+def display_scale(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> float:
+    """Display pixels per video pixel (1.0 unless the frame is larger than ``max_side``)."""
+    return min(1.0, max_side / max(width, height))
+
+
+def to_display(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """Downscale ``rgb`` by ``scale`` for the browser (unchanged when ``scale == 1``)."""
+    if scale >= 1.0:
+        return rgb
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+
+
+def display_to_video(x: float, y: float, scale: float, info: VideoInfo) -> tuple[float, float]:
+    """Map a click on the displayed frame to video pixels, clamped inside the frame."""
+    vx = min(max(x / scale, 0.0), info.width - 1.0)
+    vy = min(max(y / scale, 0.0), info.height - 1.0)
+    return vx, vy
+
+
+@dataclass(frozen=True)
+class FrameView:
+    """A frame ready for the browser.
+
+    Attributes:
+        image: RGB ``uint8[h, w, 3]`` at display size, with click markers drawn.
+        index: 0-based frame index.
+        time: ``mm:ss.ff / mm:ss.ff`` label.
+        scale: display pixels per video pixel.
+    """
+
+    image: np.ndarray
+    index: int
+    time: str
+    scale: float
+
+
+def show_frame(session: Session, index: int) -> FrameView:
+    """Make ``index`` the current frame and render it with its live masks and clicks.
+
+    Args:
+        session: the caller's session.
+        index: 0-based frame index (clamped to the video).
+
+    Raises:
+        InputError: no video loaded.
+    """
+    info = session.require_info()
+    index = min(max(int(index), 0), info.n_frames - 1)
+    session.current_frame = index
+    rgb = session.frame(index)
+    masks = session.masks.get(index)
+    if masks:
+        rgb = overlay(rgb, masks_to_labels(masks, (info.height, info.width)))
+    clicks = [click for _, click in session.clicks_on(index)]
+    if clicks:
+        rgb = draw_clicks(rgb, clicks)
+    scale = display_scale(info.width, info.height)
+    return FrameView(to_display(rgb, scale), index, time_label(index, info), scale)

@@ -1,0 +1,254 @@
+"""Pipeline runs from the app: Mask Generation, Auto-detect people, 4D Generation, and Cancel.
+
+The only ui module that calls `body4d.reconstruct.reconstruct`: each run covers one stage range
+on the session's run folder, with a decoder of its own, so scrubbing and clicks keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from body4d.config import Config
+from body4d.errors import InputError
+from body4d.jobs import ProgressFn
+from body4d.recipe import STAGES
+from body4d.reconstruct import PipelineModels, reconstruct
+from body4d.run_dir import RunDir
+from body4d.session import Session
+from body4d.types import Prompts, RunResult
+from body4d.ui.downloads import zip_run
+from body4d.video import open_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaskOutcome:
+    """A finished segmentation run.
+
+    Attributes:
+        result: what `reconstruct` reported.
+        mask_video: ``video_mask_<run_id>.mp4`` (the Segmentation Result), if written.
+        message: status sentence for the user.
+    """
+
+    result: RunResult
+    mask_video: Path | None
+    message: str
+
+
+@dataclass(frozen=True)
+class BodiesOutcome:
+    """A finished 4D run.
+
+    Attributes:
+        result: what `reconstruct` reported.
+        mask_video: the Segmentation Result video, if written.
+        downloads: the run's zip and ``bodies.npz``.
+        people: targets with a 3D body track.
+        meshes: OBJ files written (one per person per frame).
+        message: status sentence for the user.
+    """
+
+    result: RunResult
+    mask_video: Path | None
+    downloads: list[Path]
+    people: int
+    meshes: int
+    message: str
+
+
+def _stage_progress(stop_after: str, progress: ProgressFn | None) -> ProgressFn | None:
+    """Map ``(stage, fraction, message)`` of one stage to the whole range up to ``stop_after``."""
+    if progress is None:
+        return None
+    stages = STAGES[: STAGES.index(stop_after) + 1]
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        i = stages.index(stage) if stage in stages else len(stages) - 1
+        progress(stage, (i + min(max(fraction, 0.0), 1.0)) / len(stages), message)
+
+    return report
+
+
+def _run_pipeline(
+    cfg: Config,
+    models: PipelineModels,
+    session: Session,
+    *,
+    prompts: Prompts | None,
+    stop_after: str,
+    force: bool,
+    progress: ProgressFn | None,
+) -> tuple[RunDir, RunResult]:
+    """Run `reconstruct` on the session's video and run folder with its own decoder.
+
+    The session lock is not held meanwhile (scrubbing and clicks keep working); its ``run_lock``
+    keeps a second run off the same folder, and its ``cancel`` flag stops this one.
+
+    Raises:
+        InputError: no video loaded, a run of this session is still going, or another video was
+            loaded meanwhile (the results stay in the earlier run folder).
+        Cancelled: the user pressed Cancel.
+        ValueError: as `reconstruct` (e.g. no targets found), with a sentence.
+    """
+    with session.lock:
+        session.require_info()
+        path, run, max_side = session.video_path, session.run, session.max_side
+    assert path is not None and run is not None
+    if not session.run_lock.acquire(blocking=False):
+        raise InputError("a run is still going for this video: wait for it to finish or press Cancel")
+    try:
+        session.cancel.clear()
+        with open_video(path, max_side=max_side) as video:
+            result = reconstruct(
+                video,
+                run,
+                cfg,
+                models,
+                prompts=prompts,
+                stop_after=stop_after,
+                force=force,
+                progress=_stage_progress(stop_after, progress),
+                should_cancel=session.cancel.is_set,
+            )
+    finally:
+        session.run_lock.release()
+    with session.lock:
+        if session.run is not run:
+            raise InputError(
+                f"another video was loaded while this run went on: its results stay in run folder {run.run_id}"
+            )
+    return run, result
+
+
+def _ids(ids: tuple[int, ...] | list[int]) -> str:
+    return ", ".join(map(str, ids))
+
+
+def generate_masks(
+    cfg: Config,
+    models: PipelineModels,
+    session: Session,
+    *,
+    auto: bool = False,
+    progress: ProgressFn | None = None,
+) -> MaskOutcome:
+    """Segment every frame: from the session's clicks, or automatic people detection (``auto``).
+
+    Masks are always made anew (earlier ones in the run folder are replaced); the run folder
+    then marks the later stages stale, so 4D Generation redoes them from the new masks.
+
+    Args:
+        cfg: app configuration.
+        models: the shared networks (SAM-3 with its detector).
+        session: the caller's session.
+        auto: detect and track every person instead of using the clicks.
+        progress: called with ``(stage, fraction of the run, message)``.
+
+    Raises:
+        InputError: no video, no clicked target (without ``auto``), or a run still going.
+        Cancelled: cancelled.
+        ValueError: SAM-3 refused the prompts (the sentence says why).
+    """
+    with session.lock:
+        session.require_info()
+        prompts = None if auto else session.prompts()
+    if prompts is not None and not prompts.obj_ids:
+        raise InputError(
+            "no targets yet: click on a person in the frame (or press Auto-detect people) before Mask Generation"
+        )
+    started = time.monotonic()
+    run, result = _run_pipeline(
+        cfg, models, session, prompts=prompts, stop_after="masks", force=True, progress=progress
+    )
+    with session.lock:
+        session.mask_prompts = prompts
+    seconds = time.monotonic() - started
+    n = run.manifest["video"]["n_frames"]
+    if auto and not result.obj_ids:
+        message = (
+            f"Auto-detect found nobody in {n} frames ({seconds:.1f} s): click on the people instead, "
+            "or lower sam3.detection_threshold."
+        )
+    elif auto:
+        message = (
+            f"Auto-detect found {len(result.obj_ids)} people (ids {_ids(result.obj_ids)}) and tracked "
+            f"them over {n} frames in {seconds:.1f} s. Check the Segmentation Result, then press 4D Generation."
+        )
+    else:
+        message = (
+            f"Mask Generation done in {seconds:.1f} s: target(s) {_ids(result.obj_ids)} tracked over {n} "
+            "frames. Check the Segmentation Result, then press 4D Generation."
+        )
+    log.info("session %s: %s", session.session_id, message)
+    return MaskOutcome(result, run.mask_video_path(), message)
+
+
+def generate_4d(
+    cfg: Config, models: PipelineModels, session: Session, *, progress: ProgressFn | None = None
+) -> BodiesOutcome:
+    """Make the 3D bodies: the stages after the masks (made first from the clicks if missing).
+
+    Stages already done in the run folder are skipped; after a new Mask Generation the whole
+    recipe runs again from those masks. Ends with the run's zip and ``bodies.npz`` for download.
+
+    Args:
+        cfg: app configuration.
+        models: the shared networks (SAM-3, SAM-3D-Body, the camera model).
+        session: the caller's session.
+        progress: called with ``(stage, fraction of the run, message)``.
+
+    Raises:
+        InputError: no video, no masks and no clicked target, or a run still going.
+        Cancelled: cancelled.
+        ValueError: nobody to reconstruct, or SAM-3 refused the prompts (the sentence says why).
+    """
+    with session.lock:
+        info = session.require_info()
+        run = session.run
+        assert run is not None
+        has_masks = run.is_done("masks")
+        prompts = session.mask_prompts if has_masks else session.prompts()
+    if not has_masks and prompts is not None and not prompts.obj_ids:
+        raise InputError(
+            "no targets yet: click on the people to follow (or press Auto-detect people), then 4D Generation"
+        )
+    started = time.monotonic()
+    run, result = _run_pipeline(
+        cfg, models, session, prompts=prompts, stop_after="export", force=False, progress=progress
+    )
+    with session.lock:
+        if not has_masks:
+            session.mask_prompts = prompts
+    zip_path = zip_run(run)
+    export = run.manifest["stages"]["export"]
+    meshes = int(export.get("files", 0))
+    with np.load(run.path(RunDir.BODIES)) as bodies:
+        people = len(bodies["obj_ids"])
+    seconds = time.monotonic() - started
+    message = (
+        f"4D Generation done in {seconds:.1f} s: {people} {'person' if people == 1 else 'people'}, "
+        f"{meshes} meshes (one OBJ per person per frame over {info.n_frames} frames) in run {run.run_id}. "
+        f"Download the zip (whole run) or {RunDir.BODIES} (parameters, keypoints) below."
+    )
+    log.info("session %s: %s", session.session_id, message)
+    return BodiesOutcome(
+        result, run.mask_video_path(), [zip_path, run.path(RunDir.BODIES)], people, meshes, message
+    )
+
+
+def cancel_run(session: Session) -> str:
+    """Ask the session's running pipeline to stop after its current step; returns the status."""
+    session.cancel.set()
+    if not session.run_lock.locked():
+        return "Nothing is running."
+    return (
+        "Cancelled: the running stage stops after its current frame (recorded as cancelled in "
+        "manifest.json); finished stages are kept, press the button again to continue."
+    )
