@@ -21,11 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from body4d.config import Config, ConfigError, load_config
+from body4d.config import Config, ConfigError, add_config_arguments, load_config
 
 if TYPE_CHECKING:
     from body4d.checkpoints import CheckpointReport
-    from body4d.reconstruct import PipelineModels
+    from body4d.driver import PipelineModels
 
 log = logging.getLogger("body4d.app")
 
@@ -42,10 +42,7 @@ CACHE_MAX_AGE_S = 24 * 60 * 60
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options: an alternative config file and dotted overrides."""
     parser = argparse.ArgumentParser(description="body4d web app")
-    parser.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
-    )
+    add_config_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -90,7 +87,7 @@ def load_app_models(cfg: Config, report: CheckpointReport) -> tuple[PipelineMode
     """
     if not report.ok:
         return None, None
-    from body4d.reconstruct import load_models
+    from body4d.driver import load_models
 
     log.info("loading the models (device %s, dtype %s)…", cfg.runtime.device, cfg.runtime.dtype)
     try:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from body4d import export  # noqa: E402
-from body4d.config import SmoothingConfig  # noqa: E402
+from body4d.config import SmoothingConfig, load_config  # noqa: E402
 from body4d.masks import mask_box  # noqa: E402
 from body4d.run_dir import RunDir  # noqa: E402
 from body4d.stages.consistency import make_consistent  # noqa: E402
@@ -61,6 +61,8 @@ def synthetic_track(obj_id: int, n: int, rng: np.random.Generator) -> BodyTrack:
         shape=noisy((45,), 0.1),
         scale=noisy((28,), 0.1),
         expression=np.zeros((n, 72), np.float32),
+        keypoints_3d=noisy((70, 3), 0.3),
+        keypoints_2d=noisy((70, 2), 100.0),
     )
 
 
@@ -91,7 +93,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     for specs in specs_per_frame[: max(1, n // 4)]:
-        build_crops([frame], specs, args.crop, torch.device("cpu"))
+        build_crops([frame], specs, args.crop, torch.device("cpu"), mask_value=1)
     timings[f"crops ({args.crop}px, image+mask+rays)"] = (time.perf_counter() - t0) / max(1, n // 4)
 
     tracks = [synthetic_track(i + 1, n, rng) for i in range(p)]
@@ -103,17 +105,14 @@ def main() -> None:
     faces = (np.arange(NUM_FACES)[:, None] + np.arange(3)[None]) % NUM_VERTS
     verts = rng.normal(size=(NUM_VERTS, 3)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        run = RunDir.create(tmp)
+        run = RunDir.create(tmp, load_config())
         writer = export.ObjWriter(faces)
         m = max(1, n // 6)
         t0 = time.perf_counter()
         for t in range(m):
             for k in range(p):
-                run.write_bytes(f"mesh_4d_individual/{k + 1}/{t:08d}.obj", writer.mesh(verts, (200, 80, 20)))
-                run.write_json(
-                    f"focal_4d_individual/{k + 1}/{t:08d}.json",
-                    export.camera_json(1400.0, (640, 360), np.zeros(3)),
-                )
+                run.write_bytes(run.mesh_path(k + 1, t), writer.mesh(verts, (200, 80, 20)))
+                run.write_json(run.focal_path(k + 1, t), export.camera_json(1400.0, (640, 360), np.zeros(3)))
         timings["export (OBJ + JSON)"] = (time.perf_counter() - t0) / m
 
     print(f"1280x720, {p} people, {n} frames (ms per frame, all people)")

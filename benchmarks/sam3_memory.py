@@ -18,14 +18,17 @@ import argparse
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from body4d.config import load_config
 from body4d.testing.tiny_sam3 import write_tiny_sam3
 from body4d.types import Click
-from models.sam3 import DEFAULT_MAX_CACHED_FRAMES, ArrayFrames, Sam3Models
+from models.frames import ArrayFrames
+from models.sam3 import Sam3Models
 
 REAL_SIDE = 1008  # input side of facebook/sam3
 FRAME_HEIGHT, FRAME_WIDTH = 96, 128  # synthetic video size (masks are stored at model resolution)
@@ -47,7 +50,7 @@ def synthetic(n: int, n_objects: int) -> tuple[np.ndarray, list[tuple[int, int]]
 
 def measure(models: Sam3Models, n_frames: int, n_objects: int, keep: int) -> dict[str, float]:
     frames, clicks = synthetic(n_frames, n_objects)
-    session = models.open_session(ArrayFrames(frames), max_cached_frames=keep)
+    session = models.open_session(ArrayFrames(frames), replace(models.settings, max_cached_frames=keep))
     for obj_id, (x, y) in enumerate(clicks, start=1):
         session.add_points(obj_id, 0, [Click(0, x, y, True)])
     start = time.perf_counter()
@@ -83,10 +86,9 @@ def main() -> None:
     for side in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             write_tiny_sam3(Path(tmp), image_size=side)
-            models = Sam3Models.load(
-                Path(tmp) / "sam3", device="cpu", dtype=torch.float32, with_detector=False
-            )
-            for keep in (0, DEFAULT_MAX_CACHED_FRAMES):
+            section = load_config(overrides=[f"paths.ckpt_root={tmp}"], env={}).sam3
+            models = Sam3Models.load(section, "cpu", torch.float32, with_detector=False)
+            for keep in (0, section.max_cached_frames):
                 for n in args.frames:
                     r = measure(models, n, args.objects, keep)
                     scale = (REAL_SIDE / side) ** 2

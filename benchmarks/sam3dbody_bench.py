@@ -71,7 +71,13 @@ def cpu_ms_tiny(n_people: int = 4, repeats: int = 5) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         write_tiny_sam3dbody(Path(tmp))
         f = Path(tmp) / FOLDER
-        model = load_sam3dbody(f / "model.ckpt", f / "model_config.yaml", f / "assets" / "mhr_model.pt")
+        model = load_sam3dbody(
+            f / "model.ckpt",
+            f / "model_config.yaml",
+            f / "assets" / "mhr_model.pt",
+            bbox_padding=1.25,
+            mask_value=1,
+        )
     img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     items = [BodyItem(img, np.array([50.0 + 100 * i, 40.0, 200.0 + 100 * i, 400.0])) for i in range(n_people)]
     out = {}

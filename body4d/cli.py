@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from body4d import __version__
+from body4d.config import add_config_arguments
 from body4d.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
@@ -53,7 +54,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="body4d", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="body4d",
+        description=__doc__.splitlines()[0],
+        epilog="exit codes: 0 done, 1 a bug, 2 bad input, 3 out of memory, 4 interrupted",
+    )
     parser.add_argument("--version", action="version", version=f"body4d {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_probe)
 
     c = sub.add_parser("check", help="validate the config and list missing checkpoints with the fix")
-    c.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_config_arguments(c)
     c.set_defaults(func=_check)
 
     from body4d.cli_run import add_run_parser

@@ -1,4 +1,4 @@
-"""``body4d run``: offline processing of one video through `body4d.reconstruct` (the app's recipe).
+"""``body4d run``: offline processing of one video through `body4d.driver` (the app's recipe).
 
     body4d run --input_video V [--prompts prompts.json] [--output_dir D] [--config C]
                [--set key=value ...] [--masks DIR] [--resume RUN_ID [--force]]
@@ -23,6 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from body4d.config import add_config_arguments
 from body4d.errors import EXIT_FAILURE, EXIT_OK, InputError, exit_code
 from body4d.types import Click, Prompts
 from models.frames import MAX_OBJ_ID
@@ -114,8 +115,7 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         "--resume", default=None, metavar="RUN_ID", help="continue a run folder; done stages are skipped"
     )
     p.add_argument("--force", action="store_true", help="with --resume: redo stages already done")
-    p.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_config_arguments(p)
     p.add_argument(
         "--stop-after",
         dest="stop_after",
@@ -142,8 +142,8 @@ def run_command(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from body4d.config import load_config
+    from body4d.driver import load_models, reconstruct
     from body4d.recipe import STAGES
-    from body4d.reconstruct import load_models, reconstruct
     from body4d.run_dir import RunDir
     from body4d.stages.segment import check_prompts
     from body4d.video import open_video

@@ -21,6 +21,7 @@ wrong type, non-finite number, out-of-range value, broken interpolation, unreada
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -468,3 +469,15 @@ def _absolute(p: str) -> Path:
     """``p`` with ``~`` expanded, relative to `REPO_ROOT` unless absolute."""
     path = Path(p).expanduser()
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE``, as every body4d command takes them."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"YAML config (default: ${CONFIG_ENV}, else the user config, else the shipped body4d.yaml)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )

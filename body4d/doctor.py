@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from body4d import __version__
-from body4d.config import REPO_ROOT
+from body4d.config import REPO_ROOT, add_config_arguments
 from body4d.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
@@ -431,7 +431,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _sam3_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcome:
-    from body4d.reconstruct import load_models
+    from body4d.driver import load_models
     from body4d.stages.segment import segment_video
     from models.frames import ArrayFrames, PromptError
 
@@ -468,7 +468,7 @@ def _sam3_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcom
 
 
 def _moge_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcome:
-    from body4d.reconstruct import load_models
+    from body4d.driver import load_models
     from body4d.stages.camera import SOURCE_MOGE, estimate_camera, select_frames
     from models.frames import ArrayFrames
 
@@ -508,7 +508,9 @@ def backbone_bf16_difference(model: SAM3DBody, image: np.ndarray, box: np.ndarra
 
     net = model.net
     center, size = crop_box(np.asarray(box, dtype=np.float64), model.bbox_padding)
-    crops, _, _, _ = build_crops([image], [CropSpec(0, center, size, K)], model.crop_size, model.device)
+    crops, _, _, _ = build_crops(
+        [image], [CropSpec(0, center, size, K)], model.crop_size, model.device, model.mask_value
+    )
     x = (crops - net.image_mean) / net.image_std  # the normalisation of SAM3DBodyNet.encode
     loaded = next(net.backbone.parameters()).dtype
     feats = []
@@ -528,7 +530,7 @@ def backbone_bf16_difference(model: SAM3DBody, image: np.ndarray, box: np.ndarra
 def _body_stage(
     cfg: Config, frames: list[np.ndarray], people: MaskTrack | None, intrinsics: Intrinsics, meter: _Meter
 ) -> _Outcome:
-    from body4d.reconstruct import load_models
+    from body4d.driver import load_models
     from body4d.stages.recover import FrameInput, recover_bodies
     from body4d.types import BodyTrack
 
@@ -785,8 +787,7 @@ def add_doctor_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the whole report as JSON")
     p.add_argument("--device", default=None, help="override runtime.device (e.g. cpu, cuda, cuda:1)")
-    p.add_argument("--config", default=None, help="YAML config (default configs/body4d.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_config_arguments(p)
     p.set_defaults(func=doctor_command)
     return p
 

@@ -1,4 +1,4 @@
-"""The recipe as data: one `Stage` row per step, walked in order by `body4d.reconstruct.reconstruct`.
+"""The recipe as data: one `Stage` row per step, walked in order by `body4d.driver.reconstruct`.
 
     masks    SAM-3 propagation (prompts or automatic people), or masks imported from a folder
     camera   MoGe-2 intrinsics once per video (or the documented default)

@@ -21,6 +21,7 @@ import pytest
 import torch
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
+from body4d.config import load_config
 from body4d.testing.tiny_sam3dbody import FOLDER, TINY_BACKBONE, write_tiny_sam3dbody
 from models.sam_3d_body import SAM3DBody, load_sam3dbody
 
@@ -46,7 +47,9 @@ def hands_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load_folder(folder: Path, **kwargs: Any) -> SAM3DBody:
-    """``load_sam3dbody`` on a checkpoint folder."""
+    """``load_sam3dbody`` on a checkpoint folder with the config's settings unless given."""
+    s = load_config(env={}).sam_3d_body
+    kwargs = {"bbox_padding": s.bbox_padding, "mask_value": s.mask_value, **kwargs}
     return load_sam3dbody(
         folder / "model.ckpt", folder / "model_config.yaml", folder / "assets" / "mhr_model.pt", **kwargs
     )

@@ -22,7 +22,7 @@ from body4d.cli import main
 from body4d.doctor import Figures, Range, Spread, check_figures, failures
 from body4d.video import probe
 from models.errors import TINY_MARKER
-from models.sam_3d_body import load_sam3dbody
+from tests.conftest_sam3dbody import load_folder
 
 # Plausible figures of a real run: every check passes.
 GOOD = Figures(
@@ -211,9 +211,7 @@ def test_meter_times_parts_and_reads_the_peak_once_per_stage(monkeypatch: pytest
 # ------------------------------------------------------------------------------ bf16 check
 def test_bf16_difference_leaves_the_loaded_encoder_untouched(tiny_root: Path) -> None:
     folder = tiny_root / "sam-3d-body-dinov3"
-    body = load_sam3dbody(
-        folder / "model.ckpt", folder / "model_config.yaml", folder / "assets" / "mhr_model.pt"
-    )
+    body = load_folder(folder)
     before = {k: v.clone() for k, v in body.net.backbone.state_dict().items()}
     image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     K = np.array([[150.0, 0, 64], [0, 150.0, 48], [0, 0, 1]])

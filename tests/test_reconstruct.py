@@ -15,7 +15,7 @@ from body4d.config import load_config
 from body4d.masks import encode_palette_png, mask_box, read_palette_png
 from body4d.run_dir import RunDir
 from body4d.video import encode_video
-from models.sam_3d_body import load_sam3dbody
+from tests.conftest_sam3dbody import load_folder
 
 T, H, W = 12, 96, 128
 FPS = Fraction(10)
@@ -215,9 +215,7 @@ def test_objs_are_the_smoothed_bodies_in_camera_space(scene, ckpt_root: Path, tm
     assert _run(["--input_video", str(video), "--masks", str(masks_dir)], ckpt_root, tmp_path) == 0
     run = RunDir.open(tmp_path, _run_dir(tmp_path).name, load_config())
     folder = ckpt_root / "sam-3d-body-dinov3"
-    model = load_sam3dbody(
-        folder / "model.ckpt", folder / "model_config.yaml", folder / "assets" / "mhr_model.pt"
-    )
+    model = load_folder(folder)
     with np.load(run.path("bodies.npz")) as bodies:
         frames = bodies["id5/frames"]
         rows = [int(np.flatnonzero(frames == f)[0]) for f in (3, 6)]  # observed and gap-filled
@@ -285,10 +283,10 @@ def test_frame_folder_input_uses_configured_rate(scene, ckpt_root: Path, tmp_pat
 def test_headless_progress_is_logged_per_tenth(caplog) -> None:
     import logging
 
-    from body4d.reconstruct import _log_progress
+    from body4d.driver import _log_progress
 
     report = _log_progress()
-    with caplog.at_level(logging.INFO, logger="body4d.reconstruct"):
+    with caplog.at_level(logging.INFO, logger="body4d.driver"):
         for i in range(101):
             report("masks", i / 100, f"frame {i}")
         report("camera", 0.0, "start")
@@ -317,14 +315,14 @@ def test_manifest_records_checkpoints_and_flags_tiny_ones(
 # ------------------------------------------------------------------ the driver, in process
 @pytest.fixture(scope="module")
 def tiny_models(ckpt_root: Path):
-    from body4d.reconstruct import load_models
+    from body4d.driver import load_models
 
     cfg = load_config(overrides=[f"paths.ckpt_root={ckpt_root}", "runtime.device=cpu"])
     return cfg, load_models(cfg, sam3=False, detector=False)
 
 
 def _reconstruct(video_path: Path, run: RunDir, tiny_models, **kwargs):  # noqa: ANN001, ANN202
-    from body4d.reconstruct import reconstruct
+    from body4d.driver import reconstruct
     from body4d.video import open_video
 
     cfg, models = tiny_models
@@ -382,3 +380,19 @@ def test_the_masks_stage_runs_without_sam3_only_for_imported_masks(scene, tiny_m
     with pytest.raises(RuntimeError, match="SAM-3 model is not loaded"):
         _reconstruct(video, run, tiny_models, stop_after="masks")
     assert run.manifest["stages"]["masks"]["status"] == "failed"
+
+
+def test_the_public_surface_runs_the_recipe(scene, ckpt_root: Path, tmp_path: Path) -> None:
+    """The README's library example, on the tiny models."""
+    import body4d
+
+    video_path, masks_dir = scene
+    cfg = body4d.load_config(overrides=[f"paths.ckpt_root={ckpt_root}", f"runtime.output_dir={tmp_path}"])
+    models = body4d.load_models(cfg, sam3=False, detector=False)
+    with body4d.open_video(video_path) as video:
+        run = body4d.RunDir.create(cfg.runtime.output_dir, cfg, input_path=video_path)
+        result = body4d.reconstruct(video, run, cfg, models, masks_dir=masks_dir, stop_after="smooth")
+    assert isinstance(result, body4d.RunResult) and result.done[-1] == "smooth"
+    bodies = run.load_tracks(body4d.RunDir.BODIES)
+    assert sorted(bodies) == [1, 3, 5, 7] and all(isinstance(t, body4d.BodyTrack) for t in bodies.values())
+    assert bodies[5].keypoints_3d.shape == (len(bodies[5].frames), 70, 3)

@@ -39,6 +39,9 @@ from models.sam_3d_body.config import RELEASED_MODEL_CONFIG, backbone_config, pa
 from models.sam_3d_body.network import SAM3DBodyNet
 from tests.conftest_sam3dbody import load_folder
 
+# The config's crop settings, for direct calls of the loader.
+SETTINGS = {"bbox_padding": 1.25, "mask_value": 1}
+
 
 class _HubLayoutViT(torch.nn.Module):
     """Parameters of torch.hub ``dinov3_vith16plus`` by name and shape only (facebookresearch/
@@ -159,7 +162,7 @@ def test_loader_rejects_tampered_checkpoint(tiny_folder: Path, tmp_path: Path) -
     bad = tmp_path / "model.ckpt"
     torch.save(sd, bad)
     with pytest.raises(CheckpointError) as err:
-        load_sam3dbody(bad, config, mhr)
+        load_sam3dbody(bad, config, mhr, **SETTINGS)
     assert "surprise.weight" in str(err.value) and "body.camera_head.proj.layers.1.bias" in str(err.value)
 
 
@@ -167,19 +170,19 @@ def test_loader_missing_files_and_bad_dtype(tiny_folder: Path, tmp_path: Path) -
     ckpt, config, mhr = _files(tiny_folder)
     missing = tmp_path / "nope" / "model.ckpt"
     with pytest.raises(CheckpointError, match=rf"nope/model.ckpt.*scripts/setup.py --ckpt-root {tmp_path}$"):
-        load_sam3dbody(missing, config, mhr)
+        load_sam3dbody(missing, config, mhr, **SETTINGS)
     with pytest.raises(CheckpointError, match="mhr_model"):
-        load_sam3dbody(ckpt, config, tmp_path / "mhr_model.pt")
+        load_sam3dbody(ckpt, config, tmp_path / "mhr_model.pt", **SETTINGS)
     with pytest.raises(ValueError, match="dtype"):
-        load_sam3dbody(ckpt, config, mhr, dtype="int8")
+        load_sam3dbody(ckpt, config, mhr, dtype="int8", **SETTINGS)
     with pytest.raises(ValueError, match=r"does not run in fp16.*3\.1e4.*Use bf16"):
-        load_sam3dbody(ckpt, config, mhr, dtype="fp16")
+        load_sam3dbody(ckpt, config, mhr, dtype="fp16", **SETTINGS)
     with pytest.raises(ValueError, match="mask_value"):
-        load_sam3dbody(ckpt, config, mhr, mask_value=2)
+        load_sam3dbody(ckpt, config, mhr, **{**SETTINGS, "mask_value": 2})
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"garbage.ckpt is not a readable SAM-3D-Body checkpoint.*setup.py"):
-        load_sam3dbody(garbage, config, mhr)
+        load_sam3dbody(garbage, config, mhr, **SETTINGS)
 
 
 def test_unsupported_config_is_refused() -> None:
@@ -355,7 +358,7 @@ def test_release_deviations_are_refused_with_the_full_list(tiny_folder: Path, tm
     sd["surprise.weight"] = torch.zeros(1)
     ckpt, config, mhr = _files(_write(tiny_folder, tmp_path / "bad", sd))
     with pytest.raises(ValueError) as err:
-        load_sam3dbody(ckpt, config, mhr)
+        load_sam3dbody(ckpt, config, mhr, **SETTINGS)
     message = str(err.value)
     for expected in (
         "rope_embed.periods does not match RoPE base",

@@ -165,7 +165,7 @@ def test_zero_phase_has_no_lag() -> None:
     seq = PoseSequence.create(np.arange(n), np.ones(n, bool), rot, cam_t)
     inner = slice(20, 70)
     two_way = smooth_track(seq, CFG, FPS)
-    forward = smooth_track(seq, CFG, FPS, zero_phase=False)
+    forward = smooth_track(seq, dataclasses.replace(CFG, zero_phase=False), FPS)
     lag_fwd = _rot_err(forward.global_rot, rot)[inner].mean()
     assert lag_fwd > 0.01  # the causal filter lags a constant-speed motion
     assert _rot_err(two_way.global_rot, rot)[inner].max() < 0.05 * lag_fwd
@@ -181,7 +181,7 @@ def test_gap_interpolation_hits_ground_truth(fill_mode: str) -> None:
     seq = _noisy_seq(truth, np.random.default_rng(5), rot_noise=0.0, t_noise=0.0, valid=valid)
     # invisible rows may hold garbage, even NaN
     seq = dataclasses.replace(seq, global_rot=np.where(valid[:, None, None], seq.global_rot, np.nan))
-    out = smooth_track(seq, CFG, FPS, fill_mode=fill_mode)
+    out = smooth_track(seq, dataclasses.replace(CFG, fill_mode=fill_mode), FPS)
     np.testing.assert_array_equal(out.filled, ~valid)
     assert out.valid.all()
     gap = ~valid
@@ -396,4 +396,4 @@ def test_bad_input_raises_clear_errors() -> None:
         with pytest.raises(ValueError, match="fps"):
             smooth_track(seq, CFG, fps)
     with pytest.raises(ValueError, match="fill_mode"):
-        smooth_track(seq, CFG, FPS, fill_mode="quadratic")  # type: ignore[arg-type]
+        smooth_track(seq, dataclasses.replace(CFG, fill_mode="quadratic"), FPS)  # type: ignore[arg-type]

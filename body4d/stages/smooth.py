@@ -47,10 +47,6 @@ ROTATION_TOLERANCE = 1e-3
 QUAT_SPEED_TO_RAD = 2.0
 # Below this angle (rad) between two quaternions slerp degenerates: use normalised lerp instead.
 SLERP_MIN_ANGLE = 1e-6
-# Defaults of options that are not (yet) fields of SmoothingConfig; see `smooth_track`.
-DEFAULT_FILL_MODE: FillMode = "cubic"
-DEFAULT_ZERO_PHASE = True
-DEFAULT_TANGENT_WINDOW = 5
 
 # Expected layout and fixed trailing dims of the array fields (others are [T, D]).
 _LAYOUTS: dict[str, tuple[str, int, tuple[int, ...]]] = {
@@ -196,10 +192,6 @@ def smooth_track(
     seq: PoseSequence,
     cfg: SmoothingConfig,
     fps: float,
-    *,
-    fill_mode: FillMode | None = None,
-    zero_phase: bool | None = None,
-    tangent_window: int | None = None,
 ) -> PoseSequence:
     """Smooth, gap-fill and shape-lock one identity's whole sequence.
 
@@ -208,15 +200,13 @@ def smooth_track(
         cfg: ``min_cutoff`` (Hz), ``beta`` (s/rad, s/m or s/unit), ``d_cutoff`` (Hz) of the One-Euro
             filter; ``max_gap`` (frames) longest gap that is interpolated; ``enable`` turns filtering
             and filling off (the input comes back unchanged apart from the shape lock);
-            ``lock_shape`` replaces shape and scale by their median over valid frames.
+            ``lock_shape`` replaces shape and scale by their median over valid frames;
+            ``fill_mode`` gap interpolation, ``"cubic"`` (Hermite on translations, parameters and
+            rotation vectors; C1 at the gap edges) or ``"linear"`` (slerp / linear);
+            ``zero_phase`` averages a forward and a backward pass (no lag) instead of the causal
+            forward pass alone; ``tangent_window`` smoothed valid frames next to a gap estimate
+            the edge velocity for cubic filling.
         fps: frame rate of ``seq.frames`` in frames per second (time = frame index / fps).
-        fill_mode: gap interpolation, ``"cubic"`` (Hermite on translations, parameters and rotation
-            vectors; C1 at the gap edges) or ``"linear"`` (slerp / linear). None → ``cfg.fill_mode``
-            if that field exists, else ``"cubic"``.
-        zero_phase: average a forward and a backward pass (no lag) instead of the causal forward
-            pass alone. None → ``cfg.zero_phase`` if present, else True.
-        tangent_window: number of smoothed valid frames next to a gap used to estimate the edge
-            velocity for cubic filling. None → ``cfg.tangent_window`` if present, else 5.
 
     Returns:
         A new `PoseSequence` with the same rows: smoothed valid rows, interpolated rows in short gaps
@@ -227,9 +217,7 @@ def smooth_track(
     """
     if not np.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive frame rate, got {fps!r}")
-    fill = _option(cfg, "fill_mode", fill_mode, DEFAULT_FILL_MODE)
-    two_way = bool(_option(cfg, "zero_phase", zero_phase, DEFAULT_ZERO_PHASE))
-    window = int(_option(cfg, "tangent_window", tangent_window, DEFAULT_TANGENT_WINDOW))
+    fill, two_way, window = cfg.fill_mode, cfg.zero_phase, cfg.tangent_window
     if fill not in ("linear", "cubic"):
         raise ValueError(f"fill_mode must be 'linear' or 'cubic', got {fill!r}")
     if window < 2:
@@ -331,13 +319,6 @@ def one_euro(
 
 # ----------------------------------------------------------------------------------------------------
 # internals
-
-
-def _option(cfg: SmoothingConfig, name: str, override: object, default: object) -> object:
-    """Explicit argument, else the config field (once the config has it), else the default."""
-    if override is not None:
-        return override
-    return getattr(cfg, name, default)
 
 
 def _check_rotations(name: str, rot: np.ndarray, valid: np.ndarray, frames: np.ndarray) -> None:

@@ -17,9 +17,9 @@ import gradio as gr
 
 from body4d.checkpoints import CheckpointReport
 from body4d.config import Config
+from body4d.driver import PipelineModels
 from body4d.errors import InputError
 from body4d.jobs import Cancelled, ProgressFn
-from body4d.reconstruct import PipelineModels
 from body4d.run_dir import RunDirError
 from body4d.session import Session, SessionStore
 from body4d.ui.display import show_frame

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from body4d.checkpoints import CheckpointReport
+from body4d.driver import PipelineModels
 from body4d.errors import InputError
-from body4d.reconstruct import PipelineModels
 from body4d.session import Session
 from body4d.stages.segment import apply_prompts
 from body4d.types import Click

@@ -1,6 +1,6 @@
 """Pipeline runs from the app: Mask Generation, Auto-detect people, 4D Generation, and Cancel.
 
-The only ui module that calls `body4d.reconstruct.reconstruct`: each run covers one stage range
+The only ui module that calls `body4d.driver.reconstruct`: each run covers one stage range
 on the session's run folder, with a decoder of its own, so scrubbing and clicks keep working.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from body4d.config import Config
+from body4d.driver import PipelineModels, reconstruct
 from body4d.errors import InputError
 from body4d.jobs import ProgressFn
 from body4d.recipe import STAGES
-from body4d.reconstruct import PipelineModels, reconstruct
 from body4d.run_dir import RunDir
 from body4d.session import Session
 from body4d.types import Prompts, RunResult

@@ -5,8 +5,8 @@ SAM License (see LICENSE-SAM at the repository root). Model weights are not bund
 
 Public API::
 
-    from models.sam_3d_body import load_sam3dbody, SAM3DBody, BodyItem, BodyEstimate
-    model = load_sam3dbody(ckpt_path, config_path, mhr_path, device="cuda", dtype="bf16")
+    from models.sam_3d_body import load, SAM3DBody, BodyItem, BodyEstimate
+    model = load(cfg.sam_3d_body, torch.device("cuda"), torch.bfloat16)  # the config section
     estimates = model.predict([BodyItem(image, box, mask, K)], inference_type="full")
 """
 

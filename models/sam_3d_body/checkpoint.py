@@ -217,10 +217,11 @@ def load_sam3dbody(
     ckpt_path: str | Path,
     config_path: str | Path,
     mhr_path: str | Path,
+    *,
+    bbox_padding: float,
+    mask_value: int,
     device: str | torch.device = "cpu",
     dtype: str = "fp32",
-    bbox_padding: float = 1.25,
-    mask_value: int = 1,
 ) -> SAM3DBody:
     """Load the released SAM-3D-Body folder strictly.
 

@@ -178,8 +178,8 @@ class SAM3DBody:
         self,
         net: SAM3DBodyNet,
         mhr: torch.jit.ScriptModule,
-        bbox_padding: float = 1.25,
-        mask_value: int = 1,
+        bbox_padding: float,
+        mask_value: int,
         max_wrist_angle: float = MAX_WRIST_ANGLE,
     ) -> None:
         self.net = net
@@ -327,7 +327,9 @@ class SAM3DBody:
         dev = self.device
         widths = torch.tensor([images[s.image].shape[1] for s in specs], dtype=torch.float32, device=dev)
         all_images, left_specs, right_specs = self._hand_specs(images, specs, crops, hand_boxes)
-        h_img, h_mask, h_has, h_crops = build_crops(all_images, left_specs + right_specs, self.crop_size, dev)
+        h_img, h_mask, h_has, h_crops = build_crops(
+            all_images, left_specs + right_specs, self.crop_size, dev, self.mask_value
+        )
         h_feats = self.net.encode(h_img, h_mask, h_has)
         hands, _ = self.net.decode(
             self.net.hand, h_feats, h_crops, _dummy_prompts(2 * n, dev), None, self.mhr

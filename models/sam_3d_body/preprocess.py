@@ -76,7 +76,7 @@ def build_crops(
     specs: list[CropSpec],
     crop_size: int,
     device: torch.device,
-    mask_value: int = 1,
+    mask_value: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, CropBatch]:
     """Warp crops, masks and rays.
 
