@@ -180,3 +180,53 @@ def test_offline_app_wrapper_forwards_the_original_flag(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "none.mp4" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_exit_codes_name_what_went_wrong() -> None:
+    import torch
+
+    from body4d.errors import exit_code
+    from body4d.jobs import Cancelled
+    from body4d.video import VideoError
+    from models.errors import CheckpointError
+    from models.frames import PromptError
+
+    assert [exit_code(e) for e in (VideoError("x"), PromptError("x"), CheckpointError("p", "x"))] == [2, 2, 2]
+    assert exit_code(torch.cuda.OutOfMemoryError("CUDA out of memory")) == 3
+    assert exit_code(MemoryError()) == 3
+    assert exit_code(KeyboardInterrupt()) == 4 and exit_code(Cancelled("masks cancelled")) == 4
+    assert exit_code(RuntimeError("a bug")) == exit_code(ValueError("a bug")) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [("oom", 3, "CUDA out of memory"), ("interrupt", 4, "KeyboardInterrupt"), ("bug", 1, "unexpected")],
+)
+def test_run_reports_oom_interrupt_and_bugs_by_exit_code(
+    clip: Path, ckpt_root: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, error, code, says
+) -> None:
+    import torch
+
+    import body4d.driver
+
+    raised = {
+        "oom": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        "interrupt": KeyboardInterrupt(),
+        "bug": AssertionError("unexpected state"),
+    }[error]
+
+    def fail(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise raised
+
+    monkeypatch.setattr(body4d.driver, "reconstruct", fail)
+    args = [
+        "run",
+        "--input_video",
+        str(clip),
+        "--output_dir",
+        str(tmp_path),
+        "--set",
+        f"paths.ckpt_root={ckpt_root}",
+    ]
+    assert main(args) == code
+    assert says in capsys.readouterr().err
