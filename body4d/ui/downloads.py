@@ -2,8 +2,8 @@
 
 The zip holds what a user needs from the run: the manifest, masks, mask visualisations, the mask
 video, camera and body files, and one OBJ mesh + camera JSON per person per frame. It leaves out
-the decoded-frame cache (``images/``: the input video is the source), the browser preview of the
-input, earlier zips, and per-person folders of targets that are not in the current
+the per-frame copies of the input (``images/``: the input video is the source), the browser
+preview of the input, earlier zips, and per-person folders of targets that are not in the current
 ``bodies.npz`` (left over from an earlier run with other targets).
 """
 

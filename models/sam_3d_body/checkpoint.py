@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 from transformers.initialization import no_init_weights
 
-from models.devices import DTYPE_NAMES
+from models.devices import DTYPE_NAMES, DTYPES
 from models.errors import CheckpointError, setup_hint
 
 from .backbone import HF_PREFIX, HUB_PREFIX, hf_to_hub, hub_to_hf
@@ -33,7 +33,8 @@ from .predictor import SAM3DBody
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Encoder precisions this port runs (fp16 is refused, see FP16_REFUSED).
+ENCODER_DTYPES = ("fp32", "bf16")
 # Why the encoder never runs in fp16 (the reference casts it to fp16; we do not follow it there).
 FP16_REFUSED = (
     "SAM-3D-Body's DINOv3 encoder does not run in fp16: with the released weights its block outputs "
@@ -179,7 +180,7 @@ def backbone_dtype(name: str, device: str | torch.device) -> str:
     if name == "auto":
         device = torch.device(device)
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if name not in DTYPES:
+    if name not in ENCODER_DTYPES:
         raise ValueError(f"SAM-3D-Body dtype must be auto, fp32 or bf16, got {name!r}")
     return name
 
