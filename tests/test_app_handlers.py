@@ -550,6 +550,12 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     with zipfile.ZipFile(downloads[0]) as zf:
         assert any(n.startswith(f"{run.run_id}/mesh_4d_individual/2/") for n in zf.namelist())
 
+    # 4D Generation pressed again on the finished run: the same results, nothing recomputed
+    finished = run.manifest["stages"]
+    _, again, status = events.generate_4d(request, FakeProgress())
+    assert "2 people" in status and [Path(p).name for p in again] == [Path(p).name for p in downloads]
+    assert run.manifest["stages"] == finished
+
 
 def test_cancel_during_mask_generation_marks_the_stage_cancelled(model_events) -> None:
     events, session, request = model_events
