@@ -87,9 +87,13 @@ def _generic_problem(path: Path) -> str | None:
 def checkpoint_report(cfg: Config) -> CheckpointReport:
     """Status of every checkpoint the configuration asks for.
 
-    SAM-3 and MoGe-2 are checked by their adapters' own file lists (`models.sam3.snapshot_problem`,
-    `models.moge.checkpoint_problem`): "present" means every file their loader reads is there.
+    SAM-3, MoGe-2, Diffusion-VAS and Depth Anything are checked by their adapters' own file lists
+    (`models.sam3.snapshot_problem`, `models.moge.checkpoint_problem`,
+    `models.diffusion_vas.folder_problem`, `models.depth.checkpoint_problem`): "present" means
+    every file their loader reads is there.
     """
+    from models.depth import checkpoint_problem as depth
+    from models.diffusion_vas import folder_problem as vas
     from models.moge import checkpoint_problem as moge
     from models.sam3 import snapshot_problem as sam3
 
@@ -115,23 +119,23 @@ def checkpoint_report(cfg: Config) -> CheckpointReport:
             (
                 "Diffusion-VAS amodal segmentation",
                 c.model_path_mask,
-                "occlusion detection",
+                "amodal masks of occluded people",
                 False,
-                _generic_problem,
+                vas,
             ),
             (
                 "Diffusion-VAS content completion",
                 c.model_path_rgb,
-                "occlusion completion",
+                "completing occluded people",
                 False,
-                _generic_problem,
+                vas,
             ),
             (
                 "Depth Anything V2 Large",
                 c.model_path_depth,
-                "occlusion depth condition",
+                "depth condition of the amodal masks",
                 False,
-                _generic_problem,
+                depth,
             ),
         ]
     items = []

@@ -2,7 +2,7 @@
 
     body4d run --input_video V [--prompts prompts.json] [--output_dir D] [--config C]
                [--set key=value ...] [--masks DIR] [--resume RUN_ID [--force]]
-               [--stop-after masks|camera|recover|smooth|export]
+               [--stop-after masks|camera|recover|complete|refine|smooth|export]
 
 ``prompts.json`` maps object ids to clicks in original pixels::
 
@@ -121,7 +121,7 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         dest="stop_after",
         default=None,
         metavar="STAGE",
-        help="last stage to run: masks, camera, recover, smooth or export (default: all)",
+        help="last stage to run: masks, camera, recover, complete, refine, smooth or export (default: all)",
     )
     p.set_defaults(func=run_command)
     return p
@@ -173,6 +173,7 @@ def run_command(args: argparse.Namespace) -> int:
             detector=segment and prompts is None,
             body=last >= STAGES.index("recover"),
             camera=last >= STAGES.index("camera"),
+            completion=cfg.completion.enable and last >= STAGES.index("complete"),
         )
         if run is None:
             run = RunDir.create(output_dir, cfg, input_path=args.input_video)

@@ -129,12 +129,38 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class CompletionConfig:
-    """``completion:`` occlusion completion switch and its checkpoints."""
+    """``completion:`` occlusion detection and completion (Diffusion-VAS + Depth Anything V2)."""
 
     enable: bool = False
+    mode: Literal["candidates", "all"] = "candidates"
     model_path_mask: str = "${paths.ckpt_root}/diffusion-vas-amodal-segmentation"
     model_path_rgb: str = "${paths.ckpt_root}/diffusion-vas-content-completion"
     model_path_depth: str = "${paths.ckpt_root}/depth-anything-v2-large-hf"
+    detection_size: int = 512
+    completion_size: int = 512
+    num_inference_steps: int = 25
+    guidance_scale: float = 1.5
+    fps: int = 8
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    decode_chunk_size: int = 8
+    min_frames: int = 16
+    max_occ_len: int = 25
+    window_pad: int = 2
+    batch_windows: int = 4
+    seed: int = 23
+    legacy: bool = True
+    iou_threshold: float = 0.7
+    border_fraction: float = 0.05
+    max_box_fraction: float = 0.7
+    min_aspect: float = 0.2
+    area_drop: float = 0.65
+    area_window: int = 12
+    contact_radius: int = 3
+    contact_fraction: float = 0.02
+    box_overlap: float = 0.2
+    keypoint_jump: float = 2.5
+    truncation: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,6 +241,34 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("sam_3d_body", "mask_value"): (lambda v: v in (1, 255), "use 1 (default) or 255"),
     ("camera", "num_frames"): (lambda v: v >= 1, "use at least 1 frame"),
     ("camera", "resolution_level"): (lambda v: 0 <= v <= 9, "use a level from 0 to 9"),
+    ("completion", "detection_size"): (
+        lambda v: v >= 64 and v % 64 == 0,
+        "use a multiple of 64 (512 = the release)",
+    ),
+    ("completion", "completion_size"): (
+        lambda v: v >= 64 and v % 64 == 0,
+        "use a multiple of 64 (512 = the release)",
+    ),
+    ("completion", "num_inference_steps"): (lambda v: v >= 1, "use at least 1 step"),
+    ("completion", "guidance_scale"): (lambda v: v >= 1.0, "use 1.0 (no guidance) or more"),
+    ("completion", "fps"): (lambda v: v >= 1, "use a frame rate of at least 1"),
+    ("completion", "motion_bucket_id"): (lambda v: 0 <= v <= 255, "use a motion bucket between 0 and 255"),
+    ("completion", "noise_aug_strength"): (lambda v: 0 <= v <= 1, "use a strength between 0 and 1"),
+    ("completion", "decode_chunk_size"): (lambda v: v >= 1, "use at least 1 frame"),
+    ("completion", "min_frames"): (lambda v: v >= 1, "use at least 1 frame (16 = the model's context)"),
+    ("completion", "max_occ_len"): (lambda v: v >= 1, "use at least 1 frame"),
+    ("completion", "window_pad"): (lambda v: v >= 0, "use 0 or more frames"),
+    ("completion", "batch_windows"): (lambda v: v >= 1, "use at least 1 window per call"),
+    ("completion", "iou_threshold"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
+    ("completion", "border_fraction"): (lambda v: 0 <= v < 0.5, "use a fraction in [0, 0.5)"),
+    ("completion", "max_box_fraction"): (lambda v: 0 < v <= 1, "use a fraction in (0, 1]"),
+    ("completion", "min_aspect"): (lambda v: 0 <= v <= 1, "use an aspect ratio in [0, 1]"),
+    ("completion", "area_drop"): (lambda v: 0 < v <= 1, "use a fraction in (0, 1]"),
+    ("completion", "area_window"): (lambda v: v >= 1, "use at least 1 frame"),
+    ("completion", "contact_radius"): (lambda v: v >= 1, "use at least 1 pixel"),
+    ("completion", "contact_fraction"): (lambda v: 0 < v <= 1, "use a fraction in (0, 1]"),
+    ("completion", "box_overlap"): (lambda v: 0 < v <= 1, "use a fraction in (0, 1]"),
+    ("completion", "keypoint_jump"): (lambda v: v > 1, "use a ratio above 1"),
     ("smoothing", "min_cutoff"): (lambda v: v > 0, "use a positive cutoff in Hz"),
     ("smoothing", "beta"): (lambda v: v >= 0, "use a non-negative speed coefficient"),
     ("smoothing", "d_cutoff"): (lambda v: v > 0, "use a positive cutoff in Hz"),

@@ -12,6 +12,10 @@ of a real clip through the production stages, frees it, and prints one table row
 2. MoGe-2: the video's intrinsics (`body4d.stages.camera.estimate_camera`).
 3. SAM-3D-Body: every tracked person on every frame, batched (`body4d.stages.recover.recover_bodies`),
    plus the encoder's bf16-vs-fp32 difference on one crop.
+4. Diffusion-VAS + Depth Anything V2 (only with ``completion.enable``): amodal masks of every tracked
+   person on every frame (``mode: all``) and completion where they come out occluded
+   (`body4d.stages.complete.complete_occlusions`); the median IoU of visible and amodal masks
+   says whether the amodal model sees the people at all.
 
 The figures (`Figures`) are judged against the plausible ranges below by `check_figures`, a pure
 function. Exit codes: 0 every model ran and every figure is plausible (with tiny test checkpoints:
@@ -101,6 +105,9 @@ FOCAL_DIAGONAL = Range(0.3, 3.0)
 DEPTH_M = Range(0.5, 80.0)
 # The MHR body mesh has exactly 18,439 vertices.
 MHR_VERTICES = Range(18439, 18439)
+# Median IoU(visible mask, amodal mask) over the clip's person-frames: mostly visible people give
+# an amodal mask close to the visible one; an amodal model that sees nobody gives ~0.
+AMODAL_IOU = Range(0.5, 1.0)
 # ||fp32 - bf16|| / ||fp32|| of SAM-3D-Body's encoder features on one crop: bf16 keeps ~3
 # significant digits, so about 1e-2 is normal; more means an overflow or a broken bf16 path.
 BF16_REL_DIFF = Range(0.0, 0.05)
@@ -108,6 +115,7 @@ BF16_REL_DIFF = Range(0.0, 0.05)
 STAGE_SAM3 = "SAM-3 tracker+detector"
 STAGE_MOGE = "MoGe-2"
 STAGE_BODY = "SAM-3D-Body"
+STAGE_COMPLETION = "Diffusion-VAS"
 
 STATUS_OK = "ok"
 STATUS_MISSING = "MISSING"  # a checkpoint is absent
@@ -147,6 +155,7 @@ class Figures:
         depth_m: SAM-3D-Body's ``cam_t`` z over every person-frame, metres.
         vertices: vertices of the MHR mesh.
         bf16_rel_diff: ``||f32 - bf16|| / ||f32||`` of SAM-3D-Body's encoder features on one crop.
+        amodal_iou: median IoU(visible, amodal) over the person-frames (completion on only).
     """
 
     people: int | None = None
@@ -156,6 +165,7 @@ class Figures:
     depth_m: Spread | None = None
     vertices: int | None = None
     bf16_rel_diff: float | None = None
+    amodal_iou: float | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,8 @@ class Check:
 
 
 def check_figures(figures: Figures) -> list[Check]:
-    """Every figure against its plausible range, in a fixed order (a figure not measured fails)."""
+    """Every figure against its plausible range, in a fixed order (a figure not measured fails;
+    the completion figure is judged only when measured: completion is optional)."""
     area, depth = figures.mask_area, figures.depth_m
     rows: list[tuple[str, float | None, Range]] = [
         ("people detected", figures.people, MIN_PEOPLE),
@@ -203,6 +214,8 @@ def check_figures(figures: Figures) -> list[Check]:
         ("MHR vertex count", figures.vertices, MHR_VERTICES),
         ("bf16 vs fp32 encoder difference", figures.bf16_rel_diff, BF16_REL_DIFF),
     ]
+    if figures.amodal_iou is not None:
+        rows.append(("median IoU of visible and amodal masks", figures.amodal_iou, AMODAL_IOU))
     return [
         Check(name, value, rng, value is not None and math.isfinite(value) and rng.contains(value))
         for name, value, rng in rows
@@ -567,6 +580,37 @@ def _body_stage(
     return _Outcome(1000 * meter.seconds["run"] / n, detail, figures)
 
 
+def _completion_stage(
+    cfg: Config, frames: list[np.ndarray], people: MaskTrack | None, meter: _Meter
+) -> _Outcome:
+    from body4d.driver import load_models
+    from body4d.stages.complete import complete_occlusions
+    from body4d.types import MaskTrack
+
+    with meter.time("load"):
+        models = load_models(
+            cfg, sam3=False, detector=False, body=False, camera=False, completion=True
+        ).completion
+    if people is None:  # no SAM-3 masks: a centred box "person" still exercises both pipelines
+        height, width = frames[0].shape[:2]
+        labels = np.zeros((len(frames), height, width), dtype=np.uint8)
+        labels[:, height // 4 : 3 * height // 4, width // 3 : 2 * width // 3] = 1
+        people = MaskTrack(obj_ids=(1,), labels=labels)
+    section = dataclasses.replace(cfg.completion, mode="all")
+    with meter.time("run"):
+        completion = complete_occlusions(lambda i: frames[i], people, {}, models, section)
+    report = completion.report
+    ious = [v for person in report["people"].values() for v in person["iou"].values()]
+    evals = report["unet_evaluations"]
+    figures = {"amodal_iou": float(np.median(ious))} if ious else {}
+    detail = (
+        f"amodal masks of {len(ious)} person-frames, median IoU with the visible mask "
+        f"{figures.get('amodal_iou', float('nan')):.3f}; {report['person_frames_completed']} completed; "
+        f"{evals} UNet frame-evaluations at {report['detection_size'][0]}x{report['detection_size'][1]}"
+    )
+    return _Outcome(1000 * meter.seconds["run"] / max(evals, 1), detail, figures)
+
+
 # ------------------------------------------------------------------------------------ report
 @dataclass(frozen=True)
 class DoctorReport:
@@ -693,6 +737,14 @@ def run_doctor(
         (s3b.ckpt_path, s3b.config_path, s3b.mhr_path),
         lambda m: _body_stage(cfg, frames, track, intrinsics, m),
     )
+    if cfg.completion.enable:
+        c = cfg.completion
+        run(
+            STAGE_COMPLETION,
+            "UNet frame-eval",
+            (c.model_path_mask, c.model_path_rgb, c.model_path_depth),
+            lambda m: _completion_stage(cfg, frames, track, m),
+        )
     figures = Figures(**measured)
     return DoctorReport(env, report, video, tuple(rows), figures, tuple(check_figures(figures)))
 

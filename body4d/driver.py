@@ -25,6 +25,7 @@ from body4d.types import Prompts, RunResult
 from body4d.video import Video
 
 if TYPE_CHECKING:
+    from body4d.stages.complete import CompletionModels
     from models.moge import MoGe
     from models.sam3 import Sam3Models
     from models.sam_3d_body import SAM3DBody
@@ -42,18 +43,26 @@ class PipelineModels:
     sam3: Sam3Models | None = None
     body: SAM3DBody | None = None
     moge: MoGe | None = None
+    completion: CompletionModels | None = None
 
 
 def load_models(
-    cfg: Config, *, sam3: bool = True, detector: bool = True, body: bool = True, camera: bool = True
+    cfg: Config,
+    *,
+    sam3: bool = True,
+    detector: bool = True,
+    body: bool = True,
+    camera: bool = True,
+    completion: bool | None = None,
 ) -> PipelineModels:
     """Load the networks a run needs on ``runtime.device`` (each with its own config section).
 
     Args:
         cfg: the configuration.
         sam3: the SAM-3 tracker (clicks, propagation); ``detector`` adds automatic people detection.
-        body: SAM-3D-Body (recover, smooth, export).
+        body: SAM-3D-Body (recover, refine, smooth, export).
         camera: MoGe-2 (skipped when ``camera.ckpt_path`` is empty: the default intrinsics are used).
+        completion: Depth Anything V2 + both Diffusion-VAS pipelines; None = ``completion.enable``.
 
     Raises:
         models.errors.CheckpointError: a checkpoint is missing or does not fit (names path and fix).
@@ -78,6 +87,16 @@ def load_models(
         from models import moge
 
         models.moge = moge.load(cfg.camera, device, dtype)
+    if cfg.completion.enable if completion is None else completion:
+        from body4d.stages.complete import CompletionModels
+        from models import depth, diffusion_vas
+
+        c = cfg.completion
+        models.completion = CompletionModels(
+            depth=depth.load(c.model_path_depth, device, dtype),
+            amodal=diffusion_vas.load(c.model_path_mask, device, dtype),
+            content=diffusion_vas.load(c.model_path_rgb, device, dtype),
+        )
     return models
 
 
@@ -125,11 +144,6 @@ def reconstruct(
     )
     if ckpts.uses_tiny:
         log.warning("TINY TEST CHECKPOINTS in use (random weights): the results of this run are meaningless")
-    if cfg.completion.enable:
-        log.warning(
-            "completion.enable is true but occlusion completion (Diffusion-VAS) is not part of this "
-            "version: occluded frames are filled by temporal interpolation only"
-        )
     report = progress or _log_progress()
     results: dict[str, Any] = {
         "video": video,

@@ -3,6 +3,8 @@
     masks    SAM-3 propagation (prompts or automatic people), or masks imported from a folder
     camera   MoGe-2 intrinsics once per video (or the documented default)
     recover  SAM-3D-Body per target per frame, batched over frames x targets
+    complete occlusion completion (Diffusion-VAS) on the windows where someone may be hidden
+    refine   SAM-3D-Body again, only for the completed person-frames
     smooth   per-identity temporal consistency over the whole sequence (+ keypoints)
     export   OBJ + camera JSON per person per frame
 
@@ -28,10 +30,11 @@ from body4d.jobs import Job
 from body4d.masks import color_for, label_volume, read_mask_folder
 from body4d.run_dir import LABELS_IN_MEMORY_MAX_BYTES, RunDir
 from body4d.stages.camera import estimate_camera
+from body4d.stages.complete import complete_occlusions, disabled_report
 from body4d.stages.consistency import make_consistent
-from body4d.stages.recover import FrameInput, posed_rows, recover_bodies, refit_keypoints
+from body4d.stages.recover import FrameInput, posed_rows, recover_bodies, recover_completed, refit_keypoints
 from body4d.stages.segment import apply_prompts, segment_video
-from body4d.types import BodyTrack, Intrinsics, Segmentation
+from body4d.types import BodyTrack, Completion, Intrinsics, Segmentation
 
 Inputs = Mapping[str, Any]
 # Person-frames per body-model call when rebuilding meshes for export.
@@ -127,16 +130,63 @@ def _recover(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Bod
     )
 
 
+# --------------------------------------------------------------------------------- complete
+def _complete(inputs: Inputs, models: Any, section: Any, job: Job) -> Completion:
+    if not section.enable:
+        return Completion((), disabled_report())
+    if models is None:
+        raise RuntimeError("the Diffusion-VAS models are not loaded: load_models(..., completion=True)")
+    video, seg = inputs["video"], inputs["masks"]
+    return complete_occlusions(video.frame, seg.track, inputs["recover"], models, section, job)
+
+
+def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs) -> dict[str, Any]:
+    run.save_completion(completion)
+    report = completion.report
+    work = {key: report[key] for key in ("enabled", "unet_evaluations", "person_frames_completed")}
+    if report["enabled"]:
+        work.update(
+            mode=report["mode"],
+            depth_frames=report["depth_frames"],
+            amodal_windows=report["amodal"]["windows"],
+            completion_windows=report["completion"]["windows"],
+        )
+    return work
+
+
+# ----------------------------------------------------------------------------------- refine
+def _refine(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, BodyTrack]:
+    completion: Completion = inputs["complete"]
+    if not completion.frames:
+        return inputs["recover"]
+    _require_body(body)
+    return recover_completed(
+        inputs["recover"],
+        completion.frames,
+        inputs["camera"],
+        body,
+        batch_size=section.batch_size,
+        inference_type=section.inference_type,
+        job=job,
+    )
+
+
+def _save_refined(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs) -> dict[str, Any]:
+    run.save_tracks(RunDir.BODIES_COMPLETED, tracks)
+    return {"person_frames_recovered": len(inputs["complete"].frames)}
+
+
 # ----------------------------------------------------------------------------------- smooth
 def _smooth(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, BodyTrack]:
     _require_body(body)
     fps = float(inputs["video"].info.fps)
     K = inputs["camera"]
+    tracks = inputs["refine"]
     out = {}
-    for k, (obj_id, track) in enumerate(inputs["recover"].items()):
+    for k, (obj_id, track) in enumerate(tracks.items()):
         job.check()
         out[obj_id] = refit_keypoints(make_consistent(track, section, fps), body, K)
-        job.report((k + 1) / len(inputs["recover"]), f"person {obj_id}")
+        job.report((k + 1) / len(tracks), f"person {obj_id}")
     return out
 
 
@@ -198,8 +248,28 @@ RECIPE: tuple[Stage, ...] = (
         section="sam_3d_body",
     ),
     Stage(
+        "complete",
+        needs=("video", "masks", "recover"),
+        run=_complete,
+        save=_save_completion,
+        load=RunDir.load_completion,
+        artefacts=(RunDir.COMPLETION, RunDir.COMPLETION_REPORT),
+        model="completion",
+        section="completion",
+    ),
+    Stage(
+        "refine",
+        needs=("recover", "complete", "camera"),
+        run=_refine,
+        save=_save_refined,
+        load=lambda run: run.load_tracks(RunDir.BODIES_COMPLETED),
+        artefacts=(RunDir.BODIES_COMPLETED,),
+        model="body",
+        section="sam_3d_body",
+    ),
+    Stage(
         "smooth",
-        needs=("video", "recover", "camera"),
+        needs=("video", "refine", "camera"),
         run=_smooth,
         save=lambda run, tracks, _inputs: run.save_tracks(RunDir.BODIES, tracks),
         load=lambda run: run.load_tracks(RunDir.BODIES),

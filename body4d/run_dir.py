@@ -3,7 +3,8 @@
 Layout (the README's "Outputs" lists what each holds)::
 
     manifest.json  images/  masks/  masks_vis/  video_mask_<run_id>.mp4  segmentation.json
-    camera.json  bodies_raw.npz  bodies.npz  mesh_4d_individual/<id>/  focal_4d_individual/<id>/
+    camera.json  bodies_raw.npz  completion/<id>/images|masks/  completion.json  bodies_completed.npz
+    bodies.npz  mesh_4d_individual/<id>/  focal_4d_individual/<id>/
     input_preview.mp4  body4d_<run_id>.zip
 
 Every name above is a constant or method of `RunDir`; no other module spells one out. Each stage
@@ -44,7 +45,7 @@ from PIL import Image
 
 from body4d import masks as masklib
 from body4d.errors import InputError
-from body4d.types import BodyTrack, Intrinsics, MaskTrack, Segmentation, VideoInfo
+from body4d.types import BodyTrack, CompletedFrame, Completion, Intrinsics, MaskTrack, Segmentation, VideoInfo
 from body4d.video import encode_video
 from models.frames import FrameSource
 
@@ -123,6 +124,9 @@ class RunDir:
     SEGMENTATION = "segmentation.json"
     CAMERA = "camera.json"
     BODIES_RAW = "bodies_raw.npz"
+    COMPLETION = "completion"
+    COMPLETION_REPORT = "completion.json"
+    BODIES_COMPLETED = "bodies_completed.npz"
     BODIES = "bodies.npz"
     MESHES = "mesh_4d_individual"
     FOCALS = "focal_4d_individual"
@@ -377,7 +381,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ recover / smooth stages
     def save_tracks(self, rel: str, tracks: dict[int, BodyTrack]) -> None:
-        """``bodies_raw.npz`` or ``bodies.npz``: per id (keys ``id<k>/<field>``) every `BodyTrack` array."""
+        """``bodies_raw.npz``, ``bodies_completed.npz`` or ``bodies.npz``: per id (keys ``id<k>/<field>``) every `BodyTrack` array."""
         self.write_npz(rel, **bodies_arrays({i: t.arrays() for i, t in tracks.items()}))
 
     def load_tracks(self, rel: str) -> dict[int, BodyTrack]:
@@ -388,6 +392,36 @@ class RunDir:
                 int(obj_id): BodyTrack(obj_id=int(obj_id), **{n: data[f"id{int(obj_id)}/{n}"] for n in names})
                 for obj_id in data["obj_ids"]
             }
+
+    # ------------------------------------------------------------------ complete stage
+    def completion_image_path(self, obj_id: int, index: int) -> Path:
+        return self.path(self.COMPLETION) / str(obj_id) / "images" / frame_file(index, ".jpg")
+
+    def completion_mask_path(self, obj_id: int, index: int) -> Path:
+        return self.path(self.COMPLETION) / str(obj_id) / "masks" / frame_file(index, ".png")
+
+    def save_completion(self, completion: Completion) -> None:
+        """``completion/<id>/images/<frame>.jpg`` (the completed person on white) and
+        ``masks/<frame>.png`` (amodal mask, palette, pixel = id) per completed person-frame, then
+        ``completion.json`` (the work report and the list of completed person-frames)."""
+        for item in completion.frames:
+            self.write_bytes(self.completion_image_path(item.obj_id, item.frame), item.image)
+            self.write_bytes(self.completion_mask_path(item.obj_id, item.frame), item.mask)
+        frames = [[item.obj_id, item.frame] for item in completion.frames]
+        self.write_json(self.COMPLETION_REPORT, {"report": completion.report, "frames": frames})
+
+    def load_completion(self) -> Completion:
+        d = json.loads(self.path(self.COMPLETION_REPORT).read_text(encoding="utf-8"))
+        items = tuple(
+            CompletedFrame(
+                obj_id,
+                frame,
+                self.completion_image_path(obj_id, frame).read_bytes(),
+                self.completion_mask_path(obj_id, frame).read_bytes(),
+            )
+            for obj_id, frame in d["frames"]
+        )
+        return Completion(items, d["report"])
 
     # ------------------------------------------------------------------ export stage
     def save_meshes(self, meshes: Iterable[tuple[int, int, bytes, dict[str, Any]]]) -> int:

@@ -183,6 +183,31 @@ class BodyTrack:
 
 
 @dataclass(frozen=True)
+class CompletedFrame:
+    """One occluded person-frame after completion (encoded, at the video's resolution).
+
+    Attributes:
+        obj_id: the person.
+        frame: global frame index.
+        image: JPEG of the completed person on a white background (the recovery crop source).
+        mask: palette PNG of the amodal (whole-body) mask, pixel = ``obj_id``.
+    """
+
+    obj_id: int
+    frame: int
+    image: bytes
+    mask: bytes
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What occlusion completion produced: the completed person-frames and a JSON-able work report."""
+
+    frames: tuple[CompletedFrame, ...]
+    report: dict
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What a (possibly partial) run produced.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 # How to get the checkpoints (the only code that downloads); {root} is the checkpoint folder.
@@ -27,3 +28,14 @@ class CheckpointError(ValueError):
 def setup_hint(root: str | Path) -> str:
     """The command that downloads every checkpoint into ``root``."""
     return SETUP_HINT.format(root=root)
+
+
+# Key names listed in a strict-load error before "... and N more".
+MAX_KEYS_SHOWN = 12
+
+
+def format_keys(keys: Iterable[str]) -> str:
+    """``[a, b, ... and N more]`` (sorted) for a strict-load error message."""
+    names = sorted(keys)
+    more = f", ... and {len(names) - MAX_KEYS_SHOWN} more" if len(names) > MAX_KEYS_SHOWN else ""
+    return f"[{', '.join(names[:MAX_KEYS_SHOWN])}{more}]"

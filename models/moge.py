@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from models.errors import CheckpointError, setup_hint
+from models.errors import CheckpointError, format_keys, setup_hint
 
 if TYPE_CHECKING:
     from moge.model.v2 import MoGeModel
@@ -30,8 +30,6 @@ CHECKPOINT_FILE = "model.pt"
 
 # MoGe's `infer` picks num_tokens = lo + level/9 * (hi - lo) from the model's num_tokens_range.
 MAX_RESOLUTION_LEVEL = 9
-# Key names listed in a strict-load error before "... and N more".
-_MAX_KEYS_SHOWN = 12
 _UINT8_MAX = 255.0
 
 
@@ -175,18 +173,12 @@ def load(settings: MoGeSettings, device: torch.device | str, dtype: torch.dtype)
         raise CheckpointError(path, f"{path}: weights do not fit the model ({exc}); {fix}") from exc
     problems = []
     if result.missing_keys:
-        problems.append(f"missing keys {_keys(result.missing_keys)}")
+        problems.append(f"missing keys {format_keys(result.missing_keys)}")
     if result.unexpected_keys:
-        problems.append(f"unexpected keys {_keys(result.unexpected_keys)}")
+        problems.append(f"unexpected keys {format_keys(result.unexpected_keys)}")
     if problems:
         raise CheckpointError(path, f"{path} does not match the MoGe-2 model: {'; '.join(problems)}; {fix}")
     device = torch.device(device)
     model = model.to(device).eval()
     log.info("Loaded MoGe-2 from %s on %s (resolution level %d)", path, device, resolution_level)
     return MoGe(model, device, dtype, resolution_level)
-
-
-def _keys(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_KEYS_SHOWN])
-    more = len(keys) - _MAX_KEYS_SHOWN
-    return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"

@@ -60,7 +60,7 @@ def test_dead_keys_are_gone_and_refused_with_the_valid_ones() -> None:
                 "runtime.seed=23",
                 "runtime.smpl_export=false",
                 "sam_3d_body.detector_path=",
-                "completion.max_occ_len=25",
+                "completion.max_occ_length=25",
                 "render.alpha=0.9",
             ],
             env={},
@@ -69,7 +69,7 @@ def test_dead_keys_are_gone_and_refused_with_the_valid_ones() -> None:
     assert len(err.value.problems) == 5
     assert "unknown key runtime.seed: valid keys of runtime are output_dir, device, dtype" in text
     assert "unknown key sam_3d_body.detector_path" in text
-    assert "valid keys of completion are enable, model_path_mask, model_path_rgb, model_path_depth" in text
+    assert "unknown key completion.max_occ_length" in text
     assert "unknown section 'render': valid sections are paths, runtime, video" in text
 
 

@@ -250,7 +250,8 @@ def test_doctor_on_tiny_checkpoints(
     assert data["environment"]["device"] == "cpu" and data["environment"]["driver"]
     figures = data["figures"]
     assert set(figures) == {f.name for f in dataclasses.fields(Figures)}
-    assert all(v is not None for v in figures.values()), figures
+    assert figures["amodal_iou"] is None, "completion is off: not measured, not judged"
+    assert all(v is not None for k, v in figures.items() if k != "amodal_iou"), figures
     assert figures["vertices"] == 18439 and figures["people"] >= 1
     assert 0 < figures["mask_area"]["min"] <= figures["mask_area"]["max"] <= 1
     assert figures["focal_diagonal"] == pytest.approx(figures["focal_px"] / np.hypot(768, 576))
@@ -260,6 +261,26 @@ def test_doctor_on_tiny_checkpoints(
         assert s["status"] == "ok" and s["load_s"] > 0 and s["speed_ms"] > 0 and s["peak_gpu_bytes"] is None
     assert [c["name"] for c in data["checks"]] == [c.name for c in check_figures(GOOD)]
     assert all({"value", "range", "low", "high", "ok"} <= set(c) for c in data["checks"])
+
+
+def test_doctor_checks_occlusion_completion_when_it_is_on(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "doctor.json"
+    small = [
+        "completion.detection_size=64",
+        "completion.completion_size=64",
+        "completion.num_inference_steps=2",
+    ]
+    sets = [f"paths.ckpt_root={tiny_root}", "completion.enable=true", *small]
+    code, out, err = _doctor([arg for s in sets for arg in ("--set", s)] + ["--json", str(report)], capsys)
+    assert code == 0, out + err
+    (line,) = [row for row in out.splitlines() if row.startswith(doctor.STAGE_COMPLETION)]
+    assert " ok " in line and "ms/UNet frame-eval" in line and "UNet frame-evaluations at 64x" in line
+    data = json.loads(report.read_text())
+    assert [s["stage"] for s in data["stages"]][-1] == doctor.STAGE_COMPLETION
+    assert 0.0 <= data["figures"]["amodal_iou"] <= 1.0
+    assert data["checks"][-1]["name"] == "median IoU of visible and amodal masks"
 
 
 def test_missing_sam3dbody_checkpoint_exits_1_naming_it(

@@ -75,3 +75,34 @@ def test_doctor_passes_on_the_gpu(tmp_path: Path, capsys) -> None:
     assert [s["status"] for s in data["stages"]] == ["ok", "ok", "ok"]
     failed = [c for c in data["checks"] if not c["ok"]]
     assert not failed, f"implausible figures with the real weights: {failed}"
+
+
+def _completion_checkpoints() -> bool:
+    if REAL_ROOT is None:
+        return False
+    cfg = load_config(overrides=[f"paths.ckpt_root={REAL_ROOT}", "completion.enable=true"])
+    report = checkpoint_report(cfg)
+    return report.ok and not report.uses_tiny
+
+
+@pytest.mark.skipif(not _completion_checkpoints(), reason="needs CUDA and the completion checkpoints too")
+def test_doctor_with_occlusion_completion_on_the_gpu(tmp_path: Path, capsys) -> None:
+    """The released Diffusion-VAS folders load strictly, and the amodal masks of the street clip's
+    (mostly visible) people agree with their visible masks."""
+    report = tmp_path / "doctor.json"
+    code = main(
+        [
+            "doctor",
+            "--set",
+            f"paths.ckpt_root={REAL_ROOT}",
+            "--set",
+            "completion.enable=true",
+            "--json",
+            str(report),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    data = json.loads(report.read_text())
+    assert [s["status"] for s in data["stages"]] == ["ok", "ok", "ok", "ok"]
+    assert data["figures"]["amodal_iou"] >= 0.5

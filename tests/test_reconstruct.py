@@ -83,7 +83,7 @@ def test_masks_in_bodies_out(scene, ckpt_root: Path, tmp_path: Path, capsys) -> 
     assert _run(["--input_video", str(video), "--masks", str(masks_dir)], ckpt_root, tmp_path) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["obj_ids"] == [1, 3, 5, 7]
-    assert summary["stages"] == ["masks", "camera", "recover", "smooth", "export"]
+    assert summary["stages"] == ["masks", "camera", "recover", "complete", "refine", "smooth", "export"]
     run = _run_dir(tmp_path)
     manifest = json.loads((run / "manifest.json").read_text())
     assert all(manifest["stages"][s]["status"] == "done" for s in summary["stages"])
@@ -336,7 +336,7 @@ def test_in_process_run_decodes_each_pass_once_and_resumes_a_finished_run(scene,
     cfg, _ = tiny_models
     run = RunDir.create(tmp_path, cfg, input_path=video)
     result, decoded = _reconstruct(video, run, tiny_models, masks_dir=masks_dir)
-    assert result.done == ("masks", "camera", "recover", "smooth", "export")
+    assert result.done == ("masks", "camera", "recover", "complete", "refine", "smooth", "export")
     assert result.obj_ids == (1, 3, 5, 7) and result.root == run.root
     assert result.artefacts["export"] == ["mesh_4d_individual", "focal_4d_individual"]
     # One pass writes the mask outputs, one feeds SAM-3D-Body; the camera decodes forward to its

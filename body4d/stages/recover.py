@@ -10,16 +10,18 @@ single frame, or a lower id vanishing while a higher one stays are all ordinary 
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from body4d.jobs import Job
 from body4d.masks import mask_box
-from body4d.types import BodyTrack, Intrinsics
+from body4d.types import BodyTrack, CompletedFrame, Intrinsics
 from models.sam_3d_body.mhr_layout import NUM_KP
 
 if TYPE_CHECKING:
@@ -112,37 +114,106 @@ def recover_bodies(
     return {obj_id: _track(obj_id, per_frame) for obj_id, per_frame in sorted(results.items())}
 
 
+# BodyTrack field -> (value of one estimate, per-row shape).
+_ESTIMATE_FIELDS: dict[str, tuple[Callable[[BodyEstimate], np.ndarray], tuple[int, ...]]] = {
+    "box": (lambda e: e.box, (4,)),
+    "focal": (lambda e: e.focal_length, ()),
+    "cam_t": (lambda e: e.cam_t, (3,)),
+    "global_rot": (lambda e: e.global_rot, (3,)),
+    "body_pose": (lambda e: e.body_pose, (133,)),
+    "hand_pose": (lambda e: e.hand_pose, (108,)),
+    "shape": (lambda e: e.shape, (45,)),
+    "scale": (lambda e: e.scale, (28,)),
+    "expression": (lambda e: e.expression, (72,)),
+    "keypoints_3d": (lambda e: e.keypoints_3d + e.cam_t, (NUM_KP, 3)),
+    "keypoints_2d": (lambda e: e.keypoints_2d, (NUM_KP, 2)),
+}
+
+
 def _track(obj_id: int, per_frame: dict[int, BodyEstimate]) -> BodyTrack:
     first, last = min(per_frame), max(per_frame)
     frames = np.arange(first, last + 1, dtype=np.int64)
     n = len(frames)
-    valid = np.array([int(f) in per_frame for f in frames])
+    empty = {
+        name: np.full((n, *shape), np.nan, dtype=np.float32) for name, (_, shape) in _ESTIMATE_FIELDS.items()
+    }
+    track = BodyTrack(
+        obj_id=obj_id, frames=frames, valid=np.zeros(n, dtype=bool), filled=np.zeros(n, dtype=bool), **empty
+    )
+    return _with_estimates(track, per_frame)
 
-    def stack(get: Callable[[BodyEstimate], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-        out = np.full((n, *shape), np.nan, dtype=np.float32)
-        for row, f in enumerate(frames):
-            est = per_frame.get(int(f))
-            if est is not None:
-                out[row] = get(est)
+
+def _with_estimates(track: BodyTrack, per_frame: dict[int, BodyEstimate]) -> BodyTrack:
+    """``track`` with the rows of ``per_frame``'s frames replaced by those estimates (made valid).
+
+    The track is widened (invalid NaN rows) when a frame lies outside its span.
+    """
+    lo = min(int(track.frames[0]), *per_frame) if len(track.frames) else min(per_frame)
+    hi = max(int(track.frames[-1]), *per_frame) if len(track.frames) else max(per_frame)
+    frames = np.arange(lo, hi + 1, dtype=np.int64)
+    offset = int(track.frames[0]) - lo if len(track.frames) else 0
+    rows = slice(offset, offset + len(track.frames))
+
+    def widen(old: np.ndarray, fill: object) -> np.ndarray:
+        out = np.full((len(frames), *old.shape[1:]), fill, dtype=old.dtype)
+        out[rows] = old
         return out
 
-    return BodyTrack(
-        obj_id=obj_id,
-        frames=frames,
-        valid=valid,
-        filled=np.zeros(n, dtype=bool),
-        box=stack(lambda e: e.box, (4,)),
-        focal=stack(lambda e: e.focal_length, ()),
-        cam_t=stack(lambda e: e.cam_t, (3,)),
-        global_rot=stack(lambda e: e.global_rot, (3,)),
-        body_pose=stack(lambda e: e.body_pose, (133,)),
-        hand_pose=stack(lambda e: e.hand_pose, (108,)),
-        shape=stack(lambda e: e.shape, (45,)),
-        scale=stack(lambda e: e.scale, (28,)),
-        expression=stack(lambda e: e.expression, (72,)),
-        keypoints_3d=stack(lambda e: e.keypoints_3d + e.cam_t, (NUM_KP, 3)),
-        keypoints_2d=stack(lambda e: e.keypoints_2d, (NUM_KP, 2)),
-    )
+    arrays = {name: widen(getattr(track, name), np.nan) for name in _ESTIMATE_FIELDS}
+    valid, filled = widen(track.valid, False), widen(track.filled, False)
+    for f, est in per_frame.items():
+        row = f - lo
+        for name, (get, _) in _ESTIMATE_FIELDS.items():
+            arrays[name][row] = get(est)
+        valid[row], filled[row] = True, False
+    return BodyTrack(obj_id=track.obj_id, frames=frames, valid=valid, filled=filled, **arrays)
+
+
+def recover_completed(
+    tracks: dict[int, BodyTrack],
+    completed: Sequence[CompletedFrame],
+    intrinsics: Intrinsics,
+    model: SAM3DBody,
+    *,
+    batch_size: int,
+    inference_type: str,
+    job: Job | None = None,
+) -> dict[int, BodyTrack]:
+    """The second recovery pass: each completed person-frame again, from the completed image and
+    the amodal mask (box = the amodal mask's box); every other row is kept as it is.
+
+    Returns:
+        ``tracks`` with those rows replaced (people completed but absent from ``tracks`` added).
+    """
+    from models.sam_3d_body import BodyItem
+
+    if not completed:
+        return dict(tracks)
+    K = np.asarray(intrinsics.K, dtype=np.float64)
+    results: dict[int, dict[int, BodyEstimate]] = {}
+    for start in range(0, len(completed), batch_size):
+        if job is not None:
+            job.check()
+        chunk = completed[start : start + batch_size]
+        items = []
+        for c in chunk:
+            image = np.asarray(Image.open(io.BytesIO(c.image)).convert("RGB"))
+            mask = np.asarray(Image.open(io.BytesIO(c.mask))) == c.obj_id
+            items.append(
+                BodyItem(image=image, box=np.asarray(mask_box(mask), dtype=np.float32), mask=mask, K=K)
+            )
+        for c, est in zip(
+            chunk, model.predict(items, inference_type=inference_type, batch_size=batch_size), strict=True
+        ):
+            results.setdefault(c.obj_id, {})[c.frame] = est
+        if job is not None:
+            job.report(min(start + batch_size, len(completed)) / len(completed), "completed person-frames")
+    out = dict(tracks)
+    for obj_id, per_frame in results.items():
+        out[obj_id] = (
+            _with_estimates(tracks[obj_id], per_frame) if obj_id in tracks else _track(obj_id, per_frame)
+        )
+    return dict(sorted(out.items()))
 
 
 def refit_keypoints(track: BodyTrack, model: SAM3DBody, intrinsics: Intrinsics) -> BodyTrack:

@@ -15,9 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
+from body4d.testing.tiny_depth import DEPTH_DIR, write_tiny_depth
 from body4d.testing.tiny_moge import write_tiny_moge
 from body4d.testing.tiny_sam3 import write_tiny_sam3
 from body4d.testing.tiny_sam3dbody import write_tiny_sam3dbody
+from body4d.testing.tiny_vas import AMODAL_DIR, COMPLETION_DIR, write_tiny_vas
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ WRITERS = {
     "sam3": write_tiny_sam3,
     "sam-3d-body-dinov3": write_tiny_sam3dbody,
     "moge-2-vitl-normal": write_tiny_moge,
+    DEPTH_DIR: write_tiny_depth,
+    f"{AMODAL_DIR} + {COMPLETION_DIR}": write_tiny_vas,
 }
 
 

@@ -20,6 +20,8 @@ from body4d.jobs import ProgressFn
 from body4d.recipe import STAGES
 from body4d.run_dir import RunDir
 from body4d.session import Session
+from body4d.stages.complete import estimate
+from body4d.stages.occlusion import mask_stats
 from body4d.types import Prompts, RunResult
 from body4d.ui.downloads import zip_run
 from body4d.video import open_video
@@ -186,8 +188,31 @@ def generate_masks(
             f"Mask Generation done in {seconds:.1f} s: target(s) {_ids(result.obj_ids)} tracked over {n} "
             "frames. Check the Segmentation Result, then press 4D Generation."
         )
+    if result.obj_ids:
+        message += " " + completion_estimate(cfg, run)
     log.info("session %s: %s", session.session_id, message)
     return MaskOutcome(result, run.mask_video_path(), message)
+
+
+def completion_estimate(cfg: Config, run: RunDir) -> str:
+    """Whether occlusion completion will run in 4D Generation and, when on, its extra work
+    estimated from the masks (the keypoint prior of the first recovery pass is not known yet)."""
+    section = cfg.completion
+    if not section.enable:
+        return "Occlusion completion is off (completion.enable: false): hidden frames are interpolated."
+    seg = run.load_masks()
+    labels = seg.track.labels
+    n, height, width = labels.shape
+    stats = mask_stats(
+        (np.asarray(labels[i]) for i in range(n)), seg.track.obj_ids, n, section.contact_radius
+    )
+    work = estimate(stats, n, width, height, section)
+    return (
+        f"Occlusion completion is on ({section.mode}): {work['windows']} window(s), "
+        f"{work['candidate_frames']} person-frames to check, about {work['amodal_unet_evaluations']:,} UNet "
+        f"frame-evaluations for the amodal masks and up to {work['max_completion_unet_evaluations']:,} more "
+        "to complete the hidden ones."
+    )
 
 
 def generate_4d(
@@ -232,10 +257,17 @@ def generate_4d(
     with np.load(run.path(RunDir.BODIES)) as bodies:
         people = len(bodies["obj_ids"])
     seconds = time.monotonic() - started
+    complete = run.manifest["stages"]["complete"]
+    occlusion = (
+        f"Occlusion completion: {complete['person_frames_completed']} person-frame(s) completed "
+        f"({complete['unet_evaluations']:,} UNet frame-evaluations). "
+        if complete.get("enabled")
+        else "Occlusion completion was off. "
+    )
     message = (
         f"4D Generation done in {seconds:.1f} s: {people} {'person' if people == 1 else 'people'}, "
         f"{meshes} meshes (one OBJ per person per frame over {info.n_frames} frames) in run {run.run_id}. "
-        f"Download the zip (whole run) or {RunDir.BODIES} (parameters, keypoints) below."
+        f"{occlusion}Download the zip (whole run) or {RunDir.BODIES} (parameters, keypoints) below."
     )
     log.info("session %s: %s", session.session_id, message)
     return BodiesOutcome(
