@@ -1,7 +1,8 @@
 """The driver shared by the app and the CLI: walks the stage table (`body4d.recipe.RECIPE`).
 
-For every row up to ``stop_after``: a row already done in the run folder is skipped and its saved
-result is read back only if a later row needs it (resume); otherwise the row's artefacts are
+For every row up to ``stop_after``: a row already done in the run folder with the same settings
+(its config section's fingerprint) is skipped and its saved result is read back only if a later
+row needs it (resume); otherwise the row's artefacts are
 cleared, it runs with the results it needs (handed on in memory), is saved, and every later row
 is marked stale. Progress, cancellation (`body4d.jobs.Cancelled`) and the manifest's stage
 records are handled here, once.
@@ -9,6 +10,9 @@ records are handled here, once.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -161,19 +165,29 @@ def reconstruct(
     done: list[str] = []
     try:
         for k, stage in enumerate(recipe[: names.index(stop_after) + 1]):
-            if run.is_done(stage.name) and not force:
+            section = getattr(cfg, stage.section) if stage.section else None
+            settings = settings_fingerprint(section) if stage.rerun_on_change else None
+            recorded = run.stage_settings(stage.name)
+            if run.is_done(stage.name) and not force and recorded in (None, settings):
                 log.info("stage %s already done in %s: skipped", stage.name, run.run_id)
                 loaders[stage.name] = stage.load
             else:
+                if run.is_done(stage.name) and not force:
+                    log.info(
+                        "stage %s: its %s settings changed since it ran: running it again",
+                        stage.name,
+                        stage.section,
+                    )
                 inputs = {name: value(name) for name in stage.needs}
                 model = getattr(models, stage.model) if stage.model else None
-                section = getattr(cfg, stage.section) if stage.section else None
                 run.clear(stage.name, stage.artefacts)
                 with run.stage(stage.name) as extra:
                     job = Job(stage.name, report, should_cancel)
                     job.report(0.0, "started")
                     result = stage.run(inputs, model, section, job)
                     extra.update(stage.save(run, result, inputs) or {})
+                    if settings is not None:
+                        extra["settings"] = settings
                 run.record_artefacts(stage.name, stage.artefacts)
                 run.invalidate(*names[k + 1 :])
                 results[stage.name] = result
@@ -183,6 +197,15 @@ def reconstruct(
     manifest = run.manifest
     obj_ids = tuple(manifest["stages"].get("masks", {}).get("obj_ids", []))
     return RunResult(run.run_id, run.root, obj_ids, tuple(done), manifest["artefacts"])
+
+
+def settings_fingerprint(section: Any) -> str | None:
+    """A short hash of a config section (None for none): a finished stage whose section has
+    changed since it ran is run again on resume."""
+    if section is None:
+        return None
+    text = json.dumps(dataclasses.asdict(section), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _log_progress(step: float = LOG_PROGRESS_STEP) -> ProgressFn:

@@ -56,6 +56,7 @@ class Stage:
         artefacts: `RunDir` names the stage writes (cleared before it runs again).
         model: the `PipelineModels` field it needs (None: no network).
         section: the config section it receives (None: none).
+        rerun_on_change: a finished row runs again on resume when its section has changed.
     """
 
     name: str
@@ -66,6 +67,7 @@ class Stage:
     artefacts: tuple[str, ...]
     model: str | None = None
     section: str | None = None
+    rerun_on_change: bool = True
 
 
 # ------------------------------------------------------------------------------------ masks
@@ -226,6 +228,9 @@ RECIPE: tuple[Stage, ...] = (
         artefacts=(RunDir.IMAGES, RunDir.MASKS, RunDir.MASKS_VIS, RunDir.MASK_VIDEO, RunDir.SEGMENTATION),
         model="sam3",
         section="sam3",
+        # The masks also come from prompts or an imported folder, which a resume does not repeat:
+        # new masks are asked for explicitly (Mask Generation, --force).
+        rerun_on_change=False,
     ),
     Stage(
         "camera",

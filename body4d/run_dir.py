@@ -501,6 +501,12 @@ class RunDir:
     def is_done(self, name: str) -> bool:
         return self.stage_status(name) == "done"
 
+    def stage_settings(self, name: str) -> str | None:
+        """The settings fingerprint a finished stage recorded (``settings`` in its entry), if any."""
+        with self._lock:
+            st = self._manifest["stages"].get(name)
+            return st.get("settings") if st else None
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         """Record a stage: status ``running`` → ``done`` (with seconds) or ``failed``/``cancelled``

@@ -251,3 +251,26 @@ def test_the_app_says_before_4d_generation_whether_completion_runs_and_its_work(
         "Occlusion completion is on (candidates): 1 window(s), 19 person-frames to check, about 950 UNet "
         "frame-evaluations for the amodal masks and up to 950 more to complete the hidden ones."
     )
+
+
+def test_resuming_with_completion_switched_on_runs_it_and_keeps_the_rest(
+    hidden_scene, tiny_ckpt_root, white_amodal_root, tmp_path
+):
+    from body4d.driver import load_models, reconstruct
+    from body4d.video import open_video
+
+    video, masks_dir = hidden_scene
+    off = load_config(overrides=[f"paths.ckpt_root={tiny_ckpt_root}", "runtime.device=cpu"])
+    run = _run(video, masks_dir, off, tmp_path)
+    before = run.manifest["stages"]
+    on = _config(tiny_ckpt_root, white_amodal_root)
+    with open_video(video) as v:
+        result = reconstruct(v, run, on, load_models(on, sam3=False, detector=False), masks_dir=masks_dir)
+    after = run.manifest["stages"]
+    for name in ("masks", "camera", "recover"):  # their settings did not change: not run again
+        assert after[name]["started"] == before[name]["started"], name
+    for name in ("complete", "refine", "smooth", "export"):
+        assert after[name]["started"] > before[name]["started"], name
+    assert after["complete"]["enabled"] is True and after["complete"]["person_frames_completed"] == 19
+    assert after["complete"]["settings"] != before["complete"]["settings"]
+    assert result.done[-1] == "export"
