@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.body4d-installed
+GLTF_VALIDATOR := tests/gltf/node_modules
 # Debian packages: libGL/glib for OpenCV, EGL + Mesa for the mesh renderer, Chromium for browser tests.
+# Node.js + npm (the glTF validator of the tests) are added only when no npm is on PATH.
 APT_PACKAGES := libgl1 libglib2.0-0 libegl1 libgl1-mesa-dri libegl-mesa0 chromium
 BODY4D_HOST ?= 127.0.0.1
 BODY4D_PORT ?= 7860
@@ -19,15 +21,22 @@ test: setup lint
 run: setup
 	$(PY) app.py
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(GLTF_VALIDATOR)
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Khronos glTF validator (Node.js) for tests/test_glb.py, pinned by its package-lock.json.
+$(GLTF_VALIDATOR): tests/gltf/package-lock.json | system-deps
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: the GLB tests need Node.js >= 18 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix tests/gltf --no-audit --no-fund
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -2,7 +2,7 @@
 
     body4d run --input_video V [--prompts prompts.json] [--output_dir D] [--config C]
                [--set key=value ...] [--masks DIR] [--resume RUN_ID [--force]]
-               [--stop-after masks|camera|recover|complete|refine|smooth|export]
+               [--stop-after masks|camera|recover|complete|refine|smooth|export|render|bundle]
 
 ``prompts.json`` maps object ids to clicks in original pixels::
 
@@ -121,7 +121,7 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         dest="stop_after",
         default=None,
         metavar="STAGE",
-        help="last stage to run: masks, camera, recover, complete, refine, smooth or export (default: all)",
+        help="last stage to run: masks, camera, recover, complete, refine, smooth, export, render or bundle (default: all)",
     )
     p.set_defaults(func=run_command)
     return p

@@ -179,6 +179,26 @@ class SmoothingConfig:
 
 
 @dataclass(frozen=True)
+class RenderConfig:
+    """``render:`` the 4D result videos (meshes over the footage)."""
+
+    enable: bool = True
+    background: Literal["video", "white"] = "video"
+    individual: bool = True
+    frames: bool = False
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``export:`` per-frame OBJ meshes and the per-person bundles (animated GLB, npz, json)."""
+
+    obj: bool = True
+    glb: bool = True
+    glb_max_frames: int = 300
+    quantize: bool = True
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """``app:`` the browser app."""
 
@@ -200,6 +220,8 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     app: AppConfig = field(default_factory=AppConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,6 +296,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("smoothing", "d_cutoff"): (lambda v: v > 0, "use a positive cutoff in Hz"),
     ("smoothing", "max_gap"): (lambda v: v >= 0, "use 0 or more frames"),
     ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
+    ("export", "glb_max_frames"): (lambda v: v >= 2, "use at least 2 frames"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),
 }

@@ -7,6 +7,8 @@
     refine   SAM-3D-Body again, only for the completed person-frames
     smooth   per-identity temporal consistency over the whole sequence (+ keypoints)
     export   OBJ + camera JSON per person per frame
+    render   the 4D result videos: meshes over the footage, all people and each alone
+    bundle   per person: animated GLB, npz, json (which frames are real); the scene GLB
 
 A row names what it reads (the run's inputs ``video``, ``prompts``, ``masks_dir``, ``scratch``, or
 earlier rows by name), the network and config section it takes, a ``run`` function
@@ -29,18 +31,21 @@ from body4d.export import ObjWriter, camera_json
 from body4d.jobs import Job
 from body4d.masks import color_for, label_volume, read_mask_folder
 from body4d.run_dir import LABELS_IN_MEMORY_MAX_BYTES, RunDir
+from body4d.stages.bundle import person_bundles
 from body4d.stages.camera import estimate_camera
 from body4d.stages.complete import complete_occlusions, disabled_report
 from body4d.stages.consistency import make_consistent
-from body4d.stages.recover import FrameInput, posed_rows, recover_bodies, recover_completed, refit_keypoints
+from body4d.stages.meshes import meshes_by_frame, track_meshes
+from body4d.stages.overlay import render_frames
+from body4d.stages.recover import FrameInput, recover_bodies, recover_completed, refit_keypoints
 from body4d.stages.segment import apply_prompts, segment_video
-from body4d.types import BodyTrack, Completion, Intrinsics, Segmentation
+from body4d.types import BodyTrack, Completion, Intrinsics, PersonBundle, Segmentation
 
 Inputs = Mapping[str, Any]
-# Person-frames per body-model call when rebuilding meshes for export.
-EXPORT_MESH_BATCH = 32
 # An exported mesh: (object id, frame, OBJ bytes, camera record).
 MeshItem = tuple[int, int, bytes, dict[str, Any]]
+# A 4D result frame: (index, background, all people drawn, {object id: the person alone}).
+RenderedFrame = tuple[int, np.ndarray, np.ndarray, dict[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -193,24 +198,99 @@ def _smooth(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Body
 
 
 # ----------------------------------------------------------------------------------- export
-def _export(inputs: Inputs, body: Any, _section: Any, job: Job) -> Iterator[MeshItem]:
+def _export(inputs: Inputs, body: Any, section: Any, job: Job) -> Iterator[MeshItem]:
     """Every valid person-frame as an OBJ (``cam_t`` applied) and its camera record, lazily."""
+    if not section.obj:
+        return iter(())
     _require_body(body)
-    bodies: dict[int, BodyTrack] = inputs["smooth"]
-    K: Intrinsics = inputs["camera"]
+    return _obj_items(inputs["smooth"], inputs["camera"], body, job)
+
+
+def _obj_items(bodies: dict[int, BodyTrack], K: Intrinsics, body: Any, job: Job) -> Iterator[MeshItem]:
     writer = ObjWriter(body.faces)
     total = sum(int(t.valid.sum()) for t in bodies.values())
     done = 0
     for obj_id, track in bodies.items():
         color = color_for(obj_id)
-        for rows, verts, _ in posed_rows(track, body, np.flatnonzero(track.valid), EXPORT_MESH_BATCH):
+        for row, frame, verts in track_meshes(track, body):
             job.check()
-            for k, row in enumerate(rows):
-                cam_t = track.cam_t[row]
-                camera = camera_json(float(track.focal[row]), K.principal_point, cam_t)
-                yield obj_id, int(track.frames[row]), writer.mesh(verts[k] + cam_t, color), camera
-            done += len(rows)
+            camera = camera_json(float(track.focal[row]), K.principal_point, track.cam_t[row])
+            yield obj_id, frame, writer.mesh(verts, color), camera
+            done += 1
             job.report(done / max(total, 1), f"person {obj_id}")
+
+
+# ----------------------------------------------------------------------------------- render
+@dataclass(frozen=True)
+class Rendering:
+    """The 4D result, still to be encoded: lazy frames and what to write of them."""
+
+    frames: Iterator[RenderedFrame]
+    obj_ids: tuple[int, ...]
+    individual: bool
+    jpgs: bool
+
+
+def _render(inputs: Inputs, body: Any, section: Any, job: Job) -> Rendering | None:
+    """The 4D result frames, lazily (encoded by the save as they come); None when off."""
+    if not section.enable:
+        return None
+    _require_body(body)
+    from body4d.render import get_renderer
+
+    video, bodies, K = inputs["video"], inputs["smooth"], inputs["camera"]
+    n = len(video)
+    frames = render_frames(
+        video,
+        meshes_by_frame(bodies, body, n),
+        get_renderer(),
+        np.asarray(K.K),
+        body.faces,
+        background=section.background,
+        individual=section.individual,
+    )
+    return Rendering(_reporting(frames, job, n), tuple(bodies), section.individual, section.frames)
+
+
+def _reporting(items: Iterator[RenderedFrame], job: Job, n: int) -> Iterator[RenderedFrame]:
+    for item in items:
+        job.check()
+        yield item
+        job.report((item[0] + 1) / max(n, 1), f"frame {item[0] + 1}/{n}")
+
+
+def _save_render(run: RunDir, rendering: Rendering | None, inputs: Inputs) -> dict[str, Any]:
+    if rendering is None:
+        return {"frames": 0}
+    fps = inputs["video"].info.fps
+    ids = rendering.obj_ids
+    n = run.save_render(rendering.frames, fps, ids, individual=rendering.individual, jpgs=rendering.jpgs)
+    return {"frames": n, "individual": list(ids) if rendering.individual else []}
+
+
+# ----------------------------------------------------------------------------------- bundle
+def _bundle(inputs: Inputs, body: Any, section: Any, job: Job) -> tuple[list[PersonBundle], bytes | None]:
+    _require_body(body)
+    video = inputs["video"]
+    job.report(0.0, "animated GLB, npz and json per person")
+    result = person_bundles(
+        inputs["smooth"],
+        inputs["complete"],
+        inputs["camera"],
+        body,
+        float(video.info.fps),
+        len(video),
+        section,
+    )
+    job.report(1.0, f"{len(result[0])} people")
+    return result
+
+
+def _save_bundles(
+    run: RunDir, result: tuple[list[PersonBundle], bytes | None], _inputs: Inputs
+) -> dict[str, Any]:
+    bundles, scene = result
+    return {"people": run.save_bundles(bundles, scene), "glb": scene is not None}
 
 
 def _require_body(body: Any) -> None:
@@ -290,6 +370,32 @@ RECIPE: tuple[Stage, ...] = (
         load=lambda run: None,
         artefacts=(RunDir.MESHES, RunDir.FOCALS),
         model="body",
+        section="export",
+    ),
+    Stage(
+        "render",
+        needs=("video", "smooth", "camera"),
+        run=_render,
+        save=_save_render,
+        load=lambda run: None,
+        artefacts=(
+            RunDir.RESULT_VIDEO,
+            RunDir.INDIVIDUAL_VIDEOS,
+            RunDir.RENDERED_FRAMES,
+            RunDir.RENDERED_INDIVIDUAL,
+        ),
+        model="body",
+        section="render",
+    ),
+    Stage(
+        "bundle",
+        needs=("video", "smooth", "complete", "camera"),
+        run=_bundle,
+        save=_save_bundles,
+        load=lambda run: None,
+        artefacts=(RunDir.PEOPLE, RunDir.SCENE_GLB),
+        model="body",
+        section="export",
     ),
 )
 STAGES = tuple(s.name for s in RECIPE)

@@ -4,7 +4,8 @@ Layout (the README's "Outputs" lists what each holds)::
 
     manifest.json  images/  masks/  masks_vis/  video_mask_<run_id>.mp4  segmentation.json
     camera.json  bodies_raw.npz  completion/<id>/images|masks/  completion.json  bodies_completed.npz
-    bodies.npz  mesh_4d_individual/<id>/  focal_4d_individual/<id>/
+    bodies.npz  mesh_4d_individual/<id>/  focal_4d_individual/<id>/  4d_<run_id>.mp4
+    4d_individual/  rendered_frames/  rendered_frames_individual/<id>/  people/<id>/  4d_<run_id>.glb
     input_preview.mp4  body4d_<run_id>.zip
 
 Every name above is a constant or method of `RunDir`; no other module spells one out. Each stage
@@ -45,8 +46,17 @@ from PIL import Image
 
 from body4d import masks as masklib
 from body4d.errors import InputError
-from body4d.types import BodyTrack, CompletedFrame, Completion, Intrinsics, MaskTrack, Segmentation, VideoInfo
-from body4d.video import encode_video
+from body4d.types import (
+    BodyTrack,
+    CompletedFrame,
+    Completion,
+    Intrinsics,
+    MaskTrack,
+    PersonBundle,
+    Segmentation,
+    VideoInfo,
+)
+from body4d.video import VideoWriter, encode_video
 from models.frames import FrameSource
 
 log = logging.getLogger(__name__)
@@ -130,6 +140,12 @@ class RunDir:
     BODIES = "bodies.npz"
     MESHES = "mesh_4d_individual"
     FOCALS = "focal_4d_individual"
+    RESULT_VIDEO = "4d_{run_id}.mp4"
+    INDIVIDUAL_VIDEOS = "4d_individual"
+    RENDERED_FRAMES = "rendered_frames"
+    RENDERED_INDIVIDUAL = "rendered_frames_individual"
+    PEOPLE = "people"
+    SCENE_GLB = "4d_{run_id}.glb"
     PREVIEW = "input_preview.mp4"
     ZIP = "body4d_{run_id}.zip"
     SCRATCH = ".scratch"
@@ -432,6 +448,72 @@ class RunDir:
             self.write_json(self.focal_path(obj_id, frame), camera)
             written += 1
         return written
+
+    # ------------------------------------------------------------------ render stage
+    def individual_video_path(self, obj_id: int) -> Path:
+        return self.path(self.INDIVIDUAL_VIDEOS) / f"4d_individual_{obj_id}.mp4"
+
+    def result_video_path(self) -> Path | None:
+        """The 4D result video, if it was written."""
+        path = self.path(self.RESULT_VIDEO)
+        return path if path.is_file() else None
+
+    def save_render(
+        self,
+        frames: Iterable[tuple[int, np.ndarray, np.ndarray, dict[int, np.ndarray]]],
+        fps: Fraction,
+        obj_ids: Iterable[int],
+        *,
+        individual: bool,
+        jpgs: bool,
+    ) -> int:
+        """Encode ``(index, background, scene, {obj_id: person alone})`` items, one pass: the
+        scene video, with ``individual`` one video per id (the background where the person is
+        absent), with ``jpgs`` every rendered frame as a JPG too. Returns the frames written."""
+        ids = list(obj_ids) if individual else []
+        count = 0
+        with contextlib.ExitStack() as stack:
+            scene = stack.enter_context(VideoWriter(self.path(self.RESULT_VIDEO), fps, crf=self.crf))
+            alone = {
+                i: stack.enter_context(VideoWriter(self.individual_video_path(i), fps, crf=self.crf))
+                for i in ids
+            }
+            for index, background, rendered, people in frames:
+                scene.write(rendered)
+                if jpgs:
+                    self.write_image(Path(self.RENDERED_FRAMES) / frame_file(index, ".jpg"), rendered)
+                for i, writer in alone.items():
+                    image = people.get(i, background)
+                    writer.write(image)
+                    if jpgs:
+                        self.write_image(
+                            Path(self.RENDERED_INDIVIDUAL) / str(i) / frame_file(index, ".jpg"), image
+                        )
+                count += 1
+        return count
+
+    # ------------------------------------------------------------------ bundle stage
+    def person_path(self, obj_id: int, suffix: str) -> Path:
+        """``people/<id>/<id><suffix>`` (``.glb``, ``.npz``, ``.json``)."""
+        return self.path(self.PEOPLE) / str(obj_id) / f"{obj_id}{suffix}"
+
+    def save_bundles(self, bundles: Iterable[PersonBundle], scene_glb: bytes | None) -> int:
+        """Each person's ``people/<id>/`` files and the scene GLB; returns the number of people."""
+        count = 0
+        for b in bundles:
+            if b.glb is not None:
+                self.write_bytes(self.person_path(b.obj_id, ".glb"), b.glb)
+            self.write_bytes(self.person_path(b.obj_id, ".npz"), b.npz)
+            self.write_json(self.person_path(b.obj_id, ".json"), b.info)
+            count += 1
+        if scene_glb is not None:
+            self.write_bytes(self.SCENE_GLB, scene_glb)
+        return count
+
+    def scene_glb_path(self) -> Path | None:
+        """The scene's animated GLB, if it was written."""
+        path = self.path(self.SCENE_GLB)
+        return path if path.is_file() else None
 
     # ------------------------------------------------------------------ manifest
     @property

@@ -208,6 +208,24 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class PersonBundle:
+    """One person's deliverables, encoded (written under ``people/<id>/``).
+
+    Attributes:
+        obj_id: the person.
+        glb: animated GLB of the mesh, or None when GLBs are off.
+        npz: ``<id>.npz`` bytes: the `BodyTrack` arrays, K and fps.
+        info: ``<id>.json``: frame range, observed / interpolated / completed frames, units, axes,
+            fps, the weights used and their licences.
+    """
+
+    obj_id: int
+    glb: bytes | None
+    npz: bytes
+    info: dict
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What a (possibly partial) run produced.
 

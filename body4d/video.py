@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -182,50 +183,87 @@ def encode_video(
     Raises:
         VideoError: no frames, or frames of different sizes or types.
     """
-    path = Path(path)
-    rate = Fraction(fps).limit_denominator(1_000_000)
-    if rate <= 0:
-        raise VideoError(f"cannot encode at {fps} fps: the frame rate must be positive")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.mp4", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    count = 0
-    try:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-            stream = out.add_stream("libx264", rate=rate)
-            stream.pix_fmt = "yuv420p"
-            stream.time_base = 1 / rate
-            stream.options = {"crf": str(crf), "preset": "medium"}
-            shape = None
-            for frame in frames:
-                frame = np.asarray(frame)
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise VideoError(
-                        f"frame {count} is {frame.dtype} {frame.shape}; expected RGB uint8 HxWx3"
-                    )
-                if shape is None:
-                    shape = frame.shape
-                    stream.height = shape[0] + shape[0] % 2
-                    stream.width = shape[1] + shape[1] % 2
-                elif frame.shape != shape:
-                    raise VideoError(
-                        f"frame {count} is {frame.shape[1]}x{frame.shape[0]} but the video is "
-                        f"{shape[1]}x{shape[0]}: all frames of one video must have the same size"
-                    )
-                if shape[0] % 2 or shape[1] % 2:
-                    frame = np.pad(frame, ((0, shape[0] % 2), (0, shape[1] % 2), (0, 0)), mode="edge")
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                vf.pts = count
-                out.mux(stream.encode(vf))
-                count += 1
-            if count == 0:
-                raise VideoError(f"no frames to encode into {path}")
-            out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with VideoWriter(path, fps, crf=crf) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
+
+
+class VideoWriter:
+    """A browser-playable H.264 mp4 (yuv420p, +faststart) written frame by frame; several can be
+    open at once (one pass over the frames feeding many videos).
+
+    Use as a context manager: the file appears under ``path`` (atomic rename) only when the block
+    ends without error and at least one frame was written; otherwise nothing is left behind.
+
+    Args:
+        path: output ``.mp4`` path.
+        fps: exact frame rate (a Fraction keeps 30000/1001 exact).
+        crf: x264 constant rate factor.
+
+    Raises:
+        VideoError: a non-positive frame rate.
+    """
+
+    def __init__(self, path: str | Path, fps: Fraction | float | int, *, crf: int = 18) -> None:
+        self.path = Path(path)
+        self.rate = Fraction(fps).limit_denominator(1_000_000)
+        if self.rate <= 0:
+            raise VideoError(f"cannot encode at {fps} fps: the frame rate must be positive")
+        self.crf = crf
+        self.count = 0
+        self._shape: tuple[int, ...] | None = None
+        self._out: Any = None
+        self._stream: Any = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> VideoWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".part.mp4", dir=self.path.parent
+        )
+        os.close(fd)
+        self._tmp = Path(tmp_name)
+        self._out = av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        self._stream = self._out.add_stream("libx264", rate=self.rate)
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = 1 / self.rate
+        self._stream.options = {"crf": str(self.crf), "preset": "medium"}
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one RGB ``uint8[H, W, 3]`` frame (odd sizes are padded by one edge pixel)."""
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise VideoError(f"frame {self.count} is {frame.dtype} {frame.shape}; expected RGB uint8 HxWx3")
+        if self._shape is None:
+            self._shape = frame.shape
+            self._stream.height = frame.shape[0] + frame.shape[0] % 2
+            self._stream.width = frame.shape[1] + frame.shape[1] % 2
+        elif frame.shape != self._shape:
+            raise VideoError(
+                f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]} but the video is "
+                f"{self._shape[1]}x{self._shape[0]}: all frames of one video must have the same size"
+            )
+        if frame.shape[0] % 2 or frame.shape[1] % 2:
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.count
+        self._out.mux(self._stream.encode(vf))
+        self.count += 1
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        assert self._tmp is not None
+        try:
+            if exc_type is None and self.count:
+                self._out.mux(self._stream.encode(None))
+            self._out.close()
+            if exc_type is None:
+                if self.count == 0:
+                    raise VideoError(f"no frames to encode into {self.path}")
+                os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- sources

@@ -364,5 +364,11 @@ def test_click_masks_and_mask_generation_with_tiny_models(
             pytest.fail(
                 f"no {zip_name} link; downloads show {pg.locator('#downloads').inner_html()[:2000]!r}"
             )
+        # The 4D Result player plays the rendered video.
+        pg.wait_for_function(
+            "w => { const v = document.querySelector('#result_video video');"
+            " return v && v.readyState >= 1 && v.videoWidth === w && !v.error; }",
+            arg=CLIP_W,
+        )
         pg.screenshot(path=str(shots / "tiny_after_4d.png"), full_page=True)
     print(f"tiny-model browser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")

@@ -519,10 +519,16 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     masks_started = run.manifest["stages"]["masks"]["started"]
 
     progress = FakeProgress()
-    video, downloads, status = events.generate_4d(request, progress)
+    video, result_video, viewer, downloads, status = events.generate_4d(request, progress)
     manifest = run.manifest
+    assert (
+        result_video == str(run.root / f"4d_{run.run_id}.mp4")
+        and probe(Path(result_video)).n_frames == CLIP_T
+    )
+    assert viewer["visible"] is True and viewer["value"] == str(run.root / f"4d_{run.run_id}.glb")
     assert manifest["stages"]["masks"]["started"] == masks_started, "done masks are not redone"
-    assert all(manifest["stages"][s]["status"] == "done" for s in ("camera", "recover", "smooth", "export"))
+    done = ("camera", "recover", "complete", "refine", "smooth", "export", "render", "bundle")
+    assert all(manifest["stages"][s]["status"] == "done" for s in done)
     objs = sorted((run.root / "mesh_4d_individual" / "1").glob("*.obj"))
     assert len(objs) == manifest["stages"]["export"]["files"] >= 1
     assert f"1 person, {len(objs)} meshes" in status
@@ -544,7 +550,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     stale = run.manifest["stages"]
     assert all(stale[s]["status"] == "stale" for s in ("camera", "recover", "smooth", "export"))
     masks_redone = stale["masks"]["started"]
-    _, downloads, status = events.generate_4d(request, FakeProgress())
+    _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
     assert "2 people" in status
     assert run.manifest["stages"]["masks"]["started"] == masks_redone, "fresh masks are not redone"
     with zipfile.ZipFile(downloads[0]) as zf:
@@ -552,7 +558,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
 
     # 4D Generation pressed again on the finished run: the same results, nothing recomputed
     finished = run.manifest["stages"]
-    _, again, status = events.generate_4d(request, FakeProgress())
+    _, _, _, again, status = events.generate_4d(request, FakeProgress())
     assert "2 people" in status and [Path(p).name for p in again] == [Path(p).name for p in downloads]
     assert run.manifest["stages"] == finished
 

@@ -269,8 +269,10 @@ def test_resuming_with_completion_switched_on_runs_it_and_keeps_the_rest(
     after = run.manifest["stages"]
     for name in ("masks", "camera", "recover"):  # their settings did not change: not run again
         assert after[name]["started"] == before[name]["started"], name
-    for name in ("complete", "refine", "smooth", "export"):
+    for name in ("complete", "refine", "smooth", "export", "render", "bundle"):
         assert after[name]["started"] > before[name]["started"], name
     assert after["complete"]["enabled"] is True and after["complete"]["person_frames_completed"] == 19
     assert after["complete"]["settings"] != before["complete"]["settings"]
-    assert result.done[-1] == "export"
+    assert result.done[-1] == "bundle"
+    completed = json.loads((run.root / "people" / str(HIDDEN) / f"{HIDDEN}.json").read_text())["completed"]
+    assert completed == list(range(SPAN.start - 2, SPAN.stop + 2))

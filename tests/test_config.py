@@ -61,7 +61,7 @@ def test_dead_keys_are_gone_and_refused_with_the_valid_ones() -> None:
                 "runtime.smpl_export=false",
                 "sam_3d_body.detector_path=",
                 "completion.max_occ_length=25",
-                "render.alpha=0.9",
+                "rendering.alpha=0.9",
             ],
             env={},
         )
@@ -70,7 +70,7 @@ def test_dead_keys_are_gone_and_refused_with_the_valid_ones() -> None:
     assert "unknown key runtime.seed: valid keys of runtime are output_dir, device, dtype" in text
     assert "unknown key sam_3d_body.detector_path" in text
     assert "unknown key completion.max_occ_length" in text
-    assert "unknown section 'render': valid sections are paths, runtime, video" in text
+    assert "unknown section 'rendering': valid sections are paths, runtime, video" in text
 
 
 def test_env_overrides_ckpt_root_and_output_dir(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ import trimesh
 from body4d.cli import main
 from body4d.config import load_config
 from body4d.masks import encode_palette_png, mask_box, read_palette_png
+from body4d.recipe import STAGES
 from body4d.run_dir import RunDir
-from body4d.video import encode_video
+from body4d.video import encode_video, probe
 from tests.conftest_sam3dbody import load_folder
 
 T, H, W = 12, 96, 128
@@ -83,7 +84,7 @@ def test_masks_in_bodies_out(scene, ckpt_root: Path, tmp_path: Path, capsys) -> 
     assert _run(["--input_video", str(video), "--masks", str(masks_dir)], ckpt_root, tmp_path) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["obj_ids"] == [1, 3, 5, 7]
-    assert summary["stages"] == ["masks", "camera", "recover", "complete", "refine", "smooth", "export"]
+    assert summary["stages"] == list(STAGES)
     run = _run_dir(tmp_path)
     manifest = json.loads((run / "manifest.json").read_text())
     assert all(manifest["stages"][s]["status"] == "done" for s in summary["stages"])
@@ -137,6 +138,29 @@ def test_masks_in_bodies_out(scene, ckpt_root: Path, tmp_path: Path, capsys) -> 
     mesh = trimesh.load(run / "mesh_4d_individual" / "5" / "00000009.obj", process=False)
     assert mesh.vertices.shape == (NUM_VERTS, 3)
     assert np.isfinite(mesh.vertices).all()
+
+    # The 4D result: all people over the footage, and each alone, at the input's exact fps.
+    for path in [
+        run / f"4d_{run.name}.mp4",
+        *(run / "4d_individual" / f"4d_individual_{i}.mp4" for i in VISIBLE),
+    ]:
+        info = probe(path)
+        assert (info.n_frames, info.width, info.height, info.fps) == (T, W, H, FPS), path
+    assert manifest["stages"]["render"]["frames"] == T
+    assert not (run / "rendered_frames").exists(), "per-frame JPGs only when asked"
+
+    # Per-person bundles: which frames are observed and which interpolated; GLB, npz, json.
+    info5 = json.loads((run / "people" / "5" / "5.json").read_text())
+    assert info5["observed"] == VISIBLE[5] and info5["interpolated"] == [6, 7] and info5["completed"] == []
+    assert info5["frame_range"] == [2, 10] and info5["fps"] == float(FPS) and info5["units"] == "metres"
+    assert info5["glb_frames"] == list(range(2, 11))
+    with np.load(run / "people" / "5" / "5.npz") as person5:
+        assert person5["frames"].tolist() == list(range(2, 11)) and person5["K"].shape == (3, 3)
+    scene = trimesh.load(run / f"4d_{run.name}.glb", force="scene")
+    assert len(scene.geometry) == len(VISIBLE)
+    assert all(g.vertices.shape == (NUM_VERTS, 3) for g in scene.geometry.values())
+    person = trimesh.load(run / "people" / "7" / "7.glb", force="scene")
+    assert len(person.geometry) == 1
 
 
 def test_resume_skips_done_stages(scene, ckpt_root: Path, tmp_path: Path, capsys) -> None:
@@ -336,12 +360,13 @@ def test_in_process_run_decodes_each_pass_once_and_resumes_a_finished_run(scene,
     cfg, _ = tiny_models
     run = RunDir.create(tmp_path, cfg, input_path=video)
     result, decoded = _reconstruct(video, run, tiny_models, masks_dir=masks_dir)
-    assert result.done == ("masks", "camera", "recover", "complete", "refine", "smooth", "export")
+    assert result.done == STAGES
     assert result.obj_ids == (1, 3, 5, 7) and result.root == run.root
     assert result.artefacts["export"] == ["mesh_4d_individual", "focal_4d_individual"]
-    # One pass writes the mask outputs, one feeds SAM-3D-Body; the camera decodes forward to its
-    # last sampled frame (select_frames(12, 5) ends at 10) instead of seeking for each: 12 + 11 + 12.
-    assert decoded == 35
+    # One pass writes the mask outputs, one feeds SAM-3D-Body, one is drawn on by the render; the
+    # camera decodes forward to its last sampled frame (select_frames(12, 5) ends at 10) instead of
+    # seeking for each: 12 + 11 + 12 + 12.
+    assert decoded == 47
     stages = run.manifest["stages"]
     # Resuming a finished run (pressing 4D Generation again) reads nothing back and redoes nothing.
     again, decoded = _reconstruct(video, RunDir.open(tmp_path, run.run_id, cfg), tiny_models)

@@ -1,7 +1,9 @@
 """Downloads offered by the app: a zip of a run folder, streamed to disk (never built in memory).
 
 The zip holds what a user needs from the run: the manifest, masks, mask visualisations, the mask
-video, camera and body files, and one OBJ mesh + camera JSON per person per frame. It leaves out
+video, camera and body files, occlusion completion results, one OBJ mesh + camera JSON per person
+per frame, the 4D result videos, the per-person bundles (``people/<id>/``: animated GLB, npz,
+json) and the scene GLB, and rendered frames when they were asked for. It leaves out
 the per-frame copies of the input (``images/``: the input video is the source), the browser
 preview of the input, earlier zips, and per-person folders of targets that are not in the current
 ``bodies.npz`` (left over from an earlier run with other targets).
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 # Run-folder entries never zipped: the decoded frames and the input's browser preview.
 EXCLUDED_TOP = frozenset({RunDir.IMAGES, RunDir.PREVIEW, RunDir.SCRATCH})
 # Per-person output folders: only the ids of the current bodies.npz are zipped.
-PER_PERSON_DIRS = frozenset({RunDir.MESHES, RunDir.FOCALS})
+PER_PERSON_DIRS = frozenset({RunDir.MESHES, RunDir.FOCALS, RunDir.PEOPLE, RunDir.RENDERED_INDIVIDUAL})
 # OBJ text compresses about 4x already at level 1; higher levels cost much more time for little.
 ZIP_COMPRESSLEVEL = 1
 DOWNLOADS_STAGE = "downloads"

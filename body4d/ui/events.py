@@ -248,8 +248,9 @@ class UiEvents:
         self,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[Any, Any, Any]:
-        """4D Generation clicked: 3D bodies for every target; offer the zip and bodies.npz."""
+    ) -> tuple[Any, Any, Any, Any, Any]:
+        """4D Generation clicked: 3D bodies for every target; show the 4D result video and the
+        animated GLB; offer the zip and bodies.npz."""
         models = self._models(self.caps.reconstruct, GENERATE_4D)
         session = self._session(request)
         outcome = self._guard(
@@ -258,8 +259,15 @@ class UiEvents:
             lambda: generate_4d(self.cfg, models, session, progress=_gradio_progress(progress)),
         )
         if outcome is None:
-            return gr.skip(), gr.skip(), _cancelled(GENERATE_4D)
-        return _path_or_none(outcome.mask_video), [str(p) for p in outcome.downloads], outcome.message
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), _cancelled(GENERATE_4D)
+        glb = _path_or_none(outcome.scene_glb)
+        return (
+            _path_or_none(outcome.mask_video),
+            _path_or_none(outcome.result_video),
+            gr.update(value=glb, visible=glb is not None),
+            [str(p) for p in outcome.downloads],
+            outcome.message,
+        )
 
     def cancel(self, request: gr.Request) -> str:
         """Cancel clicked: stop this session's run (Gradio also drops its queued jobs)."""
@@ -356,7 +364,12 @@ class UiEvents:
             runs = [
                 w.mask_generation.click(self.mask_generation, None, [w.mask_video, w.status], **gpu),
                 w.auto_detect.click(self.auto_detect, None, [w.mask_video, w.status], **gpu),
-                w.generate_4d.click(self.generate_4d, None, [w.mask_video, w.downloads, w.status], **gpu),
+                w.generate_4d.click(
+                    self.generate_4d,
+                    None,
+                    [w.mask_video, w.result_video, w.viewer3d, w.downloads, w.status],
+                    **gpu,
+                ),
             ]
             w.cancel.click(self.cancel, None, [w.status], cancels=runs, **light)
             demo.unload(self.unload)

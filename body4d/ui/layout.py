@@ -24,11 +24,6 @@ GALLERY_COLUMNS = 3
 PLAYER_HEIGHT = 320
 VIEWER_HEIGHT = 360
 STATUS_LINES = 3
-# Shown where the rendered 4D video and the 3D viewer will be (they come in a later version).
-LATER_NOTE = (
-    "The rendered 4D video and the 3D viewer (GLB) come in a later version: for now 4D Generation "
-    "gives one OBJ mesh per person per frame (in the zip) and `bodies.npz`."
-)
 POSITIVE = "Positive"
 NEGATIVE = "Negative"
 
@@ -154,7 +149,6 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
                 result_video = gr.Video(
                     label="4D Result", interactive=False, height=PLAYER_HEIGHT, elem_id="result_video"
                 )
-                gr.Markdown(LATER_NOTE, elem_id="later_note")
                 viewer3d = gr.Model3D(
                     label="3D result (GLB)", height=VIEWER_HEIGHT, visible=False, elem_id="viewer3d"
                 )

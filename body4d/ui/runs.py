@@ -51,6 +51,8 @@ class BodiesOutcome:
     Attributes:
         result: what `reconstruct` reported.
         mask_video: the Segmentation Result video, if written.
+        result_video: the 4D Result video (meshes over the footage), if rendered.
+        scene_glb: the animated GLB of every person (the 3D viewer), if written.
         downloads: the run's zip and ``bodies.npz``.
         people: targets with a 3D body track.
         meshes: OBJ files written (one per person per frame).
@@ -59,6 +61,8 @@ class BodiesOutcome:
 
     result: RunResult
     mask_video: Path | None
+    result_video: Path | None
+    scene_glb: Path | None
     downloads: list[Path]
     people: int
     meshes: int
@@ -246,7 +250,7 @@ def generate_4d(
         )
     started = time.monotonic()
     run, result = _run_pipeline(
-        cfg, models, session, prompts=prompts, stop_after="export", force=False, progress=progress
+        cfg, models, session, prompts=prompts, stop_after=STAGES[-1], force=False, progress=progress
     )
     with session.lock:
         if not has_masks:
@@ -271,7 +275,14 @@ def generate_4d(
     )
     log.info("session %s: %s", session.session_id, message)
     return BodiesOutcome(
-        result, run.mask_video_path(), [zip_path, run.path(RunDir.BODIES)], people, meshes, message
+        result,
+        run.mask_video_path(),
+        run.result_video_path(),
+        run.scene_glb_path(),
+        [zip_path, run.path(RunDir.BODIES)],
+        people,
+        meshes,
+        message,
     )
 
 
