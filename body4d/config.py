@@ -193,6 +193,7 @@ class ExportConfig:
     """``export:`` per-frame OBJ meshes and the per-person bundles (animated GLB, npz, json)."""
 
     obj: bool = True
+    obj_workers: int = 0
     glb: bool = True
     glb_max_frames: int = 300
     quantize: bool = True
@@ -297,6 +298,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("smoothing", "max_gap"): (lambda v: v >= 0, "use 0 or more frames"),
     ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
     ("export", "glb_max_frames"): (lambda v: v >= 2, "use at least 2 frames"),
+    ("export", "obj_workers"): (lambda v: v >= 0, "use 0 (one per spare core, at most 4) or a process count"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),
 }

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from body4d.errors import InputError
-from body4d.export import ObjWriter, camera_json
+from body4d.export import camera_json, obj_meshes, obj_workers
 from body4d.jobs import Job
 from body4d.masks import color_for, label_volume, read_mask_folder
 from body4d.run_dir import LABELS_IN_MEMORY_MAX_BYTES, RunDir
@@ -203,21 +203,27 @@ def _export(inputs: Inputs, body: Any, section: Any, job: Job) -> Iterator[MeshI
     if not section.obj:
         return iter(())
     _require_body(body)
-    return _obj_items(inputs["smooth"], inputs["camera"], body, job)
+    return _obj_items(inputs["smooth"], inputs["camera"], body, obj_workers(section.obj_workers), job)
 
 
-def _obj_items(bodies: dict[int, BodyTrack], K: Intrinsics, body: Any, job: Job) -> Iterator[MeshItem]:
-    writer = ObjWriter(body.faces)
+def _obj_items(
+    bodies: dict[int, BodyTrack], K: Intrinsics, body: Any, workers: int, job: Job
+) -> Iterator[MeshItem]:
     total = sum(int(t.valid.sum()) for t in bodies.values())
-    done = 0
-    for obj_id, track in bodies.items():
-        color = color_for(obj_id)
-        for row, frame, verts in track_meshes(track, body):
-            job.check()
-            camera = camera_json(float(track.focal[row]), K.principal_point, track.cam_t[row])
-            yield obj_id, frame, writer.mesh(verts, color), camera
-            done += 1
-            job.report(done / max(total, 1), f"person {obj_id}")
+
+    def meshes() -> Iterator[tuple[tuple[int, int, dict[str, Any]], np.ndarray, tuple[int, int, int]]]:
+        for obj_id, track in bodies.items():
+            color = color_for(obj_id)
+            for row, frame, verts in track_meshes(track, body):
+                job.check()
+                camera = camera_json(float(track.focal[row]), K.principal_point, track.cam_t[row])
+                yield (obj_id, frame, camera), verts, color
+
+    for done, ((obj_id, frame, camera), obj) in enumerate(
+        obj_meshes(meshes(), body.faces, workers=workers, expected=total), start=1
+    ):
+        yield obj_id, frame, obj, camera
+        job.report(done / max(total, 1), f"person {obj_id}")
 
 
 # ----------------------------------------------------------------------------------- render

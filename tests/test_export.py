@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from body4d.export import ObjWriter, camera_json
+from body4d.export import POOL_MIN_MESHES, ObjWriter, camera_json, obj_meshes, obj_workers
 from body4d.run_dir import bodies_arrays
 
 
@@ -68,3 +68,18 @@ def test_obj_writer_reuses_faces() -> None:
         ObjWriter(f - 1)
     with pytest.raises(ValueError, match="face indices"):
         writer.mesh(v[:3])
+
+
+def test_obj_pool_gives_the_same_bytes_in_order_and_reports_errors() -> None:
+    rng = np.random.default_rng(0)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    items = [(k, rng.normal(size=(4, 3)), (k % 255, 10, 20)) for k in range(POOL_MIN_MESHES + 5)]
+    writer = ObjWriter(faces)
+    expected = [(k, writer.mesh(v, c)) for k, v, c in items]
+    pooled = list(obj_meshes(iter(items), faces, workers=2, expected=len(items)))
+    assert pooled == expected
+    assert list(obj_meshes(iter(items[:3]), faces, workers=2, expected=3)) == expected[:3]  # small: in process
+    bad = [*items[:POOL_MIN_MESHES], (999, np.full((4, 3), np.nan), (1, 2, 3))]
+    with pytest.raises(ValueError, match="NaN or inf"):
+        list(obj_meshes(iter(bad), faces, workers=2, expected=len(bad)))
+    assert obj_workers(3) == 3 and 1 <= obj_workers(0) <= 4
