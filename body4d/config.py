@@ -190,13 +190,14 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """``export:`` per-frame OBJ meshes and the per-person bundles (animated GLB, npz, json)."""
+    """``export:`` per-frame OBJ meshes and the per-person bundles (animated GLB, BVH, npz, json)."""
 
     obj: bool = True
     obj_workers: int = 0
     glb: bool = True
     glb_max_frames: int = 300
     quantize: bool = True
+    bvh: bool = True
 
 
 @dataclass(frozen=True)

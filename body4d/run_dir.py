@@ -494,7 +494,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ bundle stage
     def person_path(self, obj_id: int, suffix: str) -> Path:
-        """``people/<id>/<id><suffix>`` (``.glb``, ``.npz``, ``.json``)."""
+        """``people/<id>/<id><suffix>`` (``.glb``, ``.bvh``, ``.npz``, ``.json``)."""
         return self.path(self.PEOPLE) / str(obj_id) / f"{obj_id}{suffix}"
 
     def save_bundles(self, bundles: Iterable[PersonBundle], scene_glb: bytes | None) -> int:
@@ -503,6 +503,8 @@ class RunDir:
         for b in bundles:
             if b.glb is not None:
                 self.write_bytes(self.person_path(b.obj_id, ".glb"), b.glb)
+            if b.bvh is not None:
+                self.write_bytes(self.person_path(b.obj_id, ".bvh"), b.bvh.encode())
             self.write_bytes(self.person_path(b.obj_id, ".npz"), b.npz)
             self.write_json(self.person_path(b.obj_id, ".json"), b.info)
             count += 1

@@ -217,12 +217,15 @@ class PersonBundle:
         npz: ``<id>.npz`` bytes: the `BodyTrack` arrays, K and fps.
         info: ``<id>.json``: frame range, observed / interpolated / completed frames, units, axes,
             fps, the weights used and their licences.
+        bvh: ``<id>.bvh`` text: the MHR skeleton over the frame range (cm, Y-up), or None when
+            the person has no estimate.
     """
 
     obj_id: int
     glb: bytes | None
     npz: bytes
     info: dict
+    bvh: str | None = None
 
 
 @dataclass(frozen=True)

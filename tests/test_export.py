@@ -78,7 +78,9 @@ def test_obj_pool_gives_the_same_bytes_in_order_and_reports_errors() -> None:
     expected = [(k, writer.mesh(v, c)) for k, v, c in items]
     pooled = list(obj_meshes(iter(items), faces, workers=2, expected=len(items)))
     assert pooled == expected
-    assert list(obj_meshes(iter(items[:3]), faces, workers=2, expected=3)) == expected[:3]  # small: in process
+    assert (
+        list(obj_meshes(iter(items[:3]), faces, workers=2, expected=3)) == expected[:3]
+    )  # small: in process
     bad = [*items[:POOL_MIN_MESHES], (999, np.full((4, 3), np.nan), (1, 2, 3))]
     with pytest.raises(ValueError, match="NaN or inf"):
         list(obj_meshes(iter(bad), faces, workers=2, expected=len(bad)))

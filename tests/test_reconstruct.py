@@ -17,6 +17,7 @@ from body4d.recipe import STAGES
 from body4d.run_dir import RunDir
 from body4d.video import encode_video, probe
 from tests.conftest_sam3dbody import load_folder
+from tests.test_bvh import parse_bvh
 
 T, H, W = 12, 96, 128
 FPS = Fraction(10)
@@ -156,6 +157,11 @@ def test_masks_in_bodies_out(scene, ckpt_root: Path, tmp_path: Path, capsys) -> 
     assert info5["glb_frames"] == list(range(2, 11))
     with np.load(run / "people" / "5" / "5.npz") as person5:
         assert person5["frames"].tolist() == list(range(2, 11)) and person5["K"].shape == (3, 3)
+    # The skeleton BVH: every frame of the range, the 127 MHR joints, as the JSON lists it.
+    assert info5["files"]["bvh"] == "5.bvh" and info5["bvh"]["units"] == "centimetres"
+    bvh5 = parse_bvh((run / "people" / "5" / "5.bvh").read_text())
+    assert len(bvh5.motion) == 9 and len(bvh5.names) == 127
+    assert bvh5.frame_time == pytest.approx(1 / float(FPS), abs=1e-8)
     scene = trimesh.load(run / f"4d_{run.name}.glb", force="scene")
     assert len(scene.geometry) == len(VISIBLE)
     assert all(g.vertices.shape == (NUM_VERTS, 3) for g in scene.geometry.values())

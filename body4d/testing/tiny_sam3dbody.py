@@ -134,13 +134,118 @@ def tiny_model_config() -> dict[str, Any]:
     return cfg
 
 
+# TinyMHR skeleton: joints driven by translation DoFs (two joints x 3 model params, like MHR's six
+# body-pose translations, model params 130..135), and the log2 scale range of every joint.
+TINY_TRANSLATED_JOINTS = (30, 90)
+TRANSLATION_PARAMS = (130, 136)
+SCALE_PARAMS = (136, 204)
+LOG2_SCALE_RANGE = 0.1
+
+
+def tiny_skeleton_tree(n_joints: int, g: torch.Generator) -> list[int]:
+    """Parents of a random topologically sorted tree: 0 ``body_world`` (root), 1 ``root``, then
+    each joint hangs from one of the 8 joints before it (depth ~25, like MHR's chains)."""
+    parents = [-1, 0]
+    for j in range(2, n_joints):
+        parents.append(int(torch.randint(max(1, j - 8), j, (1,), generator=g)))
+    return parents
+
+
+def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of xyzw quaternions [..., 4]."""
+    ax, ay, az, aw = a.unbind(-1)
+    bx, by, bz, bw = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ],
+        dim=-1,
+    )
+
+
+def _quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Rotate vectors [..., 3] by unit xyzw quaternions [..., 4]."""
+    u, w = q[..., :3], q[..., 3:]
+    t = 2.0 * torch.linalg.cross(u, v, dim=-1)
+    return v + w * t + torch.linalg.cross(u, t, dim=-1)
+
+
+def _euler_xyz_to_quat(e: torch.Tensor) -> torch.Tensor:
+    """Extrinsic xyz Euler angles [..., 3] (R = Rz Ry Rx, pymomentum's joint rotation) -> xyzw."""
+    h = 0.5 * e
+    c, s = torch.cos(h), torch.sin(h)
+    zero = torch.zeros_like(h[..., 0])
+    qx = torch.stack([s[..., 0], zero, zero, c[..., 0]], dim=-1)
+    qy = torch.stack([zero, s[..., 1], zero, c[..., 1]], dim=-1)
+    qz = torch.stack([zero, zero, s[..., 2], c[..., 2]], dim=-1)
+    return _quat_mul(qz, _quat_mul(qy, qx))
+
+
+class TinySkeleton(nn.Module):
+    """``character_torch.skeleton`` of :class:`TinyMHR`: the buffers and attributes of
+    pymomentum's ``Skeleton`` (parents int32, names, rest offsets cm, pre-rotations xyzw) and its
+    forward kinematics (float64, like momentum)."""
+
+    def __init__(self, g: torch.Generator) -> None:
+        super().__init__()
+        parents = tiny_skeleton_tree(NUM_JOINTS, g)
+        names = ["body_world", "root"] + [f"joint_{j:03d}" for j in range(2, NUM_JOINTS)]
+        self.joint_names: list[str] = names
+        self.register_buffer("joint_parents", torch.tensor(parents, dtype=torch.int32))
+        offsets = torch.randn(NUM_JOINTS, 3, generator=g) * 4.0
+        offsets[0] = 0.0
+        self.register_buffer("joint_translation_offsets", offsets)
+        self.register_buffer(
+            "joint_prerotations",
+            torch.nn.functional.normalize(torch.randn(NUM_JOINTS, 4, generator=g), dim=-1),
+        )
+
+    def joint_parameters_to_skeleton_state(self, joint_params: torch.Tensor) -> torch.Tensor:
+        """Joint parameters [B, J, 7] (translation cm, xyz Euler rad, log2 scale) -> global
+        skeleton state [B, J, 8] (translation cm, quaternion xyzw, scale)."""
+        jp = joint_params.double()
+        parents: list[int] = self.joint_parents.long().tolist()
+        t_local = jp[..., 0:3] + self.joint_translation_offsets.double()
+        pre = self.joint_prerotations.double().expand(jp.shape[0], -1, -1)
+        q_local = _quat_mul(pre, _euler_xyz_to_quat(jp[..., 3:6]))
+        s_local = torch.exp2(jp[..., 6:7])
+        ts: list[torch.Tensor] = []
+        qs: list[torch.Tensor] = []
+        ss: list[torch.Tensor] = []
+        for j, p in enumerate(parents):
+            if p < 0:
+                ts.append(t_local[:, j])
+                qs.append(q_local[:, j])
+                ss.append(s_local[:, j])
+            else:
+                ts.append(ts[p] + ss[p] * _quat_rotate(qs[p], t_local[:, j]))
+                qs.append(_quat_mul(qs[p], q_local[:, j]))
+                ss.append(ss[p] * s_local[:, j])
+        state = torch.cat([torch.stack(ts, 1), torch.stack(qs, 1), torch.stack(ss, 1)], dim=-1)
+        return state.to(joint_params.dtype)
+
+
+class TinyCharacter(nn.Module):
+    """``character_torch`` of :class:`TinyMHR` (holds the skeleton, like pymomentum's ``Character``)."""
+
+    def __init__(self, g: torch.Generator) -> None:
+        super().__init__()
+        self.skeleton = TinySkeleton(g)
+
+
 class TinyMHR(nn.Module):
-    """Stand-in for ``mhr_model.pt`` with MHR's interface and output sizes, seeded.
+    """Stand-in for ``mhr_model.pt`` with MHR's interface, output sizes and skeleton layout, seeded.
 
     ``forward(shape[B, 45], model_params[B, 204], expr[B, 72] | None, apply_correctives=True)``
     returns vertices in cm ``[B, 18439, 3]`` and a skeleton ``[B, 127, 8]`` per joint
-    (translation cm, unit quaternion xyzw, scale). Outputs are smooth, bounded functions of
-    every input so that tests see pose, shape and scale changes.
+    (translation cm, unit quaternion xyzw, scale). Vertices are smooth, bounded functions of
+    every input. The skeleton is real forward kinematics of ``character_torch.skeleton``: the
+    root moves with model params 0..2 (decimetres) and turns with 3..5, every joint turns with
+    every input, :data:`TINY_TRANSLATED_JOINTS` translate with :data:`TRANSLATION_PARAMS`, and
+    bone scales depend on the scale params and the shape only (constant for a locked identity).
     """
 
     def __init__(self, seed: int = 0, rank: int = 8) -> None:
@@ -149,9 +254,14 @@ class TinyMHR(nn.Module):
         n_in = 45 + 204 + 72
         self.register_buffer("rest_verts", torch.randn(NUM_VERTS, 3, generator=g) * 30.0)
         self.register_buffer("vert_basis", torch.randn(rank, NUM_VERTS * 3, generator=g) * 2.0)
-        self.register_buffer("rest_joints", torch.randn(NUM_JOINTS, 3, generator=g) * 30.0)
         self.register_buffer("to_latent", torch.randn(n_in, rank, generator=g) * 0.2)
-        self.register_buffer("to_joint", torch.randn(n_in, NUM_JOINTS * 7, generator=g) * 0.2)
+        self.register_buffer("to_euler", torch.randn(n_in, NUM_JOINTS * 3, generator=g) * 0.2)
+        self.register_buffer("to_log2_scale", torch.randn(45 + 68, NUM_JOINTS, generator=g) * 0.2)
+        self.register_buffer("translated_joints", torch.tensor(TINY_TRANSLATED_JOINTS))
+        self.character_torch = TinyCharacter(g)
+        # Plain ints: TorchScript compiles them as constants (module globals are not visible).
+        self.n_joints, self.trans_params, self.scale_params = NUM_JOINTS, TRANSLATION_PARAMS, SCALE_PARAMS
+        self.log2_scale_range = LOG2_SCALE_RANGE
 
     def forward(
         self,
@@ -163,15 +273,21 @@ class TinyMHR(nn.Module):
         b = model_params.shape[0]
         if expr is None:
             expr = torch.zeros(b, 72, dtype=model_params.dtype, device=model_params.device)
-        x = torch.cat([shape.expand(b, -1), model_params, expr], dim=1)
+        shape = shape.expand(b, -1)
+        x = torch.cat([shape, model_params, expr], dim=1)
         z = torch.tanh(x @ self.to_latent)
         verts = self.rest_verts.unsqueeze(0) + (z @ self.vert_basis).view(b, -1, 3)
-        j = torch.tanh(x @ self.to_joint).view(b, -1, 7)
-        t = self.rest_joints.unsqueeze(0) + 5.0 * j[..., :3]
-        q = j[..., 3:7] + torch.tensor([0.0, 0.0, 0.0, 1.5], dtype=j.dtype, device=j.device)
-        q = torch.nn.functional.normalize(q, dim=-1)
-        s = torch.ones_like(j[..., :1])
-        return verts, torch.cat([t, q, s], dim=-1)
+        trans = torch.zeros(b, self.n_joints, 3, dtype=x.dtype, device=x.device)
+        trans[:, 0] = 10.0 * model_params[:, 0:3]
+        t_lo, t_hi = self.trans_params
+        trans[:, self.translated_joints] = 5.0 * torch.tanh(model_params[:, t_lo:t_hi]).view(b, -1, 3)
+        euler = (0.5 * torch.tanh(x @ self.to_euler)).view(b, -1, 3).clone()
+        euler[:, 0] = euler[:, 0] + model_params[:, 3:6]
+        s_lo, s_hi = self.scale_params
+        scale_in = torch.cat([shape, model_params[:, s_lo:s_hi]], dim=1)
+        log2_scale = self.log2_scale_range * torch.tanh(scale_in @ self.to_log2_scale).unsqueeze(-1)
+        joint_params = torch.cat([trans, euler, log2_scale], dim=-1)
+        return verts, self.character_torch.skeleton.joint_parameters_to_skeleton_state(joint_params)
 
 
 def write_tiny_mhr(path: Path, seed: int = 0) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -105,9 +106,62 @@ class MHRResult:
     model_params: torch.Tensor  # [B, 204]
 
 
+@dataclass(frozen=True)
+class MHRSkeleton:
+    """The MHR skeleton hierarchy and bind pose (read by :func:`mhr_skeleton`).
+
+    Attributes:
+        parents: int64 (127,) parent joint index, -1 for the root; ``parents[j] < j``.
+        names: the 127 joint names (``body_world``, ``root``, ``l_upleg``, ...).
+        rest_rotations: float32 (127, 3, 3) global joint orientations of the bind pose (the
+            pre-rotations composed down the tree), camera axes like ``skeleton_from_params``.
+    """
+
+    parents: np.ndarray
+    names: tuple[str, ...]
+    rest_rotations: np.ndarray
+
+
+def mhr_skeleton(mhr: torch.jit.ScriptModule) -> MHRSkeleton:
+    """Read the skeleton of the TorchScript body model (``character_torch.skeleton``).
+
+    Raises:
+        ValueError: the module lacks ``joint_parents``, ``joint_names`` or ``joint_prerotations``
+            (e.g. a ``torch.jit.trace`` export, which drops list attributes), or they disagree.
+    """
+    try:
+        skel = mhr.character_torch.skeleton
+        parents = skel.joint_parents.long().cpu().numpy()
+        names = tuple(str(n) for n in skel.joint_names)
+        prerot = skel.joint_prerotations.detach().double().cpu()
+    except (AttributeError, RuntimeError) as err:
+        raise ValueError(
+            "the MHR body model lacks character_torch.skeleton.joint_parents / joint_names / "
+            f"joint_prerotations ({err}); use the released assets/mhr_model.pt (a scripted "
+            "pymomentum Character), not a traced re-export"
+        ) from err
+    n = len(parents)
+    if len(names) != n or prerot.shape != (n, 4) or any(not -1 <= p < j for j, p in enumerate(parents)):
+        raise ValueError(
+            f"the MHR skeleton is inconsistent: {n} parents (each must precede its joint), "
+            f"{len(names)} names, pre-rotations of shape {tuple(prerot.shape)}"
+        )
+    local = quat_xyzw_to_rotmat(torch.nn.functional.normalize(prerot, dim=-1))
+    rest = torch.empty_like(local)
+    for j, p in enumerate(parents.tolist()):
+        rest[j] = local[j] if p < 0 else rest[p] @ local[j]
+    return MHRSkeleton(parents, names, flip_yz_rotations(rest).float().numpy())
+
+
 def flip_yz(x: torch.Tensor) -> torch.Tensor:
     """MHR frame (y up, z backward) -> camera frame (y down, z forward) on [..., 3] points."""
     return x * x.new_tensor([1.0, -1.0, -1.0])
+
+
+def flip_yz_rotations(rot: torch.Tensor) -> torch.Tensor:
+    """MHR-frame rotations [..., 3, 3] -> camera axes: F R F with F = diag(1, -1, -1) (= flip_yz)."""
+    flip = rot.new_tensor([1.0, -1.0, -1.0])
+    return rot * flip[:, None] * flip[None, :]
 
 
 class MHRHead(nn.Module):

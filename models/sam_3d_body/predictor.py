@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from .geometry import euler_to_rotmat, fix_wrist_euler, rotation_angle, rotmat_to_euler
-from .heads import PoseOutput, flip_yz
-from .mhr_layout import NUM_HAND, NUM_KP, NUM_VERTS, default_intrinsics
+from .heads import MHRResult, MHRSkeleton, PoseOutput, flip_yz, flip_yz_rotations, mhr_skeleton
+from .mhr_layout import NUM_HAND, NUM_JOINTS, NUM_KP, NUM_VERTS, default_intrinsics
 from .network import CropBatch, SAM3DBodyNet
 from .preprocess import HAND_PADDING, CropSpec, build_crops, crop_box
 from .prompt import LABEL_INVALID
@@ -215,19 +215,55 @@ class SAM3DBody:
             to the model origin (add ``cam_t``), float32. Feeding a `BodyEstimate`'s own
             parameters reproduces its ``vertices`` and ``keypoints_3d``.
         """
-        arrays = (global_rot, body_pose, hand_pose, shape, scale, expression)
-        n = len(global_rot)
+        with torch.inference_mode():
+            res = self._run_params((global_rot, body_pose, hand_pose, shape, scale, expression))
+            if res is None:
+                return np.zeros((0, NUM_VERTS, 3), np.float32), np.zeros((0, NUM_KP, 3), np.float32)
+            host = _to_host({"vertices": flip_yz(res.vertices), "keypoints_3d": flip_yz(res.keypoints_3d)})
+        return host["vertices"], host["keypoints_3d"]
+
+    def skeleton_from_params(
+        self,
+        global_rot: np.ndarray,
+        body_pose: np.ndarray,
+        hand_pose: np.ndarray,
+        shape: np.ndarray,
+        scale: np.ndarray,
+        expression: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluate the MHR skeleton on (e.g. temporally smoothed) parameters.
+
+        Args: as :meth:`mesh_from_params`.
+        Returns:
+            joint positions (N, 127, 3), metres, camera axes, relative to the model origin (add
+            ``cam_t``), and global joint rotations (N, 127, 3, 3) in **camera axes**
+            (``F R F`` with F = diag(1, -1, -1) of the MHR-frame ``BodyEstimate.joint_rotations``),
+            float32. Same MHR call as :meth:`mesh_from_params`, so the skeleton fits the mesh.
+        """
+        with torch.inference_mode():
+            res = self._run_params((global_rot, body_pose, hand_pose, shape, scale, expression))
+            if res is None:
+                return np.zeros((0, NUM_JOINTS, 3), np.float32), np.zeros((0, NUM_JOINTS, 3, 3), np.float32)
+            host = _to_host({"joints": flip_yz(res.joint_coords), "rots": flip_yz_rotations(res.joint_rots)})
+        return host["joints"], host["rots"]
+
+    @property
+    def skeleton(self) -> MHRSkeleton:
+        """The MHR skeleton hierarchy and bind pose, read from the TorchScript body model."""
+        return mhr_skeleton(self.mhr)
+
+    def _run_params(self, arrays: tuple[np.ndarray, ...]) -> MHRResult | None:
+        """One body-model call on the N rows of the six parameter arrays of :meth:`mesh_from_params`
+        (in its argument order); None if N = 0."""
+        n = len(arrays[0])
         if any(len(a) != n for a in arrays):
             raise ValueError(
                 f"all parameter arrays need the same number of rows, got {[len(a) for a in arrays]}"
             )
         if n == 0:
-            return np.zeros((0, NUM_VERTS, 3), np.float32), np.zeros((0, NUM_KP, 3), np.float32)
+            return None
         t = [torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device) for a in arrays]
-        with torch.inference_mode():
-            res = self.net.body.pose_head.run_mhr(self.mhr, t[0], t[1], t[2], t[4], t[3], t[5])
-            host = _to_host({"vertices": flip_yz(res.vertices), "keypoints_3d": flip_yz(res.keypoints_3d)})
-        return host["vertices"], host["keypoints_3d"]
+        return self.net.body.pose_head.run_mhr(self.mhr, t[0], t[1], t[2], t[4], t[3], t[5])
 
     def predict(
         self, items: list[BodyItem], inference_type: InferenceType = "full", batch_size: int = 64
