@@ -105,6 +105,8 @@ FOCAL_DIAGONAL = Range(0.3, 3.0)
 DEPTH_M = Range(0.5, 80.0)
 # The MHR body mesh has exactly 18,439 vertices.
 MHR_VERTICES = Range(18439, 18439)
+# Joints of the MHR skeleton read from mhr_model.pt (the BVH export's hierarchy).
+MHR_JOINTS = Range(127, 127)
 # Median IoU(visible mask, amodal mask) over the clip's person-frames: mostly visible people give
 # an amodal mask close to the visible one; an amodal model that sees nobody gives ~0.
 AMODAL_IOU = Range(0.5, 1.0)
@@ -155,6 +157,7 @@ class Figures:
         depth_m: SAM-3D-Body's ``cam_t`` z over every person-frame, metres.
         vertices: vertices of the MHR mesh.
         bf16_rel_diff: ``||f32 - bf16|| / ||f32||`` of SAM-3D-Body's encoder features on one crop.
+        skeleton_joints: joints of the MHR skeleton hierarchy read from ``mhr_model.pt`` (BVH export).
         amodal_iou: median IoU(visible, amodal) over the person-frames (completion on only).
     """
 
@@ -165,6 +168,7 @@ class Figures:
     depth_m: Spread | None = None
     vertices: int | None = None
     bf16_rel_diff: float | None = None
+    skeleton_joints: int | None = None
     amodal_iou: float | None = None
 
 
@@ -213,6 +217,7 @@ def check_figures(figures: Figures) -> list[Check]:
         ("cam_t depth, farthest (m)", None if depth is None else depth.max, DEPTH_M),
         ("MHR vertex count", figures.vertices, MHR_VERTICES),
         ("bf16 vs fp32 encoder difference", figures.bf16_rel_diff, BF16_REL_DIFF),
+        ("MHR skeleton joints (BVH hierarchy)", figures.skeleton_joints, MHR_JOINTS),
     ]
     if figures.amodal_iou is not None:
         rows.append(("median IoU of visible and amodal masks", figures.amodal_iou, AMODAL_IOU))
@@ -569,14 +574,25 @@ def _body_stage(
     )
     frame = frames[int(track.frames[row])]
     rel = backbone_bf16_difference(body, frame, track.box[row], intrinsics.K)
+    try:  # the BVH export reads the hierarchy from the TorchScript file: is it there?
+        joints: int | None = len(body.skeleton.names)
+    except ValueError as exc:
+        log.warning("doctor: %s", exc)
+        joints = None
     depth = Spread.of(np.concatenate([t.cam_t[t.valid, 2] for t in tracks.values()]))
     encoder = str(next(body.net.backbone.parameters()).dtype).removeprefix("torch.")
     who = "a whole-frame box (no SAM-3 people)" if people is None else _count_people(len(tracks))
     detail = (
         f"{n} person-frame{'' if n == 1 else 's'} of {who}; cam_t depth {depth} m; {verts.shape[1]} vertices; "
-        f"bf16 vs fp32 encoder difference {rel:.4f} (encoder runs in {encoder}, {s.inference_type} mode)"
+        f"bf16 vs fp32 encoder difference {rel:.4f} (encoder runs in {encoder}, {s.inference_type} mode); "
+        f"skeleton {joints if joints is not None else 'MISSING'} joints"
     )
-    figures = {"depth_m": depth, "vertices": int(verts.shape[1]), "bf16_rel_diff": rel}
+    figures = {
+        "depth_m": depth,
+        "vertices": int(verts.shape[1]),
+        "bf16_rel_diff": rel,
+        "skeleton_joints": joints,
+    }
     return _Outcome(1000 * meter.seconds["run"] / n, detail, figures)
 
 

@@ -33,6 +33,7 @@ GOOD = Figures(
     depth_m=Spread(9.0, 4.0, 20.0),
     vertices=18439,
     bf16_rel_diff=0.01,
+    skeleton_joints=127,
 )
 FRAMES = 3  # frames the command runs on here: detection, then two tracked frames (quick on a CPU)
 
@@ -54,8 +55,11 @@ def test_plausible_figures_pass_every_check() -> None:
         "cam_t depth, farthest (m)",
         "MHR vertex count",
         "bf16 vs fp32 encoder difference",
+        "MHR skeleton joints (BVH hierarchy)",
     ]
     assert all(c.ok for c in checks) and failures(GOOD) == []
+    no_skeleton = dataclasses.replace(GOOD, skeleton_joints=None)
+    assert [c.name for c in failures(no_skeleton)] == ["MHR skeleton joints (BVH hierarchy)"]
 
 
 @pytest.mark.parametrize(
