@@ -583,5 +583,24 @@ def test_auto_detect_finds_people_without_clicks(model_events) -> None:
     video, status = events.auto_detect(request, FakeProgress())
     obj_ids = session.run.manifest["stages"]["masks"]["obj_ids"]
     assert len(obj_ids) >= 1 and Path(video).is_file()
-    assert f"Auto-detect found {len(obj_ids)} people" in status and session.mask_prompts is None
+    who = "1 person" if len(obj_ids) == 1 else f"{len(obj_ids)} people"  # not "1 people"
+    assert f"Auto-detect found {who} (ids " in status and session.mask_prompts is None
     assert len(list((session.run.root / "masks").glob("*.png"))) == CLIP_T
+
+
+def test_targets_added_after_mask_generation_are_used_by_4d_generation(model_events) -> None:
+    events, session, request = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    events.mask_generation(request, FakeProgress())
+    masks_started = session.run.manifest["stages"]["masks"]["started"]
+    # A second target clicked after Mask Generation, then straight to 4D Generation.
+    events.add_target(request)
+    events.click("Positive", select(110, 20), request)
+    _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
+    assert status.startswith("The targets changed since Mask Generation, so the masks were made again first.")
+    assert "2 people" in status
+    stages = session.run.manifest["stages"]
+    assert stages["masks"]["started"] > masks_started and stages["masks"]["obj_ids"] == [1, 2]
+    # Unchanged clicks: pressing again remakes nothing.
+    _, _, _, _, again = events.generate_4d(request, FakeProgress())
+    assert not again.startswith("The targets changed") and session.run.manifest["stages"] == stages

@@ -133,6 +133,10 @@ def _run_pipeline(
     return run, result
 
 
+def _people(n: int) -> str:
+    return f"{n} {'person' if n == 1 else 'people'}"
+
+
 def _ids(ids: tuple[int, ...] | list[int]) -> str:
     return ", ".join(map(str, ids))
 
@@ -184,7 +188,7 @@ def generate_masks(
         )
     elif auto:
         message = (
-            f"Auto-detect found {len(result.obj_ids)} people (ids {_ids(result.obj_ids)}) and tracked "
+            f"Auto-detect found {_people(len(result.obj_ids))} (ids {_ids(result.obj_ids)}) and tracked "
             f"them over {n} frames in {seconds:.1f} s. Check the Segmentation Result, then press 4D Generation."
         )
     else:
@@ -225,7 +229,9 @@ def generate_4d(
     """Make the 3D bodies: the stages after the masks (made first from the clicks if missing).
 
     Stages already done in the run folder are skipped; after a new Mask Generation the whole
-    recipe runs again from those masks. Ends with the run's zip and ``bodies.npz`` for download.
+    recipe runs again from those masks. When the clicked targets changed since the masks were made
+    from clicks (a target added, removed or re-clicked), the masks are made again from the clicks
+    first, so that 4D Generation never uses stale masks. Ends with the run's zip and ``bodies.npz``.
 
     Args:
         cfg: app configuration.
@@ -243,17 +249,23 @@ def generate_4d(
         run = session.run
         assert run is not None
         has_masks = run.is_done("masks")
-        prompts = session.mask_prompts if has_masks else session.prompts()
-    if not has_masks and prompts is not None and not prompts.obj_ids:
+        clicked = session.prompts()
+        changed = has_masks and session.mask_prompts is not None and clicked != session.mask_prompts
+        prompts = session.mask_prompts if has_masks and not changed else clicked
+    if (not has_masks or changed) and not prompts.obj_ids:
         raise InputError(
             "no targets yet: click on the people to follow (or press Auto-detect people), then 4D Generation"
         )
     started = time.monotonic()
+    if changed:  # the clicks changed since Mask Generation: new masks first (later stages go stale)
+        _run_pipeline(
+            cfg, models, session, prompts=prompts, stop_after="masks", force=True, progress=progress
+        )
     run, result = _run_pipeline(
         cfg, models, session, prompts=prompts, stop_after=STAGES[-1], force=False, progress=progress
     )
     with session.lock:
-        if not has_masks:
+        if not has_masks or changed:
             session.mask_prompts = prompts
     zip_path = zip_run(run)
     export = run.manifest["stages"]["export"]
@@ -268,8 +280,11 @@ def generate_4d(
         if complete.get("enabled")
         else "Occlusion completion was off. "
     )
-    message = (
-        f"4D Generation done in {seconds:.1f} s: {people} {'person' if people == 1 else 'people'}, "
+    remade = (
+        "The targets changed since Mask Generation, so the masks were made again first. " if changed else ""
+    )
+    message = remade + (
+        f"4D Generation done in {seconds:.1f} s: {_people(people)}, "
         f"{meshes} meshes (one OBJ per person per frame over {info.n_frames} frames) in run {run.run_id}. "
         f"{occlusion}Download the zip (whole run) or {RunDir.BODIES} (parameters, keypoints) below."
     )
