@@ -194,6 +194,7 @@ class ExportConfig:
 
     obj: bool = True
     obj_workers: int = 0
+    zip_meshes: bool = False
     glb: bool = True
     glb_max_frames: int = 300
     quantize: bool = True

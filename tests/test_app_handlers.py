@@ -17,6 +17,7 @@ from body4d.run_dir import RunDir
 from body4d.session import Session, SessionStore
 from body4d.types import Click
 from body4d.ui.display import format_fps, format_time, show_frame
+from body4d.ui.downloads import run_files
 from body4d.ui.events import UiEvents
 from body4d.ui.examples import example_thumbnails, find_examples
 from body4d.ui.loading import LoadResult, load_video, make_preview
@@ -532,13 +533,19 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     objs = sorted((run.root / "mesh_4d_individual" / "1").glob("*.obj"))
     assert len(objs) == manifest["stages"]["export"]["files"] >= 1
     assert f"1 person, {len(objs)} meshes" in status
-    zip_path, npz_path = (Path(p) for p in downloads)
+    zip_path, npz_path, *bundle = (Path(p) for p in downloads)
     assert zip_path == run.root / f"body4d_{run.run_id}.zip" and npz_path == run.root / "bodies.npz"
+    assert [p.relative_to(run.root).as_posix() for p in bundle] == [
+        f"people/1/1{suffix}" for suffix in (".glb", ".bvh", ".npz", ".json")
+    ]
     with zipfile.ZipFile(zip_path) as zf:
         names = set(zf.namelist())
         zipped_manifest = json.loads(zf.read(f"{run.run_id}/manifest.json"))
     assert f"{run.run_id}/bodies.npz" in names and f"{run.run_id}/masks/00000000.png" in names
-    assert {f"{run.run_id}/mesh_4d_individual/1/{p.name}" for p in objs} <= names
+    assert not any("/mesh_4d_individual/" in n for n in names), "per-frame OBJs only with export.zip_meshes"
+    assert {f"{run.run_id}/people/1/1.glb", f"{run.run_id}/4d_{run.run_id}.mp4"} <= names
+    with_meshes = {p.as_posix() for p in run_files(run, zip_meshes=True)}
+    assert {f"mesh_4d_individual/1/{p.name}" for p in objs} <= with_meshes
     assert not any("/images/" in n for n in names), "the frame cache stays out of the zip"
     assert zipped_manifest["stages"]["export"]["status"] == "done"
     assert any(p[0] >= 0.99 for p in progress.calls), "the progress bar reaches the end"
@@ -554,7 +561,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     assert "2 people" in status
     assert run.manifest["stages"]["masks"]["started"] == masks_redone, "fresh masks are not redone"
     with zipfile.ZipFile(downloads[0]) as zf:
-        assert any(n.startswith(f"{run.run_id}/mesh_4d_individual/2/") for n in zf.namelist())
+        assert f"{run.run_id}/people/2/2.bvh" in zf.namelist()
 
     # 4D Generation pressed again on the finished run: the same results, nothing recomputed
     finished = run.manifest["stages"]

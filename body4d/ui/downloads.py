@@ -1,11 +1,12 @@
 """Downloads offered by the app: a zip of a run folder, streamed to disk (never built in memory).
 
-The zip holds what a user needs from the run: the manifest, masks, mask visualisations, the mask
-video, camera and body files, occlusion completion results, one OBJ mesh + camera JSON per person
-per frame, the 4D result videos, the per-person bundles (``people/<id>/``: animated GLB, npz,
-json) and the scene GLB, and rendered frames when they were asked for. It leaves out
-the per-frame copies of the input (``images/``: the input video is the source), the browser
-preview of the input, earlier zips, and per-person folders of targets that are not in the current
+The zip holds the run's deliverables: the manifest, masks, mask visualisations, the mask video,
+camera and body files, occlusion completion results, the 4D result videos, the per-person bundles
+(``people/<id>/``: animated GLB, BVH, npz, json) and the scene GLB, and rendered frames when they
+were asked for. The per-frame OBJ meshes and camera JSONs (thousands of files, most of a run's
+bytes) are zipped only with ``zip_meshes`` (``export.zip_meshes``). It leaves out the per-frame
+copies of the input (``images/``: the input video is the source), the browser preview of the
+input, earlier zips, and per-person folders of targets that are not in the current
 ``bodies.npz`` (left over from an earlier run with other targets).
 """
 
@@ -24,11 +25,23 @@ log = logging.getLogger(__name__)
 
 # Run-folder entries never zipped: the decoded frames and the input's browser preview.
 EXCLUDED_TOP = frozenset({RunDir.IMAGES, RunDir.PREVIEW, RunDir.SCRATCH})
+# Per-frame meshes and camera records: zipped only when asked (export.zip_meshes).
+PER_FRAME_MESHES = frozenset({RunDir.MESHES, RunDir.FOCALS})
 # Per-person output folders: only the ids of the current bodies.npz are zipped.
 PER_PERSON_DIRS = frozenset({RunDir.MESHES, RunDir.FOCALS, RunDir.PEOPLE, RunDir.RENDERED_INDIVIDUAL})
 # OBJ text compresses about 4x already at level 1; higher levels cost much more time for little.
 ZIP_COMPRESSLEVEL = 1
 DOWNLOADS_STAGE = "downloads"
+
+
+def person_files(run: RunDir) -> list[Path]:
+    """Each current person's bundle files (GLB, BVH, npz, json) that exist, by id."""
+    return [
+        path
+        for obj_id in sorted(current_body_ids(run), key=int)
+        for suffix in (".glb", ".bvh", ".npz", ".json")
+        if (path := run.person_path(int(obj_id), suffix)).is_file()
+    ]
 
 
 def current_body_ids(run: RunDir) -> set[str]:
@@ -40,16 +53,17 @@ def current_body_ids(run: RunDir) -> set[str]:
         return {str(int(i)) for i in data["obj_ids"]}
 
 
-def run_files(run: RunDir) -> Iterator[Path]:
+def run_files(run: RunDir, *, zip_meshes: bool = False) -> Iterator[Path]:
     """Files of the run folder that belong in its zip, relative to the run root, sorted."""
     ids = current_body_ids(run)
+    excluded = EXCLUDED_TOP if zip_meshes else EXCLUDED_TOP | PER_FRAME_MESHES
     zip_name = run.path(RunDir.ZIP).name
     for path in sorted(run.root.rglob("*")):
         if not path.is_file():
             continue
         rel = path.relative_to(run.root)
         parts = rel.parts
-        if parts[0] in EXCLUDED_TOP or rel.name == zip_name or rel.name.endswith(".part"):
+        if parts[0] in excluded or rel.name == zip_name or rel.name.endswith(".part"):
             continue
         if rel.name.startswith(".") or (
             parts[0] in PER_PERSON_DIRS and len(parts) > 2 and parts[1] not in ids
@@ -58,7 +72,7 @@ def run_files(run: RunDir) -> Iterator[Path]:
         yield rel
 
 
-def zip_run(run: RunDir) -> Path:
+def zip_run(run: RunDir, *, zip_meshes: bool = False) -> Path:
     """Write ``body4d_<run_id>.zip`` at the run root (atomic: temporary file + rename).
 
     Entries are stored under ``<run_id>/`` so unpacking makes one folder; the manifest is zipped
@@ -75,7 +89,7 @@ def zip_run(run: RunDir) -> Path:
     ):
         zf.write(run.path(MANIFEST), f"{run.run_id}/{MANIFEST}")
         count = 1
-        for rel in run_files(run):
+        for rel in run_files(run, zip_meshes=zip_meshes):
             if rel.as_posix() == MANIFEST:
                 continue
             zf.write(run.root / rel, f"{run.run_id}/{rel.as_posix()}")

@@ -23,7 +23,7 @@ from body4d.session import Session
 from body4d.stages.complete import estimate
 from body4d.stages.occlusion import mask_stats
 from body4d.types import Prompts, RunResult
-from body4d.ui.downloads import zip_run
+from body4d.ui.downloads import person_files, zip_run
 from body4d.video import open_video
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class BodiesOutcome:
         mask_video: the Segmentation Result video, if written.
         result_video: the 4D Result video (meshes over the footage), if rendered.
         scene_glb: the animated GLB of every person (the 3D viewer), if written.
-        downloads: the run's zip and ``bodies.npz``.
+        downloads: the run's zip, ``bodies.npz`` and each person's bundle files.
         people: targets with a 3D body track.
         meshes: OBJ files written (one per person per frame).
         message: status sentence for the user.
@@ -267,7 +267,7 @@ def generate_4d(
     with session.lock:
         if not has_masks or changed:
             session.mask_prompts = prompts
-    zip_path = zip_run(run)
+    zip_path = zip_run(run, zip_meshes=cfg.export.zip_meshes)
     export = run.manifest["stages"]["export"]
     meshes = int(export.get("files", 0))
     with np.load(run.path(RunDir.BODIES)) as bodies:
@@ -294,7 +294,7 @@ def generate_4d(
         run.mask_video_path(),
         run.result_video_path(),
         run.scene_glb_path(),
-        [zip_path, run.path(RunDir.BODIES)],
+        [zip_path, run.path(RunDir.BODIES), *person_files(run)],
         people,
         meshes,
         message,
