@@ -370,5 +370,11 @@ def test_click_masks_and_mask_generation_with_tiny_models(
             " return v && v.readyState >= 1 && v.videoWidth === w && !v.error; }",
             arg=CLIP_W,
         )
+        # Each person alone: the chooser swaps the player's video.
+        pg.locator("#result_choice").get_by_label("Person 1").check()
+        pg.wait_for_function(
+            "() => { const v = document.querySelector('#result_video video');"
+            " return v && v.currentSrc.includes('4d_individual_1') && v.readyState >= 1; }"
+        )
         pg.screenshot(path=str(shots / "tiny_after_4d.png"), full_page=True)
     print(f"tiny-model browser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")

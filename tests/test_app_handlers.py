@@ -235,7 +235,8 @@ def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
         and slider.maximum == VTEST_FRAMES - 1
         and time.startswith("00:00.00")
     )
-    assert "795 frames" in status and outputs[5:] == (None,) * 5
+    assert "795 frames" in status and outputs[5:8] == (None,) * 3 and outputs[9:] == (None,) * 2
+    assert outputs[8]["visible"] is False and outputs[8]["choices"] == []  # the 4D Result choice, emptied
     image400, time400 = events.scrub(400, alice)
     assert time400 == "00:40.00 / 01:19.50" and np.array_equal(image400, vtest_frame(400))
     select = gr.SelectData(target=None, data={"index": [120, 240], "value": None})
@@ -520,13 +521,22 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     masks_started = run.manifest["stages"]["masks"]["started"]
 
     progress = FakeProgress()
-    video, result_video, viewer, downloads, status = events.generate_4d(request, progress)
+    video, result_video, choice, viewer, downloads, status = events.generate_4d(request, progress)
     manifest = run.manifest
     assert (
         result_video == str(run.root / f"4d_{run.run_id}.mp4")
         and probe(Path(result_video)).n_frames == CLIP_T
     )
     assert viewer["visible"] is True and viewer["value"] == str(run.root / f"4d_{run.run_id}.glb")
+    assert (
+        choice["choices"] == [("All people", "All people"), ("Person 1", "1")] and choice["visible"] is True
+    )
+    alone = events.show_result("1", request)
+    assert (
+        alone == str(run.root / "4d_individual" / "4d_individual_1.mp4")
+        and probe(Path(alone)).n_frames == CLIP_T
+    )
+    assert events.show_result("All people", request) == result_video
     assert manifest["stages"]["masks"]["started"] == masks_started, "done masks are not redone"
     done = ("camera", "recover", "complete", "refine", "smooth", "export", "render", "bundle")
     assert all(manifest["stages"][s]["status"] == "done" for s in done)
@@ -557,7 +567,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     stale = run.manifest["stages"]
     assert all(stale[s]["status"] == "stale" for s in ("camera", "recover", "smooth", "export"))
     masks_redone = stale["masks"]["started"]
-    _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
+    _, _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
     assert "2 people" in status
     assert run.manifest["stages"]["masks"]["started"] == masks_redone, "fresh masks are not redone"
     with zipfile.ZipFile(downloads[0]) as zf:
@@ -565,7 +575,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
 
     # 4D Generation pressed again on the finished run: the same results, nothing recomputed
     finished = run.manifest["stages"]
-    _, _, _, again, status = events.generate_4d(request, FakeProgress())
+    _, _, _, _, again, status = events.generate_4d(request, FakeProgress())
     assert "2 people" in status and [Path(p).name for p in again] == [Path(p).name for p in downloads]
     assert run.manifest["stages"] == finished
 
@@ -603,11 +613,11 @@ def test_targets_added_after_mask_generation_are_used_by_4d_generation(model_eve
     # A second target clicked after Mask Generation, then straight to 4D Generation.
     events.add_target(request)
     events.click("Positive", select(110, 20), request)
-    _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
+    _, _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
     assert status.startswith("The targets changed since Mask Generation, so the masks were made again first.")
     assert "2 people" in status
     stages = session.run.manifest["stages"]
     assert stages["masks"]["started"] > masks_started and stages["masks"]["obj_ids"] == [1, 2]
     # Unchanged clicks: pressing again remakes nothing.
-    _, _, _, _, again = events.generate_4d(request, FakeProgress())
+    *_, again = events.generate_4d(request, FakeProgress())
     assert not again.startswith("The targets changed") and session.run.manifest["stages"] == stages

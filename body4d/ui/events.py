@@ -49,6 +49,8 @@ PREVIEW_CONCURRENCY = 1
 GPU_CONCURRENCY = 1
 # Click/target edits that run SAM-3 at once: tens of ms each, serialised to bound GPU memory.
 PROMPT_CONCURRENCY = 1
+# The 4D Result choice that shows every person (the other choices are object ids).
+ALL_PEOPLE = "All people"
 
 
 def _user_message(exc: Exception, path: Path | None = None) -> str:
@@ -79,7 +81,7 @@ class UiEvents:
 
     Attributes:
         n_load_outputs: widgets a video load updates (frame, slider, time, targets, status, and
-            the five result widgets it empties).
+            the six result widgets it empties).
 
     Args:
         cfg: app configuration.
@@ -90,7 +92,7 @@ class UiEvents:
         models: the networks loaded once by the app, shared read-only (None = not loaded).
     """
 
-    n_load_outputs = 10
+    n_load_outputs = 11
 
     def __init__(
         self,
@@ -147,6 +149,7 @@ class UiEvents:
             None,
             None,
             None,
+            gr.update(choices=[], value=None, visible=False),
             None,
             None,
         )
@@ -248,9 +251,9 @@ class UiEvents:
         self,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[Any, Any, Any, Any, Any]:
-        """4D Generation clicked: 3D bodies for every target; show the 4D result video and the
-        animated GLB; offer the zip and bodies.npz."""
+    ) -> tuple[Any, Any, Any, Any, Any, Any]:
+        """4D Generation clicked: 3D bodies for every target; show the 4D result video (all people,
+        or each person alone), the animated GLB; offer the zip, bodies.npz and the bundles."""
         models = self._models(self.caps.reconstruct, GENERATE_4D)
         session = self._session(request)
         outcome = self._guard(
@@ -259,15 +262,28 @@ class UiEvents:
             lambda: generate_4d(self.cfg, models, session, progress=_gradio_progress(progress)),
         )
         if outcome is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), _cancelled(GENERATE_4D)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), _cancelled(GENERATE_4D)
         glb = _path_or_none(outcome.scene_glb)
+        video = _path_or_none(outcome.result_video)
+        choices = [(ALL_PEOPLE, ALL_PEOPLE)] + [(f"Person {i}", str(i)) for i in outcome.result.obj_ids]
         return (
             _path_or_none(outcome.mask_video),
-            _path_or_none(outcome.result_video),
+            video,
+            gr.update(choices=choices, value=ALL_PEOPLE, visible=video is not None),
             gr.update(value=glb, visible=glb is not None),
             [str(p) for p in outcome.downloads],
             outcome.message,
         )
+
+    def show_result(self, choice: str | None, request: gr.Request) -> Any:
+        """4D Result shows: all people, or one person alone (their own video)."""
+        session = self._session(request)
+        with session.lock:
+            run = session.run
+        if run is None or not choice:
+            return gr.skip()
+        path = run.result_video_path() if choice == ALL_PEOPLE else run.individual_video_path(int(choice))
+        return _path_or_none(path) if path is not None and path.is_file() else gr.skip()
 
     def cancel(self, request: gr.Request) -> str:
         """Cancel clicked: stop this session's run (Gradio also drops its queued jobs)."""
@@ -314,6 +330,7 @@ class UiEvents:
             w.preview_video,
             w.mask_video,
             w.result_video,
+            w.result_choice,
             w.viewer3d,
             w.downloads,
         ]
@@ -367,9 +384,10 @@ class UiEvents:
                 w.generate_4d.click(
                     self.generate_4d,
                     None,
-                    [w.mask_video, w.result_video, w.viewer3d, w.downloads, w.status],
+                    [w.mask_video, w.result_video, w.result_choice, w.viewer3d, w.downloads, w.status],
                     **gpu,
                 ),
             ]
+            w.result_choice.input(self.show_result, [w.result_choice], [w.result_video], **light)
             w.cancel.click(self.cancel, None, [w.status], cancels=runs, **light)
             demo.unload(self.unload)

@@ -51,6 +51,7 @@ class Widgets:
     cancel: gr.Button
     mask_video: gr.Video
     result_video: gr.Video
+    result_choice: gr.Radio
     viewer3d: gr.Model3D
     downloads: gr.File
 
@@ -149,11 +150,14 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
                 result_video = gr.Video(
                     label="4D Result", interactive=False, height=PLAYER_HEIGHT, elem_id="result_video"
                 )
+                result_choice = gr.Radio(
+                    label="4D Result shows", choices=[], visible=False, elem_id="result_choice"
+                )
                 viewer3d = gr.Model3D(
                     label="3D result (GLB)", height=VIEWER_HEIGHT, visible=False, elem_id="viewer3d"
                 )
                 downloads = gr.File(
-                    label="Downloads (zip of the run, bodies.npz)",
+                    label="Downloads (zip of the run, bodies.npz, each person's GLB, BVH, npz, json)",
                     file_count="multiple",
                     interactive=False,
                     elem_id="downloads",
@@ -178,6 +182,7 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
         cancel=cancel,
         mask_video=mask_video,
         result_video=result_video,
+        result_choice=result_choice,
         viewer3d=viewer3d,
         downloads=downloads,
     )
