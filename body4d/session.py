@@ -184,8 +184,8 @@ class Session:
     def remove_target(self, target_id: int) -> None:
         """Delete ``target_id`` and its clicks; ids of the others stay as they are.
 
-        The last remaining target becomes current; removing the only target leaves a new empty
-        one with a fresh id.
+        The last remaining target becomes current; removing the only target starts over as
+        `clear_targets` does (an empty Target 1).
 
         Raises:
             KeyError: no such target.
@@ -198,8 +198,8 @@ class Session:
             frame_masks.pop(target_id, None)
         del self.targets[target_id]
         if not self.targets:
-            self.targets[self.next_id] = []
-            self.next_id += 1
+            self.clear_targets()
+            return
         if self.current_target not in self.targets:
             self.current_target = next(reversed(self.targets))
 

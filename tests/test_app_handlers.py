@@ -193,6 +193,10 @@ def test_targets_add_remove_clear_keep_their_ids(fresh: Session, caps_report) ->
     clear_targets(fresh)
     assert fresh.targets == {1: []} and fresh.current_target == 1 and fresh.next_id == 2
     assert fresh.prompts().obj_ids == []
+    # Removing the only target starts over at Target 1 (not "Target 2", ids skipping on).
+    add_click(fresh, ClickRequest(10, 20, positive=True), caps, report)
+    remove_target(fresh)
+    assert fresh.targets == {1: []} and fresh.current_target == 1 and fresh.next_id == 2
 
 
 def test_bad_uploads_raise_gr_error_with_the_reason(cfg: Config, tmp_path: Path) -> None:
