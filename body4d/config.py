@@ -190,11 +190,16 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """``export:`` per-frame OBJ meshes and the per-person bundles (animated GLB, BVH, npz, json)."""
+    """``export:`` per-frame OBJ meshes and camera records."""
 
     obj: bool = True
     obj_workers: int = 0
-    zip_meshes: bool = False
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """``bundle:`` the per-person bundles (animated GLB, BVH, npz, json) and the scene GLB."""
+
     glb: bool = True
     glb_max_frames: int = 300
     quantize: bool = True
@@ -209,6 +214,7 @@ class AppConfig:
     port: int = 7860
     max_video_seconds: float = 0.0
     examples_dir: str = "./assets/examples"
+    zip_meshes: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,7 @@ class Config:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    bundle: BundleConfig = field(default_factory=BundleConfig)
     app: AppConfig = field(default_factory=AppConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,7 +306,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("smoothing", "d_cutoff"): (lambda v: v > 0, "use a positive cutoff in Hz"),
     ("smoothing", "max_gap"): (lambda v: v >= 0, "use 0 or more frames"),
     ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
-    ("export", "glb_max_frames"): (lambda v: v >= 2, "use at least 2 frames"),
+    ("bundle", "glb_max_frames"): (lambda v: v >= 2, "use at least 2 frames"),
     ("export", "obj_workers"): (lambda v: v >= 0, "use 0 (one per spare core, at most 4) or a process count"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),

@@ -401,7 +401,7 @@ RECIPE: tuple[Stage, ...] = (
         load=lambda run: None,
         artefacts=(RunDir.PEOPLE, RunDir.SCENE_GLB),
         model="body",
-        section="export",
+        section="bundle",
     ),
 )
 STAGES = tuple(s.name for s in RECIPE)

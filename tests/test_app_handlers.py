@@ -556,7 +556,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
         names = set(zf.namelist())
         zipped_manifest = json.loads(zf.read(f"{run.run_id}/manifest.json"))
     assert f"{run.run_id}/bodies.npz" in names and f"{run.run_id}/masks/00000000.png" in names
-    assert not any("/mesh_4d_individual/" in n for n in names), "per-frame OBJs only with export.zip_meshes"
+    assert not any("/mesh_4d_individual/" in n for n in names), "per-frame OBJs only with app.zip_meshes"
     assert {f"{run.run_id}/people/1/1.glb", f"{run.run_id}/4d_{run.run_id}.mp4"} <= names
     with_meshes = {p.as_posix() for p in run_files(run, zip_meshes=True)}
     assert {f"mesh_4d_individual/1/{p.name}" for p in objs} <= with_meshes

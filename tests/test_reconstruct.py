@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from PIL import Image
 
 from body4d.cli import main
 from body4d.config import load_config
@@ -427,3 +428,33 @@ def test_the_public_surface_runs_the_recipe(scene, ckpt_root: Path, tmp_path: Pa
     bodies = run.load_tracks(body4d.RunDir.BODIES)
     assert sorted(bodies) == [1, 3, 5, 7] and all(isinstance(t, body4d.BodyTrack) for t in bodies.values())
     assert bodies[5].keypoints_3d.shape == (len(bodies[5].frames), 70, 3)
+
+
+def test_export_render_and_bundle_switches(scene, tiny_models, tmp_path):
+    """OBJs, GLBs, BVHs and per-person videos off; rendered JPGs on, on white."""
+    video, masks_dir = scene
+    cfg, models = tiny_models
+    cfg = cfg.replace(
+        **{
+            "export.obj": False,
+            "bundle.glb": False,
+            "bundle.bvh": False,
+            "render.individual": False,
+            "render.frames": True,
+            "render.background": "white",
+        }
+    )
+    run = RunDir.create(tmp_path, cfg, input_path=video)
+    _reconstruct(video, run, (cfg, models), masks_dir=masks_dir)
+    root = run.root
+    assert not (root / "mesh_4d_individual").exists() and run.manifest["stages"]["export"]["files"] == 0
+    assert not (root / "4d_individual").exists() and not (root / f"4d_{run.run_id}.glb").exists()
+    person = root / "people" / "5"
+    assert sorted(p.name for p in person.iterdir()) == ["5.json", "5.npz"]
+    info = json.loads((person / "5.json").read_text())
+    assert info["files"] == {"glb": None, "npz": "5.npz", "bvh": None} and info["glb_frames"] is None
+    jpgs = sorted((root / "rendered_frames").glob("*.jpg"))
+    assert [p.name for p in jpgs] == [f"{i:08d}.jpg" for i in range(T)]
+    empty = np.asarray(Image.open(jpgs[11]))  # frame 11 has nobody: all white
+    assert empty.shape == (H, W, 3) and empty.min() >= 250
+    assert probe(root / f"4d_{run.run_id}.mp4").n_frames == T

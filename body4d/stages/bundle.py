@@ -5,7 +5,7 @@ says which frames are real.
 person's own pixels), interpolated (filled across a gap by smoothing) or completed (estimated from
 a Diffusion-VAS completed image), the units and axes, the fps, and the weights used with their
 licences. The GLB animates the person only over their own frames (hidden elsewhere) on the video's
-timeline; a person seen on more than ``export.glb_max_frames`` frames is animated on every k-th
+timeline; a person seen on more than ``bundle.glb_max_frames`` frames is animated on every k-th
 frame, at its true time. The BVH carries the MHR skeleton (127 joints, the model's hierarchy and
 bind pose) on every frame of the frame range; its forward kinematics reproduces the model's joints.
 """
@@ -99,7 +99,7 @@ def person_bundles(
     n_frames: int,
     section: Any,
 ) -> tuple[list[PersonBundle], bytes | None]:
-    """Every person's bundle and the scene GLB (None when ``export.glb`` is off)."""
+    """Every person's bundle and the scene GLB (None when ``bundle.glb`` is off)."""
     from body4d.glb import AnimatedMesh, write_glb
 
     completed: dict[int, set[int]] = {}

@@ -4,7 +4,7 @@ The zip holds the run's deliverables: the manifest, masks, mask visualisations, 
 camera and body files, occlusion completion results, the 4D result videos, the per-person bundles
 (``people/<id>/``: animated GLB, BVH, npz, json) and the scene GLB, and rendered frames when they
 were asked for. The per-frame OBJ meshes and camera JSONs (thousands of files, most of a run's
-bytes) are zipped only with ``zip_meshes`` (``export.zip_meshes``). It leaves out the per-frame
+bytes) are zipped only with ``zip_meshes`` (``app.zip_meshes``). It leaves out the per-frame
 copies of the input (``images/``: the input video is the source), the browser preview of the
 input, earlier zips, and per-person folders of targets that are not in the current
 ``bodies.npz`` (left over from an earlier run with other targets).
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Run-folder entries never zipped: the decoded frames and the input's browser preview.
 EXCLUDED_TOP = frozenset({RunDir.IMAGES, RunDir.PREVIEW, RunDir.SCRATCH})
-# Per-frame meshes and camera records: zipped only when asked (export.zip_meshes).
+# Per-frame meshes and camera records: zipped only when asked (app.zip_meshes).
 PER_FRAME_MESHES = frozenset({RunDir.MESHES, RunDir.FOCALS})
 # Per-person output folders: only the ids of the current bodies.npz are zipped.
 PER_PERSON_DIRS = frozenset({RunDir.MESHES, RunDir.FOCALS, RunDir.PEOPLE, RunDir.RENDERED_INDIVIDUAL})

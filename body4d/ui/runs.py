@@ -267,7 +267,7 @@ def generate_4d(
     with session.lock:
         if not has_masks or changed:
             session.mask_prompts = prompts
-    zip_path = zip_run(run, zip_meshes=cfg.export.zip_meshes)
+    zip_path = zip_run(run, zip_meshes=cfg.app.zip_meshes)
     export = run.manifest["stages"]["export"]
     meshes = int(export.get("files", 0))
     with np.load(run.path(RunDir.BODIES)) as bodies:
