@@ -11,25 +11,21 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from body4d.video import encode_video
+from tests.app_server import serve
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -42,7 +38,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-APP_START_TIMEOUT_S = 60
 UI_TIMEOUT_MS = 20_000
 PREVIEW_TIMEOUT_MS = 90_000
 VIEWPORT = {"width": 1400, "height": 1200}
@@ -65,64 +60,13 @@ def _require_chromium() -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve(root: Path, ckpt: Path) -> Iterator[dict[str, object]]:
-    """`python app.py` on a free port with checkpoints from ``ckpt``; yields url, ckpt, out, log."""
-    out = root / "out"
-    port = _free_port()
-    env = dict(
-        os.environ,
-        BODY4D_HOST="127.0.0.1",
-        BODY4D_PORT=str(port),
-        BODY4D_CKPT_ROOT=str(ckpt),
-        BODY4D_OUTPUT_DIR=str(out),
-        GRADIO_ANALYTICS_ENABLED="False",
-    )
-    env.pop("GRADIO_TEMP_DIR", None)
-    log_path = root / "app.log"
-    url = f"http://127.0.0.1:{port}/"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + APP_START_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()}")
-                try:
-                    if httpx.get(url, timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"app.py did not answer on {url} within {APP_START_TIMEOUT_S} s:\n{log_path.read_text()}"
-                    )
-                time.sleep(0.25)
-            yield {"url": url, "ckpt": ckpt, "out": out, "log": log_path}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """The app with an empty checkpoint folder."""
     _require_chromium()
     root = tmp_path_factory.mktemp("browser_app")
     (root / "ckpt").mkdir()
-    with _serve(root, root / "ckpt") as served:
+    with serve(root, root / "ckpt") as served:
         yield served
 
 
@@ -140,7 +84,7 @@ def tiny_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
         frame[60:170, 100 + 3 * t : 150 + 3 * t] = (150, 40, 40)
         frames.append(frame)
     clip = encode_video(frames, root / "walker.mp4", Fraction(10))
-    with _serve(root, root / "ckpt") as served:
+    with serve(root, root / "ckpt") as served:
         yield {**served, "clip": clip}
 
 
