@@ -118,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from body4d.checkpoints import checkpoint_report
     from body4d.session import SessionStore
+    from body4d.ui.api import bind_api
     from body4d.ui.events import UiEvents
     from body4d.ui.examples import example_thumbnails, find_examples
     from body4d.ui.layout import build_layout
@@ -143,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo, widgets = build_layout(
         layout_spec(report, caps, thumbs, load_error), delete_cache=(CACHE_CLEAN_EVERY_S, CACHE_MAX_AGE_S)
     )
-    UiEvents(cfg, SessionStore(), report, caps, examples, models).bind(demo, widgets)
+    events = UiEvents(cfg, SessionStore(), report, caps, examples, models)
+    events.bind(demo, widgets)
+    bind_api(demo, events)
     # One GPU job at a time; light events (frames, clicks, targets) opt out per event.
     demo.queue(default_concurrency_limit=1)
     log.info("outputs in %s; serving on http://%s:%d", output_dir, cfg.app.host, cfg.app.port)
