@@ -1,14 +1,18 @@
 """``body4d run``: offline processing of one video through `body4d.driver` (the app's recipe).
 
     body4d run --input_video V [--prompts prompts.json] [--output_dir D] [--config C]
-               [--set key=value ...] [--masks DIR] [--resume RUN_ID [--force]]
+               [--set key=value ...] [--masks DIR] [--resume RUN_ID [--force | --repair ID]]
                [--stop-after masks|camera|recover|complete|refine|smooth|export|render|bundle]
 
 ``prompts.json`` maps object ids to clicks in original pixels::
 
     {"1": [{"frame": 0, "x": 120, "y": 80, "positive": true}, ...], "2": [...]}
 
-Without it, people are found automatically (``sam3.detection_prompt``, re-detected every
+``--resume RUN_ID --repair ID --prompts fix.json`` corrects one target of a finished run: the
+clicks of ``ID`` in ``fix.json`` re-propagate that target alone from the earliest clicked frame
+(`body4d.driver.repair_masks`), and the stages after the masks then redo only the changed people.
+
+Without prompts, people are found automatically (``sam3.detection_prompt``, re-detected every
 ``sam3.redetect_every`` frames). Exit codes (`body4d.errors`): 0 done, 1 a bug, 2 bad input,
 3 out of memory, 4 interrupted; every failure prints one line on stderr.
 """
@@ -115,6 +119,14 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         "--resume", default=None, metavar="RUN_ID", help="continue a run folder; done stages are skipped"
     )
     p.add_argument("--force", action="store_true", help="with --resume: redo stages already done")
+    p.add_argument(
+        "--repair",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="with --resume and --prompts: re-propagate target ID from its clicks in the prompts file, "
+        "then redo only the changed people",
+    )
     add_config_arguments(p)
     p.add_argument(
         "--stop-after",
@@ -142,7 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from body4d.config import load_config
-    from body4d.driver import load_models, reconstruct
+    from body4d.driver import load_models, reconstruct, repair_masks
     from body4d.recipe import STAGES
     from body4d.run_dir import RunDir
     from body4d.stages.segment import check_prompts
@@ -157,6 +169,10 @@ def run_command(args: argparse.Namespace) -> int:
             raise InputError(f"--stop-after {stop_after!r} is not a stage: use one of {', '.join(STAGES)}")
         last = STAGES.index(stop_after)
         prompts = load_prompts(args.prompts) if args.prompts else None
+        if args.repair is not None and (args.resume is None or prompts is None or args.force):
+            raise InputError(
+                "--repair needs --resume RUN_ID and --prompts FILE with the target's clicks (and no --force)"
+            )
         video = open_video(
             args.input_video,
             max_frames=cfg.video.max_frames,
@@ -169,7 +185,7 @@ def run_command(args: argparse.Namespace) -> int:
         segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
         models = load_models(
             cfg,
-            sam3=segment,
+            sam3=segment or args.repair is not None,
             detector=segment and prompts is None,
             body=last >= STAGES.index("recover"),
             camera=last >= STAGES.index("camera"),
@@ -178,6 +194,10 @@ def run_command(args: argparse.Namespace) -> int:
         if run is None:
             run = RunDir.create(output_dir, cfg, input_path=args.input_video)
         with video:
+            if args.repair is not None:
+                assert prompts is not None
+                repair_masks(video, run, cfg, models, args.repair, prompts.clicks.get(args.repair, ()))
+                prompts = None  # the masks are done: the prompts file only held the repair's clicks
             result = reconstruct(
                 video,
                 run,

@@ -105,6 +105,14 @@ class Sam3Config:
 
 
 @dataclass(frozen=True)
+class RepairConfig:
+    """``repair:`` re-propagating one corrected target after Mask Generation."""
+
+    agree_iou: float = 0.9
+    agree_frames: int = 3
+
+
+@dataclass(frozen=True)
 class Sam3DBodyConfig:
     """``sam_3d_body:`` mesh recovery (SAM-3D-Body)."""
 
@@ -225,6 +233,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     sam3: Sam3Config = field(default_factory=Sam3Config)
+    repair: RepairConfig = field(default_factory=RepairConfig)
     sam_3d_body: Sam3DBodyConfig = field(default_factory=Sam3DBodyConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
@@ -268,6 +277,8 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("sam3", "frame_cache"): (lambda v: v >= 1, "use at least 1 frame"),
     ("sam3", "detection_nms_iou"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
     ("sam3", "detection_mask_threshold"): (lambda v: 0 < v < 1, "use a probability strictly between 0 and 1"),
+    ("repair", "agree_iou"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
+    ("repair", "agree_frames"): (lambda v: v >= 1, "use at least 1 frame"),
     ("sam_3d_body", "batch_size"): (lambda v: v >= 1, "use a batch size of at least 1"),
     ("sam_3d_body", "bbox_padding"): (lambda v: v >= 1.0, "use a padding factor of at least 1.0"),
     ("sam_3d_body", "mask_value"): (lambda v: v in (1, 255), "use 1 (default) or 255"),

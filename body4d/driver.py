@@ -6,6 +6,14 @@ row needs it (resume); otherwise the row's artefacts are
 cleared, it runs with the results it needs (handed on in memory), is saved, and every later row
 is marked stale. Progress, cancellation (`body4d.jobs.Cancelled`) and the manifest's stage
 records are handled here, once.
+
+Mask repairs (`repair_masks`: one target corrected after the masks stage) mark the rows that read
+the masks stale while keeping the masks revision each last ran on. Such a row with an
+``incremental`` predicate that holds for its (unchanged) settings then runs incrementally: it gets
+its previous result and the person-frames the repairs changed since (`body4d.recipe.Incremental`),
+its artefacts are not cleared, and the later rows stay able to run incrementally too. Anything else
+that makes a row run (new masks, changed settings, ``force``, a failed or cancelled run) is a whole
+run, and every later row runs whole after it.
 """
 
 from __future__ import annotations
@@ -15,17 +23,20 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from body4d.checkpoints import checkpoint_report
 from body4d.config import Config
+from body4d.errors import InputError
 from body4d.jobs import CancelFn, Job, ProgressFn
-from body4d.recipe import RECIPE, STAGES, Stage
-from body4d.run_dir import RunDir
-from body4d.types import Prompts, RunResult
+from body4d.recipe import RECIPE, STAGES, Incremental, Stage
+from body4d.run_dir import MASKS_REVISION, RunDir, frame_runs
+from body4d.stages.repair import MaskRepair, repair_target
+from body4d.stages.segment import apply_prompts
+from body4d.types import Click, MaskTrack, Prompts, RunResult, Segmentation
 from body4d.video import Video
 
 if TYPE_CHECKING:
@@ -180,7 +191,17 @@ def reconstruct(
                     )
                 inputs = {name: value(name) for name in stage.needs}
                 model = getattr(models, stage.model) if stage.model else None
-                run.clear(stage.name, stage.artefacts)
+                incremental = _incremental(stage, run, section, settings, force)
+                if stage.incremental is not None:
+                    inputs["incremental"] = incremental
+                if incremental is None:
+                    run.clear(stage.name, stage.artefacts)
+                else:
+                    log.info(
+                        "stage %s: redoing only what mask repairs changed (people %s)",
+                        stage.name,
+                        ", ".join(map(str, incremental.changed)),
+                    )
                 with run.stage(stage.name) as extra:
                     job = Job(stage.name, report, should_cancel)
                     job.report(0.0, "started")
@@ -188,8 +209,11 @@ def reconstruct(
                     extra.update(stage.save(run, result, inputs) or {})
                     if settings is not None:
                         extra["settings"] = settings
+                    if stage.incremental is not None:
+                        extra[MASKS_REVISION] = run.masks_revision()
+                        extra["incremental"] = incremental is not None
                 run.record_artefacts(stage.name, stage.artefacts)
-                run.invalidate(*names[k + 1 :])
+                run.invalidate(*names[k + 1 :], changes_known=incremental is not None)
                 results[stage.name] = result
             done.append(stage.name)
     finally:
@@ -197,6 +221,118 @@ def reconstruct(
     manifest = run.manifest
     obj_ids = tuple(manifest["stages"].get("masks", {}).get("obj_ids", []))
     return RunResult(run.run_id, run.root, obj_ids, tuple(done), manifest["artefacts"])
+
+
+def _incremental(
+    stage: Stage, run: RunDir, section: Any, settings: str | None, force: bool
+) -> Incremental | None:
+    """The row's `Incremental` input when only mask repairs changed its inputs since it ran, else None."""
+    if stage.incremental is None or force or not stage.incremental(section):
+        return None
+    revision = run.stage_masks_revision(stage.name)
+    if run.stage_status(stage.name) != "stale" or revision is None:
+        return None
+    if run.stage_settings(stage.name) not in (None, settings):
+        return None
+    return Incremental(stage.load(run), run.mask_changes_since(revision))
+
+
+def repair_masks(
+    video: Video,
+    run: RunDir,
+    cfg: Config,
+    models: PipelineModels,
+    target: int,
+    clicks: Sequence[Click],
+    *,
+    from_frames: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    recipe: tuple[Stage, ...] = RECIPE,
+) -> MaskRepair:
+    """Correct one target of the finished masks of ``run`` (`body4d.stages.repair`), saved at once.
+
+    Only ``target`` is tracked again with SAM-3, from all of ``clicks``; every other target keeps
+    its masks except where the target's new mask now covers it. The changed frames are rewritten,
+    the repair is recorded in the masks stage's manifest entry (``repairs``) and the rows that
+    read the masks become stale, so that the next `reconstruct` redoes only the changed
+    person-frames where it can (module docstring).
+
+    Args:
+        video: the run's video.
+        run: a run folder whose masks stage is done.
+        cfg: the configuration (``repair`` and ``sam3`` sections).
+        models: loaded networks with SAM-3 (``load_models(..., sam3=True, detector=False)``).
+        target: the object id to correct, in the masks or new (a person who appeared later).
+        clicks: every click of ``target`` (its earlier ones and the correcting ones).
+        from_frames: the frames of the correcting clicks (default: every frame of ``clicks``);
+            propagation starts at the earliest.
+        progress: ``progress("masks", fraction, message)``; default: log lines.
+        should_cancel: polled every frame; True stops the repair with nothing changed.
+        recipe: the stage table (which rows read the masks).
+
+    Returns:
+        The `MaskRepair`: span re-propagated and person-frames changed.
+
+    Raises:
+        InputError: the masks stage is not done, or there are no clicks.
+        PromptError: a click outside the video, a bad id, or only negative clicks for a new target.
+        body4d.jobs.Cancelled: ``should_cancel`` returned True (nothing was written).
+    """
+    if not run.is_done("masks"):
+        raise InputError(
+            "there are no finished masks to correct yet: run Mask Generation first "
+            "(body4d run --stop-after masks), then correct a target"
+        )
+    if not clicks:
+        raise InputError(
+            f"target {target} has no clicks: click on the frame where its mask is wrong (positive on "
+            "the person, negative on what is not them), then repair it"
+        )
+    if models.sam3 is None:
+        raise RuntimeError("the SAM-3 model is not loaded: load_models(..., sam3=True)")
+    tracker = models.sam3.open_session(video)
+    apply_prompts(tracker, Prompts({target: tuple(clicks)}))
+    seg = run.load_masks()
+    frames = sorted(set(from_frames) if from_frames else {c.frame for c in clicks})
+    new = target not in seg.track.obj_ids
+    repair = repair_target(
+        tracker,
+        seg.track.labels,
+        target,
+        (frames[0], frames[-1]),
+        new=new,
+        agree_iou=cfg.repair.agree_iou,
+        agree_frames=cfg.repair.agree_frames,
+        job=Job("masks", progress or _log_progress(), should_cancel),
+    )
+    obj_ids = tuple(sorted(set(seg.track.obj_ids) | {target}))
+    first = {**seg.first_frames, target: min(frames[0], seg.first_frames.get(target, frames[0]))}
+    repaired = Segmentation(MaskTrack(obj_ids, seg.track.labels), dict(sorted(first.items())), seg.mode)
+    record = {
+        "target": target,
+        "new": new,
+        "frames": list(repair.span),
+        "changed": {str(obj_id): frame_runs(f) for obj_id, f in repair.changed.items()},
+    }
+    stale = _readers_of("masks", recipe) if repair.changed else ()
+    run.save_mask_repair(repaired, record, video, video.info.fps, stale)
+    log.info(
+        "target %d re-propagated over frames %d-%d: %d frame(s) changed",
+        target,
+        *repair.span,
+        repair.frames_changed,
+    )
+    return repair
+
+
+def _readers_of(name: str, recipe: tuple[Stage, ...]) -> list[str]:
+    """The rows that read ``name``'s result, directly or through other rows, in table order."""
+    readers = {name}
+    for stage in recipe:
+        if readers & set(stage.needs):
+            readers.add(stage.name)
+    return [s.name for s in recipe if s.name in readers - {name}]
 
 
 def settings_fingerprint(section: Any) -> str | None:

@@ -15,6 +15,14 @@ earlier rows by name), the network and config section it takes, a ``run`` functi
 ``(inputs, model, section, job) -> result`` that writes nothing, and how its result is saved to and
 loaded from the run folder (`body4d.run_dir.RunDir`, which owns every path, including the row's
 ``artefacts``). Adding a stage is adding a row.
+
+After a mask repair (`body4d.driver.repair_masks`: one target corrected, the others untouched) the
+rows that can redo only what changed say so (``incremental``): ``recover`` estimates only the
+changed person-frames, ``smooth`` re-smooths only the changed people (whole, as smoothing is per
+identity over the sequence), ``export`` rewrites only their OBJs; ``complete`` and ``refine`` pass
+the changes on while completion is off (with completion on, ``complete`` runs whole, since whether
+a person is hidden depends on the others' masks, and so does everything after it). ``render`` and
+``bundle`` run again over everyone (cheap).
 """
 
 from __future__ import annotations
@@ -37,11 +45,19 @@ from body4d.stages.complete import complete_occlusions, disabled_report
 from body4d.stages.consistency import make_consistent
 from body4d.stages.meshes import meshes_by_frame, track_meshes
 from body4d.stages.overlay import render_frames
-from body4d.stages.recover import FrameInput, recover_bodies, recover_completed, refit_keypoints
+from body4d.stages.recover import (
+    FrameInput,
+    recover_bodies,
+    recover_changed,
+    recover_completed,
+    refit_keypoints,
+)
 from body4d.stages.segment import apply_prompts, segment_video
 from body4d.types import BodyTrack, Completion, Intrinsics, PersonBundle, Segmentation
 
 Inputs = Mapping[str, Any]
+# The person-frames whose masks changed: {object id: frames}.
+Changes = Mapping[int, frozenset[int]]
 # An exported mesh: (object id, frame, OBJ bytes, camera record).
 MeshItem = tuple[int, int, bytes, dict[str, Any]]
 # A 4D result frame: (index, background, all people drawn, {object id: the person alone}).
@@ -62,6 +78,12 @@ class Stage:
         model: the `PipelineModels` field it needs (None: no network).
         section: the config section it receives (None: none).
         rerun_on_change: a finished row runs again on resume when its section has changed.
+        incremental: None: the row always runs whole. Otherwise a predicate on its section: True
+            when the row can redo only what mask repairs changed. Its ``run`` then always finds
+            ``inputs["incremental"]``: an `Incremental` (its previous result and the changed
+            person-frames) when only repairs changed its inputs since it last ran, else None (a
+            whole run). An incremental run's artefacts are not cleared first: its ``save`` replaces
+            only what changed.
     """
 
     name: str
@@ -73,6 +95,24 @@ class Stage:
     model: str | None = None
     section: str | None = None
     rerun_on_change: bool = True
+    incremental: Callable[[Any], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """What a row redoing only the changes of mask repairs receives as ``inputs["incremental"]``.
+
+    Attributes:
+        previous: the row's own result from before the repairs (its ``load``).
+        changed: the person-frames whose masks the repairs changed since the row last ran.
+    """
+
+    previous: Any
+    changed: Changes
+
+
+def _always(_section: Any) -> bool:
+    return True
 
 
 # ------------------------------------------------------------------------------------ masks
@@ -102,7 +142,7 @@ def _segment(inputs: Inputs, sam3: Any, section: Any, job: Job) -> Segmentation:
 def _save_masks(run: RunDir, seg: Segmentation, inputs: Inputs) -> dict[str, Any]:
     video = inputs["video"]
     run.save_masks(seg, video, video.info.fps)
-    return {"obj_ids": list(seg.track.obj_ids)}
+    return {"obj_ids": list(seg.track.obj_ids), "repairs": []}  # new masks: no repairs yet
 
 
 # ----------------------------------------------------------------------------------- camera
@@ -125,16 +165,30 @@ def _recover(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Bod
         )
     _require_body(body)
     labels = seg.track.labels
-    frames = (FrameInput(i, frame, np.asarray(labels[i])) for i, frame in enumerate(video))
-    return recover_bodies(
-        frames,
-        len(video),
-        inputs["camera"],
-        body,
-        batch_size=section.batch_size,
-        inference_type=section.inference_type,
-        job=job,
+    options = {"batch_size": section.batch_size, "inference_type": section.inference_type, "job": job}
+    incremental: Incremental | None = inputs["incremental"]
+    if incremental is None:
+        frames = (FrameInput(i, frame, np.asarray(labels[i])) for i, frame in enumerate(video))
+        return recover_bodies(frames, len(video), inputs["camera"], body, **options)
+    wanted = sorted(set().union(*incremental.changed.values()))
+    frames = (FrameInput(i, video.frame(i), np.asarray(labels[i])) for i in wanted)
+    return recover_changed(
+        incremental.previous, frames, incremental.changed, len(video), inputs["camera"], body, **options
     )
+
+
+def _save_recovered(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs) -> dict[str, Any]:
+    """``bodies_raw.npz`` and how many person-frames SAM-3D-Body estimated in this run (each
+    estimate is one valid row: every valid row of a whole run, the changed ones of an incremental run)."""
+    run.save_tracks(RunDir.BODIES_RAW, tracks)
+    incremental: Incremental | None = inputs["incremental"]
+    estimated = 0
+    for obj_id, track in tracks.items():
+        rows = track.valid
+        if incremental is not None:
+            rows = rows & np.isin(track.frames, list(incremental.changed.get(obj_id, ())))
+        estimated += int(rows.sum())
+    return {"person_frames_estimated": estimated}
 
 
 # --------------------------------------------------------------------------------- complete
@@ -189,21 +243,67 @@ def _smooth(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Body
     fps = float(inputs["video"].info.fps)
     K = inputs["camera"]
     tracks = inputs["refine"]
+    incremental: Incremental | None = inputs["incremental"]
+    redo = _resmoothed(tracks, incremental)
     out = {}
     for k, (obj_id, track) in enumerate(tracks.items()):
         job.check()
-        out[obj_id] = refit_keypoints(make_consistent(track, section, fps), body, K)
+        if obj_id in redo:
+            out[obj_id] = refit_keypoints(make_consistent(track, section, fps), body, K)
+        else:
+            out[obj_id] = incremental.previous[obj_id]
         job.report((k + 1) / len(tracks), f"person {obj_id}")
     return out
 
 
+def _resmoothed(tracks: dict[int, BodyTrack], incremental: Incremental | None) -> list[int]:
+    """The people smoothed (again): everyone in a whole run, else the changed and the new ones."""
+    if incremental is None:
+        return list(tracks)
+    return [i for i in tracks if i in incremental.changed or i not in incremental.previous]
+
+
+def _save_smoothed(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs) -> dict[str, Any]:
+    run.save_tracks(RunDir.BODIES, tracks)
+    return {"people_smoothed": _resmoothed(tracks, inputs["incremental"])}
+
+
 # ----------------------------------------------------------------------------------- export
-def _export(inputs: Inputs, body: Any, section: Any, job: Job) -> Iterator[MeshItem]:
-    """Every valid person-frame as an OBJ (``cam_t`` applied) and its camera record, lazily."""
+@dataclass(frozen=True)
+class MeshExport:
+    """OBJs still to be written: lazy items and whose files they replace.
+
+    Attributes:
+        items: every exported person-frame (of ``people`` only, when given).
+        people: the ids whose earlier files are removed first (None: a whole run, whose
+            artefacts the driver has cleared).
+    """
+
+    items: Iterator[MeshItem]
+    people: frozenset[int] | None
+
+
+def _export(inputs: Inputs, body: Any, section: Any, job: Job) -> MeshExport:
+    """Every valid person-frame as an OBJ (``cam_t`` applied) and its camera record, lazily; in an
+    incremental run only those of the changed people, of people new since, and none of people gone."""
+    bodies: dict[int, BodyTrack] = inputs["smooth"]
+    incremental: Incremental | None = inputs["incremental"]
+    people = None
+    if incremental is not None:  # previous: the ids with exported files
+        people = frozenset(incremental.changed) | (incremental.previous ^ frozenset(bodies))
+        bodies = {i: t for i, t in bodies.items() if i in people}
     if not section.obj:
-        return iter(())
+        return MeshExport(iter(()), people)
     _require_body(body)
-    return _obj_items(inputs["smooth"], inputs["camera"], body, obj_workers(section.obj_workers), job)
+    items = _obj_items(bodies, inputs["camera"], body, obj_workers(section.obj_workers), job)
+    return MeshExport(items, people)
+
+
+def _save_meshes(run: RunDir, export: MeshExport, _inputs: Inputs) -> dict[str, Any]:
+    if export.people is not None:
+        run.clear_people((RunDir.MESHES, RunDir.FOCALS), export.people)
+    written = run.save_meshes(export.items)
+    return {"files": run.mesh_count(), "written": written}
 
 
 def _obj_items(
@@ -332,11 +432,12 @@ RECIPE: tuple[Stage, ...] = (
         "recover",
         needs=("video", "masks", "camera"),
         run=_recover,
-        save=lambda run, tracks, _inputs: run.save_tracks(RunDir.BODIES_RAW, tracks),
+        save=_save_recovered,
         load=lambda run: run.load_tracks(RunDir.BODIES_RAW),
         artefacts=(RunDir.BODIES_RAW,),
         model="body",
         section="sam_3d_body",
+        incremental=_always,
     ),
     Stage(
         "complete",
@@ -347,6 +448,8 @@ RECIPE: tuple[Stage, ...] = (
         artefacts=(RunDir.COMPLETION, RunDir.COMPLETION_REPORT),
         model="completion",
         section="completion",
+        # Off, it completes nobody; on, who is hidden depends on everyone's masks: a whole run.
+        incremental=lambda section: not section.enable,
     ),
     Stage(
         "refine",
@@ -357,26 +460,30 @@ RECIPE: tuple[Stage, ...] = (
         artefacts=(RunDir.BODIES_COMPLETED,),
         model="body",
         section="sam_3d_body",
+        # Incremental only after an incremental complete, i.e. with nothing completed: a copy.
+        incremental=_always,
     ),
     Stage(
         "smooth",
         needs=("video", "refine", "camera"),
         run=_smooth,
-        save=lambda run, tracks, _inputs: run.save_tracks(RunDir.BODIES, tracks),
+        save=_save_smoothed,
         load=lambda run: run.load_tracks(RunDir.BODIES),
         artefacts=(RunDir.BODIES,),
         model="body",
         section="smoothing",
+        incremental=_always,
     ),
     Stage(
         "export",
         needs=("smooth", "camera"),
         run=_export,
-        save=lambda run, meshes, _inputs: {"files": run.save_meshes(meshes)},
-        load=lambda run: None,
+        save=_save_meshes,
+        load=RunDir.mesh_people,
         artefacts=(RunDir.MESHES, RunDir.FOCALS),
         model="body",
         section="export",
+        incremental=_always,
     ),
     Stage(
         "render",

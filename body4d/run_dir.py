@@ -12,9 +12,10 @@ Every name above is a constant or method of `RunDir`; no other module spells one
 result has a typed ``save_*``/``load_*`` pair here. Every file is written to a temporary name in
 its folder and renamed into place, so a crash never leaves a half-written file under its final
 name. ``manifest.json`` has one writer per section: ``video`` (`set_video`), ``checkpoints``
-(`set_checkpoints`), ``stages`` (`stage`, `invalidate`) and ``artefacts`` (`record_artefacts`).
-A stage's artefacts are removed (`clear`) before it runs again, so a re-run never leaves files of
-frames or people that are gone. ``.scratch/`` holds run-time temporaries (e.g. a memory-mapped
+(`set_checkpoints`), ``stages`` (`stage`, `invalidate`, `save_mask_repair`) and ``artefacts``
+(`record_artefacts`). A stage's artefacts are removed (`clear`) before it runs again, so a re-run
+never leaves files of frames or people that are gone; a stage that redoes only the people a mask
+repair changed removes just their files (`clear_people`). ``.scratch/`` holds run-time temporaries (e.g. a memory-mapped
 label volume) and is emptied when the run folder is opened again.
 """
 
@@ -33,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+# A later stage's manifest field: how many mask repairs the masks it last ran on had.
+MASKS_REVISION = "masks_revision"
 RUN_ID_RE = re.compile(r"^\d{8}_\d{6}_\d{3}_[0-9a-f]{8}$")
 FRAME_NAME = "{:08d}"
 # zlib level of RGB PNGs (masks_vis/): level 1 is 4x faster than PIL's default 6 for ~8 % more bytes.
@@ -323,16 +326,76 @@ class RunDir:
     # ------------------------------------------------------------------ masks stage
     def save_masks(self, seg: Segmentation, frames: FrameSource, fps: Fraction) -> None:
         """Save a segmentation: ``masks/`` (palette PNG, value = id), ``images/`` (the frames),
-        ``masks_vis/``, the overlay video and ``segmentation.json``.
+        ``masks_vis/``, the overlay video and ``segmentation.json``."""
+        self._write_mask_frames(seg.track, frames, fps, range(seg.track.n_frames), images=True)
+        self._write_segmentation(seg)
+
+    def save_mask_repair(
+        self,
+        seg: Segmentation,
+        record: dict[str, Any],
+        frames: FrameSource,
+        fps: Fraction,
+        stale: Iterable[str],
+    ) -> None:
+        """Save a repaired segmentation (`body4d.stages.repair`): the manifest first, then the files.
+
+        The masks stage's manifest entry gets ``record`` appended to its ``repairs`` list (the
+        masks revision is the length of that list) and the new ``obj_ids``; the finished ``stale``
+        stages are marked stale with their masks revision kept, so that they may redo only the
+        person-frames the repairs changed (`mask_changes_since`). Then ``masks/`` and
+        ``masks_vis/`` of the frames in ``record["changed"]`` are rewritten (each file atomically),
+        ``segmentation.json`` and the overlay video (re-encoded whole). Recording first means that
+        a crash while writing leaves stages that redo the changed person-frames from whatever
+        masks are on disk, never stages that trust masks they did not see.
+
+        Args:
+            seg: the segmentation with the repaired label maps.
+            record: ``{"target", "new", "frames": [first, last], "changed": {id: [[a, b], ...]}}``
+                (inclusive runs of frames per id, as `frame_runs` makes them).
+            frames: the video (the overlay video draws on every frame).
+            fps: its frame rate.
+            stale: stages that read the masks (directly or through other stages).
+        """
+        rewrite = {f for runs in record["changed"].values() for f in expand_runs(runs)}
+        with self._lock:
+            entry = self._manifest["stages"]["masks"]
+            entry.setdefault("repairs", []).append(record)
+            entry["obj_ids"] = list(seg.track.obj_ids)
+            self.invalidate(*stale, changes_known=True)
+            self._save_manifest()
+        self._write_mask_frames(seg.track, frames, fps, rewrite, images=False)
+        self._write_segmentation(seg)
+
+    def masks_revision(self) -> int:
+        """How many repairs the masks have had since they were made (0 for fresh masks)."""
+        with self._lock:
+            return len(self._manifest["stages"].get("masks", {}).get("repairs", []))
+
+    def mask_changes_since(self, revision: int) -> dict[int, frozenset[int]]:
+        """``{obj_id: frames}`` whose mask changed in the repairs after masks revision ``revision``."""
+        with self._lock:
+            repairs = self._manifest["stages"].get("masks", {}).get("repairs", [])[revision:]
+        changes: dict[int, set[int]] = {}
+        for record in repairs:
+            for obj_id, runs in record["changed"].items():
+                changes.setdefault(int(obj_id), set()).update(expand_runs(runs))
+        return {obj_id: frozenset(frames) for obj_id, frames in sorted(changes.items())}
+
+    def _write_mask_frames(
+        self, track: MaskTrack, frames: FrameSource, fps: Fraction, rewrite: Container[int], *, images: bool
+    ) -> None:
+        """``masks/`` and ``masks_vis/`` (and ``images/`` with ``images``) of the frames in
+        ``rewrite``, and the overlay video of every frame.
 
         Frames are read once, in order; images are encoded on worker threads (PIL releases the
         GIL) beside the video encoder, a few frames in flight at most.
         """
-        track = seg.track
         workers = max(1, min(MAX_SAVE_WORKERS, os.cpu_count() or 1))
 
         def save(i: int, rgb: np.ndarray, labels: np.ndarray) -> None:
-            self.write_image(self.image_path(i), rgb)
+            if images:
+                self.write_image(self.image_path(i), rgb)
             self.write_bytes(self.mask_path(i), masklib.encode_palette_png(labels))
             self.write_image(
                 Path(self.MASKS_VIS) / frame_file(i, ".png"), masklib.visualise_masks(rgb, labels)
@@ -343,7 +406,8 @@ class RunDir:
             for i in range(track.n_frames):
                 rgb = frames.frame(i)
                 labels = np.asarray(track.labels[i])
-                pending.append(pool.submit(save, i, rgb, labels))
+                if i in rewrite:
+                    pending.append(pool.submit(save, i, rgb, labels))
                 while len(pending) > 2 * workers:
                     pending.popleft().result()
                 yield masklib.overlay(rgb, labels)
@@ -352,10 +416,12 @@ class RunDir:
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="body4d-save") as pool:
             self.write_video(self.MASK_VIDEO, overlays(pool), fps)
+
+    def _write_segmentation(self, seg: Segmentation) -> None:
         self.write_json(
             self.SEGMENTATION,
             {
-                "obj_ids": list(track.obj_ids),
+                "obj_ids": list(seg.track.obj_ids),
                 "first_frames": {str(k): v for k, v in seg.first_frames.items()},
                 "mode": seg.mode,
             },
@@ -448,6 +514,23 @@ class RunDir:
             self.write_json(self.focal_path(obj_id, frame), camera)
             written += 1
         return written
+
+    def mesh_people(self) -> frozenset[int]:
+        """Ids with a ``mesh_4d_individual/<id>/`` folder (the people whose OBJs are exported)."""
+        folder = self.path(self.MESHES)
+        if not folder.is_dir():
+            return frozenset()
+        return frozenset(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def mesh_count(self) -> int:
+        """OBJ files under ``mesh_4d_individual/``."""
+        return sum(1 for _ in self.path(self.MESHES).glob("*/*.obj"))
+
+    def clear_people(self, rels: Iterable[str], obj_ids: Iterable[int]) -> None:
+        """Remove the ``<rel>/<id>/`` folders of ``obj_ids`` (their files are about to be rewritten)."""
+        for rel in rels:
+            for obj_id in obj_ids:
+                shutil.rmtree(self.path(rel) / str(obj_id), ignore_errors=True)
 
     # ------------------------------------------------------------------ render stage
     def individual_video_path(self, obj_id: int) -> Path:
@@ -565,14 +648,25 @@ class RunDir:
             if self._manifest["artefacts"].pop(stage, None) is not None:
                 self._save_manifest()
 
-    def invalidate(self, *names: str) -> None:
-        """Mark finished stages ``stale`` (their inputs changed): they run again on resume."""
+    def invalidate(self, *names: str, changes_known: bool = False) -> None:
+        """Mark finished stages ``stale`` (their inputs changed): they run again on resume.
+
+        Args:
+            names: the stages.
+            changes_known: the inputs changed only by the mask repairs recorded since each stage's
+                ``masks_revision``, which is kept (the stage may redo just those person-frames);
+                otherwise it is dropped, and every stage named runs again whole.
+        """
         with self._lock:
             changed = False
             for name in names:
                 st = self._manifest["stages"].get(name)
-                if st and st.get("status") == "done":
+                if not st:
+                    continue
+                if st.get("status") == "done":
                     st["status"] = "stale"
+                    changed = True
+                if not changes_known and st.pop(MASKS_REVISION, None) is not None:
                     changed = True
             if changed:
                 self._save_manifest()
@@ -584,6 +678,13 @@ class RunDir:
 
     def is_done(self, name: str) -> bool:
         return self.stage_status(name) == "done"
+
+    def stage_masks_revision(self, name: str) -> int | None:
+        """The masks revision a stage last ran on (``masks_revision`` in its entry), if still
+        meaningful: None once a change other than a mask repair made it stale."""
+        with self._lock:
+            st = self._manifest["stages"].get(name)
+            return st.get(MASKS_REVISION) if st else None
 
     def stage_settings(self, name: str) -> str | None:
         """The settings fingerprint a finished stage recorded (``settings`` in its entry), if any."""
@@ -638,6 +739,22 @@ class RunDir:
             self.root / MANIFEST,
             (json.dumps(self._manifest, indent=2, default=_json_default) + "\n").encode("utf-8"),
         )
+
+
+def frame_runs(frames: Iterable[int]) -> list[list[int]]:
+    """Frames as inclusive runs ``[[first, last], ...]`` (e.g. 3, 4, 5, 9 -> [[3, 5], [9, 9]])."""
+    runs: list[list[int]] = []
+    for f in sorted(set(frames)):
+        if runs and f == runs[-1][1] + 1:
+            runs[-1][1] = f
+        else:
+            runs.append([f, f])
+    return runs
+
+
+def expand_runs(runs: Iterable[Iterable[int]]) -> list[int]:
+    """The frames of inclusive runs ``[[first, last], ...]`` (the inverse of `frame_runs`)."""
+    return [f for first, last in runs for f in range(first, last + 1)]
 
 
 def bodies_arrays(tracks: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

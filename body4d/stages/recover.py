@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -75,6 +75,64 @@ def recover_bodies(
         ``{obj_id: BodyTrack}`` spanning each id's first to last frame; frames where the id is
         absent are invalid rows (NaN).
     """
+    results = _estimates(frames, n_frames, intrinsics, model, None, batch_size, inference_type, job)
+    return {obj_id: _track(obj_id, per_frame) for obj_id, per_frame in sorted(results.items())}
+
+
+def recover_changed(
+    previous: dict[int, BodyTrack],
+    frames: Iterable[FrameInput],
+    changed: Mapping[int, Collection[int]],
+    n_frames: int,
+    intrinsics: Intrinsics,
+    model: SAM3DBody,
+    *,
+    batch_size: int,
+    inference_type: str,
+    job: Job | None = None,
+) -> dict[int, BodyTrack]:
+    """`recover_bodies` after a mask repair: only the changed person-frames are estimated again.
+
+    Every row of ``previous`` outside ``changed`` is kept as it is. A changed person-frame becomes
+    the new estimate where the person's mask is present and an invalid row where it is not; each
+    track is then cut to its first and last valid row (a person left without any is dropped), so
+    the result is what `recover_bodies` gives on the repaired masks.
+
+    Args:
+        previous: the tracks recovered from the masks before the repair.
+        frames: the frames holding a changed person-frame, in increasing index order.
+        changed: ``{obj_id: frames}`` whose mask changed.
+        n_frames, intrinsics, model, batch_size, inference_type, job: as `recover_bodies`.
+
+    Returns:
+        ``{obj_id: BodyTrack}`` on the repaired masks.
+    """
+    results = _estimates(frames, n_frames, intrinsics, model, changed, batch_size, inference_type, job)
+    out: dict[int, BodyTrack] = {}
+    for obj_id in sorted(set(previous) | set(results)):
+        per_frame = results.get(obj_id, {})
+        track = previous.get(obj_id)
+        if track is not None:
+            track = _without(track, changed.get(obj_id, ()))
+            track = _with_estimates(track, per_frame) if per_frame else track
+        elif per_frame:
+            track = _track(obj_id, per_frame)
+        if track is not None and track.valid.any():
+            out[obj_id] = _trimmed(track)
+    return out
+
+
+def _estimates(
+    frames: Iterable[FrameInput],
+    n_frames: int,
+    intrinsics: Intrinsics,
+    model: SAM3DBody,
+    wanted: Mapping[int, Collection[int]] | None,
+    batch_size: int,
+    inference_type: str,
+    job: Job | None,
+) -> dict[int, dict[int, BodyEstimate]]:
+    """``{obj_id: {frame: estimate}}`` of every present person-frame (only ``wanted`` ones if given)."""
     from models.sam_3d_body import BodyItem
 
     K = np.asarray(intrinsics.K, dtype=np.float64)
@@ -101,6 +159,8 @@ def recover_bodies(
             raise ValueError(f"frames must come in increasing order; got {fi.index} after {last_index}")
         last_index = fi.index
         for obj_id in (int(i) for i in np.unique(fi.labels) if i != 0):
+            if wanted is not None and fi.index not in wanted.get(obj_id, ()):
+                continue
             mask = fi.labels == obj_id
             if np.count_nonzero(mask) < MIN_MASK_PIXELS:
                 continue
@@ -111,7 +171,7 @@ def recover_bodies(
     flush()
     if job is not None and last_index + 1 < n_frames:  # trailing frames without anyone
         job.report(1.0, f"frame {n_frames}/{n_frames}")
-    return {obj_id: _track(obj_id, per_frame) for obj_id, per_frame in sorted(results.items())}
+    return results
 
 
 # BodyTrack field -> (value of one estimate, per-row shape).
@@ -167,6 +227,28 @@ def _with_estimates(track: BodyTrack, per_frame: dict[int, BodyEstimate]) -> Bod
             arrays[name][row] = get(est)
         valid[row], filled[row] = True, False
     return BodyTrack(obj_id=track.obj_id, frames=frames, valid=valid, filled=filled, **arrays)
+
+
+def _without(track: BodyTrack, frames: Collection[int]) -> BodyTrack:
+    """``track`` with the rows of ``frames`` made invalid (NaN), e.g. before they are estimated again."""
+    rows = np.flatnonzero(np.isin(track.frames, list(frames)))
+    if not len(rows):
+        return track
+    arrays = {name: getattr(track, name).copy() for name in _ESTIMATE_FIELDS}
+    for arr in arrays.values():
+        arr[rows] = np.nan
+    valid, filled = track.valid.copy(), track.filled.copy()
+    valid[rows] = filled[rows] = False
+    return replace(track, valid=valid, filled=filled, **arrays)
+
+
+def _trimmed(track: BodyTrack) -> BodyTrack:
+    """``track`` cut to its first and last valid row (it has at least one)."""
+    rows = np.flatnonzero(track.valid)
+    keep = slice(int(rows[0]), int(rows[-1]) + 1)
+    if keep == slice(0, len(track.frames)):
+        return track
+    return replace(track, **{name: arr[keep] for name, arr in track.arrays().items()})
 
 
 def recover_completed(
