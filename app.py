@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconstructor_loaded=models is not None and models.body is not None,
         load_error=load_error,
     )
-    examples, thumbs = example_thumbnails(find_examples(cfg.app.examples_dir))
+    examples, thumbs = example_thumbnails(find_examples(cfg))
     log.info("%d example video(s) in %s", len(examples), cfg.app.examples_dir)
 
     demo, widgets = build_layout(

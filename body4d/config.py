@@ -222,6 +222,7 @@ class AppConfig:
     port: int = 7860
     max_video_seconds: float = 0.0
     examples_dir: str = "./assets/examples"
+    examples_list: str = "./body4d/configs/examples.yaml"
     zip_meshes: bool = False
 
 
@@ -336,6 +337,7 @@ _PATH_KEYS = (
     ("completion", "model_path_rgb"),
     ("completion", "model_path_depth"),
     ("app", "examples_dir"),
+    ("app", "examples_list"),
 )
 
 # What a value of each scalar type must look like (the wording of a type problem).

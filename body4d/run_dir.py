@@ -114,6 +114,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write (e.g. a streamed download); it is renamed to
+    ``path`` when the block ends without error, and removed otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def frame_file(index: int, suffix: str) -> str:
     """``00000042.png``: the name of frame ``index`` in every per-frame folder."""
     return FRAME_NAME.format(index) + suffix
@@ -275,20 +290,9 @@ class RunDir:
         self._check_inside(target)
         return atomic_write_bytes(target, data)
 
-    @contextlib.contextmanager
-    def atomic_file(self, rel: str | Path) -> Iterator[Path]:
-        """Yield a temporary path beside ``rel`` to write (e.g. a streamed zip); it is renamed to
-        ``rel`` when the block ends without error, and removed otherwise."""
-        target = self.path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    def atomic_file(self, rel: str | Path) -> contextlib.AbstractContextManager[Path]:
+        """`atomic_path` for ``rel`` in the run folder (e.g. a streamed zip)."""
+        return atomic_path(self.path(rel))
 
     def write_json(self, rel: str | Path, obj: Any) -> Path:
         return self.write_bytes(

@@ -1,7 +1,9 @@
-"""Download every checkpoint into a folder and point your config at it.
+"""Download every checkpoint into a folder and point your config at it; fetch the example clips.
 
 Usage:
-    python scripts/setup.py --ckpt-root /data/checkpoints [--with-completion] [--config FILE] [--no-download]
+    python scripts/setup.py --ckpt-root /data/checkpoints [--with-completion] [--config FILE]
+                            [--no-download | --no-examples]
+    python scripts/setup.py --examples [--config FILE]
 
 Steps:
 1. set ``paths.ckpt_root`` in the config the app reads: ``--config FILE``, else ``$BODY4D_CONFIG``,
@@ -12,7 +14,12 @@ Steps:
    loaders read (``models.sam3.SNAPSHOT_FILES``, ``models.moge.CHECKPOINT_FILE``, the config's
    SAM-3D-Body paths); existing non-empty files are skipped, and a whole-repository folder counts as
    done only with its ``.complete`` marker;
-3. verify with the same check the app uses and exit 1 if anything is still missing.
+3. download the example clips of ``app.examples_list`` that have a ``url`` into ``app.examples_dir``
+   (``--no-examples`` skips them): each is streamed to a temporary file and kept only if its SHA-256
+   is the one listed; a clip already there with that hash is skipped;
+4. verify with the same check the app uses and exit 1 if anything is still missing.
+
+``--examples`` does step 3 alone, for the config the app reads (``--config``, else as the app finds it).
 
 SAM-3 and SAM-3D-Body are gated: accept their licences on huggingface.co and export
 ``HF_TOKEN`` (or ``huggingface-cli login``) first. This is the only place body4d downloads.
@@ -21,11 +28,14 @@ SAM-3 and SAM-3D-Body are gated: accept their licences on huggingface.co and exp
 from __future__ import annotations
 
 import argparse
+import hashlib
+import http.client
 import json
 import logging
 import os
 import re
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +54,15 @@ from body4d.config import (  # noqa: E402
     load_config,
     user_config,
 )
-from body4d.run_dir import atomic_write_bytes  # noqa: E402
+from body4d.examples import Example, ExamplesError, file_sha256, load_examples  # noqa: E402
+from body4d.run_dir import atomic_path, atomic_write_bytes  # noqa: E402
 
 log = logging.getLogger("body4d.setup")
 COMPLETE_MARKER = ".complete"
+# Seconds an example download may wait for the server (connecting, or between two reads).
+DOWNLOAD_TIMEOUT_S = 60.0
+# Bytes read per chunk while streaming an example clip to disk.
+DOWNLOAD_CHUNK = 1 << 20
 NEW_CONFIG_HEADER = (
     "# body4d user config: every key set here overrides the shipped default (body4d/configs/body4d.yaml,\n"
     "# which documents them all). scripts/setup.py keeps paths.ckpt_root up to date; the rest is yours.\n\n"
@@ -175,6 +190,73 @@ def fetch(item: Download, token: str | None) -> str | None:
     return None
 
 
+class _HashMismatch(Exception):
+    """A download whose SHA-256 (the message) is not the listed one; raised to discard its file."""
+
+
+def fetch_example(example: Example, target: Path) -> str | None:
+    """Download one example clip to ``target``; return None on success or a one-line reason.
+
+    Args:
+        example: a list entry with a ``url``.
+        target: where the clip goes; kept only when the download's SHA-256 is ``example.sha256``.
+
+    Returns:
+        None when ``target`` holds the clip (downloaded, or already there with that hash), else why not.
+
+    Raises:
+        ValueError: ``example`` has no ``url`` (it ships with the code).
+    """
+    if example.url is None:
+        raise ValueError(f"example {example.file} ships with the code: there is nothing to download")
+    if target.is_file() and file_sha256(target) == example.sha256:
+        log.info("[SKIP] example %s already in %s", example.caption, target)
+        return None
+    log.info("[GET ] %s -> %s", example.url, target)
+    digest = hashlib.sha256()
+    try:
+        with atomic_path(target) as tmp:
+            with (
+                urllib.request.urlopen(example.url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                tmp.open("wb") as out,
+            ):
+                while chunk := response.read(DOWNLOAD_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != example.sha256:
+                raise _HashMismatch(digest.hexdigest())
+    except _HashMismatch as exc:
+        return (
+            f"{example.url} has sha256 {exc}, expected {example.sha256} (not kept): the file changed at "
+            "its source; check it and update sha256 and size in app.examples_list"
+        )
+    except (OSError, http.client.HTTPException) as exc:  # URLError and HTTPError are OSErrors
+        return f"{example.url} could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    return None
+
+
+def fetch_examples(cfg: Config) -> list[str]:
+    """Download the clips of ``app.examples_list`` that have a ``url`` into ``app.examples_dir``.
+
+    Returns:
+        One reason per clip that could not be fetched (empty: all there).
+    """
+    try:
+        examples = load_examples(cfg.app.examples_list)
+    except ExamplesError as exc:
+        log.error("[BLOCKED] %s", exc)
+        return [str(exc)]
+    failures = []
+    for example in examples:
+        if example.url is None:
+            continue
+        reason = fetch_example(example, example.path(cfg))
+        if reason:
+            log.error("[BLOCKED] %s", reason)
+            failures.append(reason)
+    return failures
+
+
 def target_config(explicit: Path | None) -> Path:
     """The config file setup writes: ``--config``, else ``$BODY4D_CONFIG``, else the user config.
 
@@ -193,9 +275,24 @@ def target_config(explicit: Path | None) -> Path:
     return target
 
 
+def examples_only(config: Path | None) -> int:
+    """``--examples``: fetch the example clips for the config the app reads; returns the exit code."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    failures = fetch_examples(cfg)
+    if failures:
+        log.error("%d example clip(s) not fetched", len(failures))
+        return 1
+    log.info("example clips in %s", cfg.app.examples_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt-root", type=Path, required=True, help="folder that will hold every checkpoint")
+    ap.add_argument("--ckpt-root", type=Path, default=None, help="folder that will hold every checkpoint")
     ap.add_argument(
         "--config",
         type=Path,
@@ -206,8 +303,21 @@ def main(argv: list[str] | None = None) -> int:
         "--with-completion", action="store_true", help="also get Diffusion-VAS + Depth Anything V2"
     )
     ap.add_argument("--no-download", action="store_true", help="only write the config and verify")
+    examples = ap.add_mutually_exclusive_group()
+    examples.add_argument(
+        "--examples", action="store_true", help="only fetch the example clips (no --ckpt-root)"
+    )
+    examples.add_argument("--no-examples", action="store_true", help="do not fetch the example clips")
     args = ap.parse_args(argv)
+    if args.examples and (args.ckpt_root is not None or args.no_download or args.with_completion):
+        ap.error(
+            "--examples only fetches the example clips: drop it for the full setup (which fetches them too)"
+        )
+    if not args.examples and args.ckpt_root is None:
+        ap.error("--ckpt-root is required (or --examples to fetch only the example clips)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.examples:
+        return examples_only(args.config)
 
     ckpt_root = args.ckpt_root.expanduser().resolve()
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -238,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             if reason:
                 log.error("[BLOCKED] %s", reason)
                 failures.append(reason)
+        if not args.no_examples:
+            failures += fetch_examples(cfg)
 
     report = checkpoint_report(cfg)
     log.info("%s", report.text())

@@ -1,8 +1,13 @@
-"""Shared fixtures: the real street clip and synthetic videos/frame folders."""
+"""Shared fixtures: the real street clip, synthetic videos/frame folders and a local file server."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +29,49 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg_config"))
     for name in ("BODY4D_CONFIG", "BODY4D_CKPT_ROOT", "BODY4D_OUTPUT_DIR"):
         monkeypatch.delenv(name, raising=False)
+
+
+@dataclass
+class FileServer:
+    """A local HTTP server (see `file_server`).
+
+    Attributes:
+        folder: the served folder; put files in it.
+        url: its base URL, ``http://127.0.0.1:<port>``.
+        requests: the paths asked for, in order.
+    """
+
+    folder: Path
+    url: str
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    """An HTTP server on 127.0.0.1 (any free port) serving ``tmp_path/served``, in a thread: downloads
+    are tested without the internet."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server_info = FileServer(folder, "")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            server_info.requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
+            """Quiet: pytest output stays readable."""
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+    )
+    server_info.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server_info
+    server.shutdown()
+    server.server_close()
+    thread.join()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from body4d.ui.prompts import (
 from body4d.ui.status import Capabilities, capabilities, layout_spec, models_markdown
 from body4d.video import VideoError, open_video, probe
 from models.sam3 import SNAPSHOT_FILES
+from tests.test_examples import entry, examples_config
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
 VTEST_FRAMES = 795
@@ -303,17 +305,36 @@ def test_time_labels_use_the_exact_frame_rate() -> None:
     assert format_fps(ntsc) == "29.97" and format_fps(Fraction(10)) == "10"
 
 
-def test_examples_folder_lists_videos_and_loads_a_picked_one(cfg: Config, make_video, tmp_path: Path) -> None:
+def test_examples_list_gives_the_gallery_and_loads_a_picked_one(
+    cfg: Config, make_video, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     folder = tmp_path / "examples"
     folder.mkdir()
-    (folder / "README.md").write_text("examples go here")
-    clip = make_video(n=3, height=480, width=800, name="walk.mp4")
-    (folder / "walk.mp4").write_bytes(clip.read_bytes())
+    walk = make_video(n=3, height=480, width=800, name="walk.mp4").read_bytes()
+    (folder / "walk.mp4").write_bytes(walk)
     (folder / "broken.mkv").write_text("nope")
-    assert find_examples(folder) == [folder / "broken.mkv", folder / "walk.mp4"]
-    assert find_examples(tmp_path / "missing") == []
-    usable, thumbs = example_thumbnails(find_examples(folder))
-    assert usable == [folder / "walk.mp4"] and thumbs[0][1] == "walk" and thumbs[0][0].shape == (192, 320, 3)
+    (folder / "unlisted.mp4").write_bytes(walk)
+    listed = examples_config(
+        tmp_path,
+        [
+            entry("broken.mkv", b"nope"),
+            entry("walk.mp4", walk, caption="A walk"),
+            entry("downloads/far.mp4", b"far", "https://example.org/far.mp4"),
+        ],
+    )
+    with caplog.at_level(logging.WARNING, logger="body4d.ui.examples"):
+        items = find_examples(listed)
+    assert items == [(folder / "broken.mkv", "Broken"), (folder / "walk.mp4", "A walk")]
+    assert (
+        "downloads/far.mp4 not downloaded yet: run `python scripts/setup.py --examples` to fetch 1 more"
+        in (caplog.text)
+    )
+    usable, thumbs = example_thumbnails(items)
+    assert (
+        usable == [folder / "walk.mp4"] and thumbs[0][1] == "A walk" and thumbs[0][0].shape == (192, 320, 3)
+    )
+    broken_list = listed.replace(**{"app.examples_list": str(tmp_path / "none.yaml")})
+    assert find_examples(broken_list) == []
     report = checkpoint_report(cfg)
     events = UiEvents(cfg, SessionStore(), report, capabilities(cfg, report), usable)
     outputs = events.pick_example(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -9,10 +11,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from body4d.config import DEFAULT_CONFIG, load_config
+from body4d.examples import load_examples
 from models.moge import CHECKPOINT_FILE
 from models.sam3 import SNAPSHOT_FILES
+from tests.conftest import FileServer
+from tests.test_examples import entry, examples_config
 
 SETUP = Path(__file__).resolve().parents[1] / "scripts" / "setup.py"
 BODY_FILES = ("model.ckpt", "model_config.yaml", "assets/mhr_model.pt")
@@ -55,7 +61,7 @@ def test_offline_setup_writes_the_user_config_skips_existing_and_fails_loudly(tm
     home = tmp_path / "home"
     root = tmp_path / "ckpts"
     _write_files(root / "sam-3d-body-dinov3", BODY_FILES)
-    res = _run(["--ckpt-root", str(root)], home)
+    res = _run(["--ckpt-root", str(root), "--no-examples"], home)
     assert res.returncode == 1
     log = res.stderr + res.stdout
     user = home / ".config" / "body4d" / "body4d.yaml"
@@ -77,7 +83,7 @@ def test_setup_succeeds_when_everything_is_present(tmp_path: Path) -> None:
     _write_files(root / "sam3", SNAPSHOT_FILES)
     _write_files(root / "sam-3d-body-dinov3", BODY_FILES)
     _write_files(root / "moge-2-vitl-normal", [CHECKPOINT_FILE])
-    res = _run(["--ckpt-root", str(root)], tmp_path / "home")
+    res = _run(["--ckpt-root", str(root), "--no-examples"], tmp_path / "home")
     assert res.returncode == 0, res.stderr
     log = res.stderr + res.stdout
     assert "[SKIP] facebook/sam3" in log and "[SKIP] Ruicheng/moge-2-vitl-normal" in log
@@ -152,3 +158,110 @@ def test_downloads_follow_the_config_and_the_adapters_file_lists(setup: ModuleTy
         "depth-anything-v2-large-hf",
     ]
     assert "Ruicheng/moge-2-vitl-normal" not in {d.repo_id for d in with_completion}
+
+
+def _served(server: FileServer, name: str, data: bytes) -> str:
+    """Put ``data`` on the local server as ``name``; returns its URL."""
+    (server.folder / name).write_bytes(data)
+    return f"{server.url}/{name}"
+
+
+def test_fetch_example_streams_checks_and_skips_a_good_copy(
+    setup: ModuleType, file_server: FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = os.urandom(3 * setup.DOWNLOAD_CHUNK + 123)  # several chunks
+    cfg = examples_config(
+        tmp_path, [entry("downloads/clip.mp4", data, _served(file_server, "clip.mp4", data))]
+    )
+    (example,) = load_examples(cfg.app.examples_list)
+    target = example.path(cfg)
+    with caplog.at_level(logging.INFO, logger="body4d.setup"):
+        assert setup.fetch_example(example, target) is None
+        assert target.read_bytes() == data
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == example.sha256
+        assert file_server.requests == ["/clip.mp4"]
+        assert setup.fetch_example(example, target) is None
+    assert file_server.requests == ["/clip.mp4"], "a copy with the right hash is not downloaded again"
+    assert f"[SKIP] example Clip already in {target}" in caplog.text
+    target.write_bytes(b"stale")
+    assert setup.fetch_example(example, target) is None
+    assert target.read_bytes() == data and len(file_server.requests) == 2, "a wrong copy is replaced"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["clip.mp4"], "no temporary file is left"
+
+
+def test_a_download_with_another_hash_is_refused_and_not_kept(
+    setup: ModuleType, file_server: FileServer, tmp_path: Path
+) -> None:
+    url = _served(file_server, "changed.mp4", b"what the server has")
+    cfg = examples_config(tmp_path, [entry("downloads/changed.mp4", b"what the list expects", url)])
+    (example,) = load_examples(cfg.app.examples_list)
+    reason = setup.fetch_example(example, example.path(cfg))
+    actual = hashlib.sha256(b"what the server has").hexdigest()
+    assert reason is not None
+    assert reason.startswith(f"{url} has sha256 {actual}, expected {example.sha256} (not kept)")
+    assert list((tmp_path / "examples" / "downloads").iterdir()) == [], "neither the clip nor a .part file"
+
+
+def test_fetch_examples_reports_each_unreachable_clip(
+    setup: ModuleType, file_server: FileServer, tmp_path: Path
+) -> None:
+    cfg = examples_config(
+        tmp_path,
+        [
+            entry("shipped.mp4", b"not downloaded"),
+            entry("downloads/gone.mp4", b"gone", f"{file_server.url}/gone.mp4"),
+            entry("downloads/ok.mp4", b"ok", _served(file_server, "ok.mp4", b"ok")),
+        ],
+    )
+    failures = setup.fetch_examples(cfg)
+    assert len(failures) == 1
+    assert failures[0].startswith(
+        f"{file_server.url}/gone.mp4 could not be downloaded (HTTPError: HTTP Error 404"
+    )
+    assert (tmp_path / "examples" / "downloads" / "ok.mp4").read_bytes() == b"ok"
+    assert not (tmp_path / "examples" / "shipped.mp4").exists(), "a shipped clip is never fetched"
+    assert file_server.requests == ["/gone.mp4", "/ok.mp4"]
+    bad = cfg.replace(**{"app.examples_list": str(tmp_path / "none.yaml")})
+    (problem,) = setup.fetch_examples(bad)
+    assert "cannot read the examples list" in problem
+
+
+def _examples_settings(tmp_path: Path, server: FileServer, name: str, data: bytes) -> Path:
+    """A config file whose examples list holds one clip served by ``server``."""
+    listed = tmp_path / "list.yaml"
+    listed.write_text(
+        yaml.safe_dump({"examples": [entry(f"downloads/{name}", data, _served(server, name, data))]})
+    )
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"app:\n  examples_list: {listed}\n  examples_dir: {tmp_path / 'gallery'}\n")
+    return mine
+
+
+def test_examples_flag_fetches_only_the_clips_and_setup_fetches_them_by_default(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    mine = _examples_settings(tmp_path, file_server, "walk.mp4", b"a walk")
+    clip = tmp_path / "gallery" / "downloads" / "walk.mp4"
+    home = tmp_path / "home"
+    res = _run(["--examples", "--config", str(mine)], home)
+    assert res.returncode == 0, res.stderr
+    assert clip.read_bytes() == b"a walk"
+    assert f"example clips in {tmp_path / 'gallery'}" in res.stderr
+    assert not (home / ".config").exists(), "--examples writes no config"
+    assert "ckpt_root" not in mine.read_text()
+    clip.unlink()
+    res = _run(["--ckpt-root", str(tmp_path / "ck"), "--config", str(mine), "--no-examples"], home)
+    assert res.returncode == 1 and not clip.exists(), "checkpoints are missing; --no-examples fetched nothing"
+    res = _run(["--ckpt-root", str(tmp_path / "ck"), "--config", str(mine)], home)
+    assert res.returncode == 1, "checkpoints are still missing"
+    assert clip.read_bytes() == b"a walk", "the full setup fetches the examples too"
+    assert f"[GET ] {file_server.url}/walk.mp4 -> {clip}" in res.stderr
+
+
+def test_examples_flag_refuses_the_options_of_the_full_setup(tmp_path: Path) -> None:
+    res = _run(["--examples", "--ckpt-root", str(tmp_path)], tmp_path / "home")
+    assert res.returncode == 2 and "--examples only fetches the example clips" in res.stderr
+    res = _run(["--examples", "--no-examples"], tmp_path / "home")
+    assert res.returncode == 2 and "not allowed with argument" in res.stderr
+    res = _run([], tmp_path / "home")
+    assert res.returncode == 2 and "--ckpt-root is required (or --examples" in res.stderr

@@ -1,4 +1,4 @@
-"""The example gallery: video files found in ``app.examples_dir`` and their first-frame thumbnails."""
+"""The example gallery: the clips of ``app.examples_list`` that are present, and their first-frame thumbnails."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from body4d.config import Config
+from body4d.examples import ExamplesError, fetch_hint, gallery_items, missing_examples
 from body4d.ui.display import display_scale, to_display
-from body4d.video import VIDEO_EXTENSIONS, VideoError, open_video
+from body4d.video import VideoError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -16,26 +18,42 @@ log = logging.getLogger(__name__)
 THUMB_MAX_SIDE = 320
 
 
-def find_examples(folder: str | Path) -> list[Path]:
-    """Video files directly in ``folder`` (sorted by name); none when the folder is missing."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def find_examples(cfg: Config) -> list[tuple[Path, str]]:
+    """The gallery's clips: `gallery_items`, logging how to fetch the ones not downloaded yet.
+
+    A broken examples list is logged and gives an empty gallery: the app still starts.
+
+    Args:
+        cfg: the configuration (``app.examples_list``, ``app.examples_dir``).
+
+    Returns:
+        ``(clip path, caption)`` per clip present, in list order.
+    """
+    try:
+        items = gallery_items(cfg)
+        missing = missing_examples(cfg)
+    except ExamplesError as exc:
+        log.warning("no example gallery: %s", exc)
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if missing:
+        log.warning("%s not downloaded yet: %s", ", ".join(e.file for e in missing), fetch_hint(len(missing)))
+    return items
 
 
-def example_thumbnails(paths: list[Path]) -> tuple[list[Path], list[tuple[np.ndarray, str]]]:
+def example_thumbnails(
+    items: list[tuple[Path, str]],
+) -> tuple[list[Path], list[tuple[np.ndarray, str]]]:
     """First-frame thumbnails of the example videos that can be read (others are logged and skipped).
 
     Args:
-        paths: example video files, in gallery order.
+        items: ``(example video file, caption)``, in gallery order.
 
     Returns:
         The readable paths and, in the same order, ``(thumbnail uint8[h, w, 3], caption)``.
     """
     usable: list[Path] = []
     thumbs: list[tuple[np.ndarray, str]] = []
-    for path in paths:
+    for path, caption in items:
         try:
             with open_video(path) as video:
                 rgb = video.frame(0)
@@ -44,5 +62,5 @@ def example_thumbnails(paths: list[Path]) -> tuple[list[Path], list[tuple[np.nda
             continue
         h, w = rgb.shape[:2]
         usable.append(path)
-        thumbs.append((to_display(rgb, display_scale(w, h, THUMB_MAX_SIDE)), path.stem))
+        thumbs.append((to_display(rgb, display_scale(w, h, THUMB_MAX_SIDE)), caption))
     return usable, thumbs
