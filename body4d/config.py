@@ -74,6 +74,8 @@ class RuntimeConfig:
     output_dir: str = "./outputs"
     device: str = "auto"
     dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
+    offload: Literal["auto", "never", "always"] = "auto"
+    offload_margin_gb: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("smoothing", "max_gap"): (lambda v: v >= 0, "use 0 or more frames"),
     ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
     ("bundle", "glb_max_frames"): (lambda v: v >= 2, "use at least 2 frames"),
+    ("runtime", "offload_margin_gb"): (lambda v: v >= 0, "use 0 or more GB of working memory"),
     ("export", "obj_workers"): (lambda v: v >= 0, "use 0 (one per spare core, at most 4) or a process count"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),

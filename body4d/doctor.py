@@ -17,6 +17,9 @@ of a real clip through the production stages, frees it, and prints one table row
    (`body4d.stages.complete.complete_occlusions`); the median IoU of visible and amodal masks
    says whether the amodal model sees the people at all.
 
+With the models weighed as they load, the environment also shows the GPU memory plan
+(``runtime.offload``, `body4d.memory`) the app would choose for them.
+
 The figures (`Figures`) are judged against the plausible ranges below by `check_figures`, a pure
 function. Exit codes: 0 every model ran and every figure is plausible (with tiny test checkpoints:
 every model ran; their figures are meaningless and not judged); 1 a checkpoint is missing, a model
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
 
     from body4d.checkpoints import CheckpointReport
     from body4d.config import Config
+    from body4d.driver import PipelineModels
+    from body4d.memory import MemoryPlan
     from body4d.types import Intrinsics, MaskTrack
     from models.sam3 import Detections
     from models.sam_3d_body import SAM3DBody
@@ -348,6 +353,7 @@ class StageRow:
         unit: what ``speed_ms`` is per: "frame" or "person-frame".
         peak_gpu_bytes: ``torch.cuda.max_memory_allocated`` over loading and running (None on CPU).
         detail: the sanity figures, or what is wrong and how to fix it.
+        model_bytes: bytes of the networks it loaded, by name (`body4d.memory.network_bytes`).
     """
 
     stage: str
@@ -357,10 +363,12 @@ class StageRow:
     unit: str = "frame"
     peak_gpu_bytes: int | None = None
     detail: str = ""
+    model_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _Meter:
-    """Wall-clock seconds of the parts of one stage and its peak GPU memory (reset at creation)."""
+    """Wall-clock seconds of the parts of one stage, its peak GPU memory (reset at creation) and the
+    bytes of the networks it loaded."""
 
     def __init__(self, device: torch.device) -> None:
         import torch
@@ -370,8 +378,16 @@ class _Meter:
         self.device = device
         self.seconds: dict[str, float] = {}
         self.peak_bytes: int | None = None
+        self.model_bytes: dict[str, int] = {}
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
+
+    def weigh(self, models: PipelineModels) -> PipelineModels:
+        """Record the bytes of the loaded ``models`` (`body4d.memory.network_bytes`); returns them."""
+        from body4d.memory import network_bytes
+
+        self.model_bytes.update(network_bytes(models))
+        return models
 
     @contextlib.contextmanager
     def time(self, part: str) -> Iterator[None]:
@@ -434,7 +450,14 @@ def _run_stage(
             torch.cuda.empty_cache()
     meter.take_peak()
     row = StageRow(
-        name, STATUS_OK, meter.seconds.get("load"), outcome.speed_ms, unit, meter.peak_bytes, outcome.detail
+        name,
+        STATUS_OK,
+        meter.seconds.get("load"),
+        outcome.speed_ms,
+        unit,
+        meter.peak_bytes,
+        outcome.detail,
+        meter.model_bytes,
     )
     return row, outcome
 
@@ -454,7 +477,7 @@ def _sam3_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcom
     from models.frames import ArrayFrames, PromptError
 
     with meter.time("load"):
-        sam3 = load_models(cfg, sam3=True, detector=True, body=False, camera=False).sam3
+        sam3 = meter.weigh(load_models(cfg, sam3=True, detector=True, body=False, camera=False)).sam3
     s = cfg.sam3
 
     def detect(frame: np.ndarray) -> Detections:
@@ -491,7 +514,7 @@ def _moge_stage(cfg: Config, frames: list[np.ndarray], meter: _Meter) -> _Outcom
     from models.frames import ArrayFrames
 
     with meter.time("load"):
-        moge = load_models(cfg, sam3=False, detector=False, body=False, camera=True).moge
+        moge = meter.weigh(load_models(cfg, sam3=False, detector=False, body=False, camera=True)).moge
     with meter.time("run"):
         intrinsics = estimate_camera(ArrayFrames(frames), moge, cfg.camera)
     used = len(select_frames(len(frames), cfg.camera.num_frames))
@@ -553,7 +576,7 @@ def _body_stage(
     from body4d.types import BodyTrack
 
     with meter.time("load"):
-        body = load_models(cfg, sam3=False, detector=False, body=True, camera=False).body
+        body = meter.weigh(load_models(cfg, sam3=False, detector=False, body=True, camera=False)).body
     if people is None:  # no SAM-3 masks: one whole-frame "person" on frame 0 still exercises the model
         inputs = [FrameInput(0, frames[0], np.ones(frames[0].shape[:2], dtype=np.uint8))]
     else:
@@ -600,20 +623,22 @@ def _completion_stage(
     cfg: Config, frames: list[np.ndarray], people: MaskTrack | None, meter: _Meter
 ) -> _Outcome:
     from body4d.driver import load_models
+    from body4d.memory import OFFLOADED_FIELD, for_stage
     from body4d.stages.complete import complete_occlusions
     from body4d.types import MaskTrack
 
     with meter.time("load"):
-        models = load_models(
-            cfg, sam3=False, detector=False, body=False, camera=False, completion=True
-        ).completion
+        loaded = meter.weigh(
+            load_models(cfg, sam3=False, detector=False, body=False, camera=False, completion=True)
+        )
+    models = loaded.completion
     if people is None:  # no SAM-3 masks: a centred box "person" still exercises both pipelines
         height, width = frames[0].shape[:2]
         labels = np.zeros((len(frames), height, width), dtype=np.uint8)
         labels[:, height // 4 : 3 * height // 4, width // 3 : 2 * width // 3] = 1
         people = MaskTrack(obj_ids=(1,), labels=labels)
     section = dataclasses.replace(cfg.completion, mode="all")
-    with meter.time("run"):
+    with meter.time("run"), for_stage(loaded, OFFLOADED_FIELD):
         completion = complete_occlusions(lambda i: frames[i], people, {}, models, section)
     report = completion.report
     ious = [v for person in report["people"].values() for v in person["iou"].values()]
@@ -639,6 +664,7 @@ class DoctorReport:
         stages: one row per model, in run order.
         figures: the sanity figures.
         checks: every figure against its range (`check_figures`).
+        memory: the GPU memory plan the app would choose with these networks (`memory_plan`).
     """
 
     environment: Environment
@@ -647,6 +673,7 @@ class DoctorReport:
     stages: tuple[StageRow, ...]
     figures: Figures
     checks: tuple[Check, ...]
+    memory: MemoryPlan
 
     @property
     def tiny(self) -> bool:
@@ -683,6 +710,7 @@ class DoctorReport:
                 for i in self.checkpoints.items
             ],
             "stages": [dataclasses.asdict(r) for r in self.stages],
+            "memory": {"mode": self.memory.mode, **dataclasses.asdict(self.memory)},
             "figures": dataclasses.asdict(self.figures),
             "checks": [
                 {
@@ -762,7 +790,25 @@ def run_doctor(
             lambda m: _completion_stage(cfg, frames, track, m),
         )
     figures = Figures(**measured)
-    return DoctorReport(env, report, video, tuple(rows), figures, tuple(check_figures(figures)))
+    plan = memory_plan(cfg, device, {k: v for r in rows for k, v in r.model_bytes.items()})
+    return DoctorReport(env, report, video, tuple(rows), figures, tuple(check_figures(figures)), plan)
+
+
+def memory_plan(cfg: Config, device: torch.device, model_bytes: dict[str, int]) -> MemoryPlan:
+    """The GPU memory plan the app would choose with the networks the doctor loaded.
+
+    The doctor frees each network before loading the next, so the device's free memory now is
+    taken less the networks that would stay on it (`body4d.memory.plan_now`).
+
+    Args:
+        cfg: the configuration (``runtime.offload``, ``runtime.offload_margin_gb``).
+        device: the compute device.
+        model_bytes: bytes of each network loaded, by name.
+    """
+    from body4d.memory import OFFLOADABLE, plan_now
+
+    resident = sum(b for name, b in model_bytes.items() if name not in OFFLOADABLE)
+    return plan_now(model_bytes, device, cfg.runtime, absent_bytes=resident)
 
 
 # ---------------------------------------------------------------------------------- printing
@@ -785,6 +831,7 @@ def format_report(report: DoctorReport) -> str:
         f"  NVIDIA driver   {env.driver}" + "".join(f"; {g}" for g in env.smi_gpus),
         f"  GPU             {env.gpu}",
         f"  bf16            {'yes' if env.bf16 else 'no'}",
+        f"  memory plan     {report.memory.describe()}",
         f"  renderer        {env.renderer}"
         + (" (software: meshes are drawn on the CPU)" if SOFTWARE_RENDERER in env.renderer else ""),
         "",

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from body4d import memory
 from body4d.checkpoints import checkpoint_report
 from body4d.config import Config
 from body4d.errors import InputError
@@ -59,6 +60,8 @@ class PipelineModels:
     body: SAM3DBody | None = None
     moge: MoGe | None = None
     completion: CompletionModels | None = None
+    # Where they live and when the completion networks move (`body4d.memory`); None: as loaded.
+    placement: memory.Placement | None = None
 
 
 def load_models(
@@ -78,6 +81,9 @@ def load_models(
         body: SAM-3D-Body (recover, refine, smooth, export).
         camera: MoGe-2 (skipped when ``camera.ckpt_path`` is empty: the default intrinsics are used).
         completion: Depth Anything V2 + both Diffusion-VAS pipelines; None = ``completion.enable``.
+
+    Returns:
+        The networks, placed by the GPU memory plan (``runtime.offload``, `body4d.memory.place`).
 
     Raises:
         models.errors.CheckpointError: a checkpoint is missing or does not fit (names path and fix).
@@ -107,11 +113,13 @@ def load_models(
         from models import depth, diffusion_vas
 
         c = cfg.completion
+        home = memory.load_device(cfg.runtime.offload, device)
         models.completion = CompletionModels(
-            depth=depth.load(c.model_path_depth, device, dtype),
-            amodal=diffusion_vas.load(c.model_path_mask, device, dtype),
-            content=diffusion_vas.load(c.model_path_rgb, device, dtype),
+            depth=depth.load(c.model_path_depth, home, dtype),
+            amodal=diffusion_vas.load(c.model_path_mask, home, dtype),
+            content=diffusion_vas.load(c.model_path_rgb, home, dtype),
         )
+    models.placement = memory.place(models, device, cfg.runtime)
     return models
 
 
@@ -202,7 +210,8 @@ def reconstruct(
                         stage.name,
                         ", ".join(map(str, incremental.changed)),
                     )
-                with run.stage(stage.name) as extra:
+                with run.stage(stage.name) as extra, memory.for_stage(models, stage.model) as placed:
+                    extra.update(placed)
                     job = Job(stage.name, report, should_cancel)
                     job.report(0.0, "started")
                     result = stage.run(inputs, model, section, job)

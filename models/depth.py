@@ -95,6 +95,17 @@ class DepthEstimator:
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
+    def to(self, device: torch.device | str) -> DepthEstimator:
+        """Move the network to ``device``, where it then runs (GPU memory plan: `body4d.memory`).
+
+        Returns:
+            This estimator.
+        """
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
+        return self
+
     def predict(self, frames: np.ndarray, size: tuple[int, int], *, legacy_bgr: bool) -> np.ndarray:
         """Relative inverse depth of each frame, as DA-V2's ``infer_image`` computes it.
 

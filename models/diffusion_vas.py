@@ -247,6 +247,18 @@ class VASModel:
         self.device = device
         self.dtype = dtype
 
+    def to(self, device: torch.device | str) -> VASModel:
+        """Move the UNet, VAE and CLIP encoder to ``device``, where they then run (GPU memory
+        plan: `body4d.memory`).
+
+        Returns:
+            This pipeline.
+        """
+        self.device = torch.device(device)
+        for module in (self.unet, self.vae, self.image_encoder):
+            module.to(self.device)
+        return self
+
     @torch.inference_mode()
     def sample(
         self,

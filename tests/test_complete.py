@@ -113,6 +113,7 @@ def test_only_the_hidden_persons_window_is_completed(
     cfg = _config(tiny_ckpt_root, white_amodal_root)
     run = _run(video, masks_dir, cfg, tmp_path)
     report = json.loads(run.path(RunDir.COMPLETION_REPORT).read_text())["report"]
+    assert run.manifest["stages"]["complete"]["memory_plan"] == "resident"  # on a CPU nothing moves
     people = report["people"]
 
     # The prior flags the 15 hidden frames; padded by 2 that is one window of 19 frames.

@@ -246,6 +246,7 @@ def test_doctor_on_tiny_checkpoints(
         assert " ok " in line and " n/a " in line, line
     assert "ms/frame" in table and "ms/person-frame" in table and "18439 vertices" in table
     assert "device          cpu" in out and "NVIDIA driver" in out and "renderer" in out
+    assert "memory plan     resident (runtime.offload=auto): the networks run on the CPU" in out
 
     data = json.loads(report.read_text())
     assert data["ok"] is True and data["tiny_checkpoints"] is True and data["judged"] is False
@@ -285,6 +286,10 @@ def test_doctor_checks_occlusion_completion_when_it_is_on(
     assert [s["stage"] for s in data["stages"]][-1] == doctor.STAGE_COMPLETION
     assert 0.0 <= data["figures"]["amodal_iou"] <= 1.0
     assert data["checks"][-1]["name"] == "median IoU of visible and amodal masks"
+    plan = data["memory"]
+    assert plan["mode"] == "resident" and plan["setting"] == "auto" and plan["device"] == "cpu"
+    assert set(plan["model_bytes"]) == {"SAM-3", "MoGe-2", "SAM-3D-Body", *plan["offloadable"]}
+    assert len(plan["offloadable"]) == 3 and all(b > 0 for b in plan["model_bytes"].values())
 
 
 def test_missing_sam3dbody_checkpoint_exits_1_naming_it(
