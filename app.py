@@ -37,6 +37,7 @@ GRADIO_CACHE_DIRNAME = ".gradio_cache"
 # Cached files older than a day are deleted, checked hourly (seconds); longer than a session lives.
 CACHE_CLEAN_EVERY_S = 60 * 60
 CACHE_MAX_AGE_S = 24 * 60 * 60
+BYTES_PER_MB = 2**20
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,8 +59,6 @@ def app_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
 
 def log_environment(cfg: Config) -> None:
     """Log the machine as `body4d doctor` describes it: device, driver, GPU, bf16, OpenGL renderer.
-
-    The renderer is environment information only: the app draws no meshes yet.
 
     Args:
         cfg: app configuration (``runtime.device`` and ``runtime.dtype``).
@@ -115,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Gradio reads GRADIO_TEMP_DIR when it is imported, so it must be set first.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(output_dir / GRADIO_CACHE_DIRNAME))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    # Results are served from the run folders as they are, not copied again into Gradio's cache.
+    gr.set_static_paths([output_dir])
 
     from body4d.checkpoints import checkpoint_report
     from body4d.session import SessionStore
@@ -122,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from body4d.ui.events import UiEvents
     from body4d.ui.examples import example_thumbnails, find_examples
     from body4d.ui.layout import build_layout
-    from body4d.ui.status import capabilities, layout_spec
+    from body4d.ui.status import capabilities, layout_spec, upload_limits
+    from body4d.ui.system import probe_platform, system_status
 
     report = checkpoint_report(cfg)
     for line in report.text().splitlines():
@@ -131,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only after the models: probing OpenGL loads Mesa's LLVM (llvmpipe), and triton's LLVM,
     # imported by transformers while the models load, then segfaults the process.
     log_environment(cfg)
+    platform = probe_platform(cfg)
     caps = capabilities(
         cfg,
         report,
@@ -138,13 +143,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconstructor_loaded=models is not None and models.body is not None,
         load_error=load_error,
     )
-    examples, thumbs = example_thumbnails(find_examples(cfg))
+    items, examples_hint = find_examples(cfg)
+    examples, thumbs = example_thumbnails(items)
     log.info("%d example video(s) in %s", len(examples), cfg.app.examples_dir)
 
     demo, widgets = build_layout(
-        layout_spec(report, caps, thumbs, load_error), delete_cache=(CACHE_CLEAN_EVERY_S, CACHE_MAX_AGE_S)
+        layout_spec(
+            report,
+            caps,
+            thumbs,
+            load_error,
+            upload_limits(cfg),
+            system_status(platform, models).markdown(),
+            examples_hint,
+        ),
+        delete_cache=(CACHE_CLEAN_EVERY_S, CACHE_MAX_AGE_S),
     )
-    events = UiEvents(cfg, SessionStore(), report, caps, examples, models)
+    events = UiEvents(cfg, SessionStore(), report, caps, examples, models, platform)
     events.bind(demo, widgets)
     bind_api(demo, events)
     # One GPU job at a time; light events (frames, clicks, targets) opt out per event.
@@ -154,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_name=cfg.app.host,
         server_port=cfg.app.port,
         allowed_paths=[str(output_dir)],
+        max_file_size=int(cfg.app.max_upload_mb * BYTES_PER_MB) if cfg.app.max_upload_mb else None,
         ssr_mode=False,
         show_error=True,
     )

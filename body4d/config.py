@@ -222,10 +222,12 @@ class AppConfig:
 
     host: str = "127.0.0.1"
     port: int = 7860
-    max_video_seconds: float = 0.0
+    max_video_seconds: float = 600.0
+    max_upload_mb: float = 1024.0
     examples_dir: str = "./assets/examples"
     examples_list: str = "./body4d/configs/examples.yaml"
     zip_meshes: bool = False
+    list_server_runs: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("export", "obj_workers"): (lambda v: v >= 0, "use 0 (one per spare core, at most 4) or a process count"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),
+    ("app", "max_upload_mb"): (lambda v: v >= 0, "use 0 (unlimited) or a size in MB"),
 }
 
 # Filesystem paths: made absolute (against REPO_ROOT) after interpolation; "" stays "" (disabled).

@@ -214,8 +214,9 @@ def reconstruct(
                     extra.update(placed)
                     job = Job(stage.name, report, should_cancel)
                     job.report(0.0, "started")
-                    result = stage.run(inputs, model, section, job)
-                    extra.update(stage.save(run, result, inputs) or {})
+                    share = stage.save_share
+                    result = stage.run(inputs, model, section, job.span(0.0, 1.0 - share) if share else job)
+                    extra.update(stage.save(run, result, inputs, job.span(1.0 - share, 1.0)) or {})
                     if settings is not None:
                         extra["settings"] = settings
                     if stage.incremental is not None:

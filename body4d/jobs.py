@@ -32,6 +32,16 @@ class Job:
         if self._progress is not None:
             self._progress(self.stage, min(max(fraction, 0.0), 1.0), message)
 
+    def span(self, start: float, end: float) -> Job:
+        """A job reporting into ``[start, end]`` of this one's progress (same stage, same cancel),
+        e.g. for the part of a stage that saves its result."""
+        parent = self
+
+        def report(_stage: str, fraction: float, message: str) -> None:
+            parent.report(start + (end - start) * fraction, message)
+
+        return Job(self.stage, report, self._should_cancel)
+
     def check(self) -> None:
         """Raise `Cancelled` when the user asked to stop."""
         if self._should_cancel is not None and self._should_cancel():

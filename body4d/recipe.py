@@ -72,12 +72,14 @@ class Stage:
         name: the stage's name (manifest, ``--stop-after``, progress).
         needs: what ``run`` reads: run inputs or the names of earlier rows.
         run: ``run(inputs, model, section, job) -> result``; pure (writes nothing).
-        save: ``save(run_dir, result, inputs) -> extra manifest fields`` (or None).
+        save: ``save(run_dir, result, inputs, job) -> extra manifest fields`` (or None); ``job``
+            reports the save's own progress (its share of the stage is ``save_share``).
         load: ``load(run_dir) -> result`` when the stage is already done (resume).
         artefacts: `RunDir` names the stage writes (cleared before it runs again).
         model: the `PipelineModels` field it needs (None: no network).
         section: the config section it receives (None: none).
         rerun_on_change: a finished row runs again on resume when its section has changed.
+        save_share: the part of the stage's progress bar its save takes (0: saving is quick).
         incremental: None: the row always runs whole. Otherwise a predicate on its section: True
             when the row can redo only what mask repairs changed. Its ``run`` then always finds
             ``inputs["incremental"]``: an `Incremental` (its previous result and the changed
@@ -89,12 +91,13 @@ class Stage:
     name: str
     needs: tuple[str, ...]
     run: Callable[[Inputs, Any, Any, Job], Any]
-    save: Callable[[RunDir, Any, Inputs], dict[str, Any] | None]
+    save: Callable[[RunDir, Any, Inputs, Job], dict[str, Any] | None]
     load: Callable[[RunDir], Any]
     artefacts: tuple[str, ...]
     model: str | None = None
     section: str | None = None
     rerun_on_change: bool = True
+    save_share: float = 0.0
     incremental: Callable[[Any], bool] | None = None
 
 
@@ -139,9 +142,14 @@ def _segment(inputs: Inputs, sam3: Any, section: Any, job: Job) -> Segmentation:
     return Segmentation(result.track, result.first_frames, "prompts" if prompts is not None else "auto")
 
 
-def _save_masks(run: RunDir, seg: Segmentation, inputs: Inputs) -> dict[str, Any]:
+def _save_masks(run: RunDir, seg: Segmentation, inputs: Inputs, job: Job) -> dict[str, Any]:
     video = inputs["video"]
-    run.save_masks(seg, video, video.info.fps)
+
+    def saved(done: int, total: int) -> None:
+        job.check()
+        job.report(done / total, f"saving frame {done}/{total}: images, masks and the mask video")
+
+    run.save_masks(seg, video, video.info.fps, on_frame=saved)
     return {"obj_ids": list(seg.track.obj_ids), "repairs": []}  # new masks: no repairs yet
 
 
@@ -151,7 +159,7 @@ def _camera(inputs: Inputs, moge: Any, section: Any, job: Job) -> Intrinsics:
     return estimate_camera(inputs["video"], moge, section)
 
 
-def _save_camera(run: RunDir, K: Intrinsics, _inputs: Inputs) -> None:
+def _save_camera(run: RunDir, K: Intrinsics, _inputs: Inputs, _job: Job) -> None:
     run.save_camera(K)
 
 
@@ -177,7 +185,7 @@ def _recover(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Bod
     )
 
 
-def _save_recovered(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs) -> dict[str, Any]:
+def _save_recovered(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, _job: Job) -> dict[str, Any]:
     """``bodies_raw.npz`` and how many person-frames SAM-3D-Body estimated in this run (each
     estimate is one valid row: every valid row of a whole run, the changed ones of an incremental run)."""
     run.save_tracks(RunDir.BODIES_RAW, tracks)
@@ -201,7 +209,7 @@ def _complete(inputs: Inputs, models: Any, section: Any, job: Job) -> Completion
     return complete_occlusions(video.frame, seg.track, inputs["recover"], models, section, job)
 
 
-def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs) -> dict[str, Any]:
+def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs, _job: Job) -> dict[str, Any]:
     run.save_completion(completion)
     report = completion.report
     work = {key: report[key] for key in ("enabled", "unet_evaluations", "person_frames_completed")}
@@ -232,7 +240,7 @@ def _refine(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Body
     )
 
 
-def _save_refined(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs) -> dict[str, Any]:
+def _save_refined(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, _job: Job) -> dict[str, Any]:
     run.save_tracks(RunDir.BODIES_COMPLETED, tracks)
     return {"person_frames_recovered": len(inputs["complete"].frames)}
 
@@ -263,7 +271,7 @@ def _resmoothed(tracks: dict[int, BodyTrack], incremental: Incremental | None) -
     return [i for i in tracks if i in incremental.changed or i not in incremental.previous]
 
 
-def _save_smoothed(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs) -> dict[str, Any]:
+def _save_smoothed(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, _job: Job) -> dict[str, Any]:
     run.save_tracks(RunDir.BODIES, tracks)
     return {"people_smoothed": _resmoothed(tracks, inputs["incremental"])}
 
@@ -299,7 +307,7 @@ def _export(inputs: Inputs, body: Any, section: Any, job: Job) -> MeshExport:
     return MeshExport(items, people)
 
 
-def _save_meshes(run: RunDir, export: MeshExport, _inputs: Inputs) -> dict[str, Any]:
+def _save_meshes(run: RunDir, export: MeshExport, _inputs: Inputs, _job: Job) -> dict[str, Any]:
     if export.people is not None:
         run.clear_people((RunDir.MESHES, RunDir.FOCALS), export.people)
     written = run.save_meshes(export.items)
@@ -365,7 +373,7 @@ def _reporting(items: Iterator[RenderedFrame], job: Job, n: int) -> Iterator[Ren
         job.report((item[0] + 1) / max(n, 1), f"frame {item[0] + 1}/{n}")
 
 
-def _save_render(run: RunDir, rendering: Rendering | None, inputs: Inputs) -> dict[str, Any]:
+def _save_render(run: RunDir, rendering: Rendering | None, inputs: Inputs, _job: Job) -> dict[str, Any]:
     if rendering is None:
         return {"frames": 0}
     fps = inputs["video"].info.fps
@@ -393,7 +401,7 @@ def _bundle(inputs: Inputs, body: Any, section: Any, job: Job) -> tuple[list[Per
 
 
 def _save_bundles(
-    run: RunDir, result: tuple[list[PersonBundle], bytes | None], _inputs: Inputs
+    run: RunDir, result: tuple[list[PersonBundle], bytes | None], _inputs: Inputs, _job: Job
 ) -> dict[str, Any]:
     bundles, scene = result
     return {"people": run.save_bundles(bundles, scene), "glb": scene is not None}
@@ -417,6 +425,8 @@ RECIPE: tuple[Stage, ...] = (
         # The masks also come from prompts or an imported folder, which a resume does not repeat:
         # new masks are asked for explicitly (Mask Generation, --force).
         rerun_on_change=False,
+        # Writing every frame's image, masks and the overlay video takes about as long as tracking.
+        save_share=0.5,
     ),
     Stage(
         "camera",

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -328,10 +328,19 @@ class RunDir:
             raise RunDirError(f"{target} is not inside the run folder {self.root}")
 
     # ------------------------------------------------------------------ masks stage
-    def save_masks(self, seg: Segmentation, frames: FrameSource, fps: Fraction) -> None:
+    def save_masks(
+        self,
+        seg: Segmentation,
+        frames: FrameSource,
+        fps: Fraction,
+        on_frame: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Save a segmentation: ``masks/`` (palette PNG, value = id), ``images/`` (the frames),
-        ``masks_vis/``, the overlay video and ``segmentation.json``."""
-        self._write_mask_frames(seg.track, frames, fps, range(seg.track.n_frames), images=True)
+        ``masks_vis/``, the overlay video and ``segmentation.json``; ``on_frame(done, total)``
+        after each frame (it may raise to stop, e.g. `body4d.jobs.Cancelled`)."""
+        self._write_mask_frames(
+            seg.track, frames, fps, range(seg.track.n_frames), images=True, on_frame=on_frame
+        )
         self._write_segmentation(seg)
 
     def save_mask_repair(
@@ -387,7 +396,14 @@ class RunDir:
         return {obj_id: frozenset(frames) for obj_id, frames in sorted(changes.items())}
 
     def _write_mask_frames(
-        self, track: MaskTrack, frames: FrameSource, fps: Fraction, rewrite: Container[int], *, images: bool
+        self,
+        track: MaskTrack,
+        frames: FrameSource,
+        fps: Fraction,
+        rewrite: Container[int],
+        *,
+        images: bool,
+        on_frame: Callable[[int, int], None] | None = None,
     ) -> None:
         """``masks/`` and ``masks_vis/`` (and ``images/`` with ``images``) of the frames in
         ``rewrite``, and the overlay video of every frame.
@@ -415,6 +431,8 @@ class RunDir:
                 while len(pending) > 2 * workers:
                     pending.popleft().result()
                 yield masklib.overlay(rgb, labels)
+                if on_frame is not None:
+                    on_frame(i + 1, track.n_frames)
             while pending:
                 pending.popleft().result()
 

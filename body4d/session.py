@@ -7,6 +7,9 @@ lazily on the session's video), the masks shown on prompted frames, and the flag
 its pipeline run. The app creates one `SessionStore` and passes it to the UI handlers; nothing
 here is a module global, so many users can work at once without seeing each other's data.
 
+A session is keyed by the browser's own key (kept in its local storage, so a reload finds the
+same session again); each page load's Gradio session hash is an alias of that key.
+
 Target ids start at 1 and are never renumbered: removing target 2 of 1, 2, 3 leaves 1 and 3, and
 the next new target is 4. Only "clear all targets" (or a new video) starts again at 1.
 """
@@ -69,7 +72,10 @@ class Session:
         masks: live masks per prompted frame, ``{frame: {target_id: bool[H, W]}}`` in video pixels.
         mask_prompts: what the run's masks were made from (None = automatic people detection);
             meaningful once its ``masks`` stage is done.
-        cancel: set by the Cancel button; the running pipeline polls it.
+        runs: ids of the run folders this session made, oldest first (the recent-runs list).
+        pending: runs asked for (button pressed) that have not started yet (queued).
+        cancel: set by the Cancel button while a run is going or queued; the running pipeline
+            polls it, a queued run sees it when it starts; cleared when that run ends.
         run_lock: held while a pipeline runs on this session's run folder.
     """
 
@@ -87,6 +93,8 @@ class Session:
     tracker: Tracker | None = field(default=None, repr=False, compare=False)
     masks: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
     mask_prompts: Prompts | None = None
+    runs: list[str] = field(default_factory=list)
+    pending: int = 0
     cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -94,6 +102,22 @@ class Session:
     _frame_cache: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ video
+    @property
+    def busy(self) -> bool:
+        """A run of this session is going or queued."""
+        return self.run_lock.locked() or self.pending > 0
+
+    def unload_video(self) -> None:
+        """Forget the loaded video (the upload was removed); its run folder stays on disk."""
+        self.close()
+        self.video_path = None
+        self.info = None
+        self.run = None
+        self.preview_path = None
+        self.current_frame = 0
+        self.mask_prompts = None
+        self.clear_targets()
+
     @property
     def has_video(self) -> bool:
         """A video is loaded."""
@@ -119,6 +143,8 @@ class Session:
         self.info = video.info
         self.max_side = max_side
         self.run = run
+        if run.run_id not in self.runs:
+            self.runs.append(run.run_id)
         self.preview_path = None
         self.current_frame = 0
         self.mask_prompts = None
@@ -242,6 +268,7 @@ class SessionStore:
         self.max_sessions = max_sessions
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+        self._aliases: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -252,12 +279,32 @@ class SessionStore:
         with self._lock:
             return session_id in self._sessions
 
+    def alias(self, alias: str, session_id: str) -> None:
+        """Make ``alias`` (a page load's session hash) name the session ``session_id`` (the
+        browser's key): a reloaded page gets its session back."""
+        if not alias or not session_id:
+            raise ValueError("alias and session id must be non-empty")
+        with self._lock:
+            self._aliases[alias] = session_id
+
+    def unalias(self, alias: str) -> None:
+        """Forget ``alias`` (the page closed); the session itself stays until it idles out."""
+        with self._lock:
+            self._aliases.pop(alias, None)
+
+    def resolve(self, alias: str) -> str:
+        """The session id ``alias`` names (itself when it is no alias)."""
+        with self._lock:
+            return self._aliases.get(alias, alias)
+
     def get(self, session_id: str) -> Session:
-        """The session of ``session_id``, created on first use; marks it as used now."""
+        """The session of ``session_id`` (or of the alias it is), created on first use; marks it
+        as used now."""
         if not session_id:
             raise ValueError("a session id is required (Gradio passes request.session_hash)")
         now = self._clock()
         with self._lock:
+            session_id = self._aliases.get(session_id, session_id)
             session = self._sessions.pop(session_id, None)
             if session is None:
                 session = Session(session_id=session_id)
@@ -270,9 +317,11 @@ class SessionStore:
         return session
 
     def drop(self, session_id: str) -> None:
-        """Forget ``session_id`` (e.g. the browser tab closed) and release its decoder."""
+        """Forget ``session_id`` (or the session its alias names) and release its decoder."""
         with self._lock:
+            session_id = self._aliases.get(session_id, session_id)
             session = self._sessions.pop(session_id, None)
+            self._aliases = {a: sid for a, sid in self._aliases.items() if sid != session_id}
         if session is not None:
             self._close(session)
 
@@ -286,6 +335,9 @@ class SessionStore:
         while len(self._sessions) > self.max_sessions:
             oldest = next(iter(self._sessions))
             dropped.append(self._sessions.pop(oldest))
+        if dropped:
+            gone = {s.session_id for s in dropped}
+            self._aliases = {a: sid for a, sid in self._aliases.items() if sid not in gone}
         return dropped
 
     @staticmethod

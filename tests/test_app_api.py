@@ -92,6 +92,10 @@ def test_scripted_run_returns_values_and_downloads_valid_files(api_app, tmp_path
         for key in ("npz", "json"):
             assert Path(person[key]).is_file() and Path(person[key]).name == f"1.{key}"
         assert Path(files["zip"]).is_relative_to(tmp_path), "files are downloaded to the client"
+    # Served results are read from the run folder, not copied into Gradio's cache (disk).
+    cache = Path(api_app["out"]) / ".gradio_cache"
+    copies = [p.name for p in cache.rglob("*") if p.suffix in (".zip", ".glb", ".npz", ".bvh")]
+    assert copies == [], f"results copied into the Gradio cache: {copies}"
 
 
 def test_two_clients_are_two_sessions(api_app, tmp_path: Path) -> None:

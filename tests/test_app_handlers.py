@@ -21,6 +21,7 @@ from body4d.ui.display import format_fps, format_time, show_frame
 from body4d.ui.downloads import run_files
 from body4d.ui.events import UiEvents
 from body4d.ui.examples import example_thumbnails, find_examples
+from body4d.ui.layout import Widgets, build_layout
 from body4d.ui.loading import LoadResult, load_video, make_preview
 from body4d.ui.prompts import (
     ClickRequest,
@@ -85,6 +86,16 @@ def fresh(cfg: Config) -> Session:
 def caps_report(cfg: Config) -> tuple[Capabilities, object]:
     report = checkpoint_report(cfg)
     return capabilities(cfg, report), report
+
+
+def bind_events(
+    cfg: Config, store: SessionStore, report, caps: Capabilities, models=None, examples=(), platform=None
+) -> tuple[UiEvents, Widgets]:
+    """UiEvents bound to a real page layout (the handlers answer with {widget: update})."""
+    events = UiEvents(cfg, store, report, caps, list(examples), models, platform)
+    demo, widgets = build_layout(layout_spec(report, caps, []))
+    events.bind(demo, widgets)
+    return events, widgets
 
 
 def vtest_frame(index: int) -> np.ndarray:
@@ -201,25 +212,55 @@ def test_targets_add_remove_clear_keep_their_ids(fresh: Session, caps_report) ->
     assert fresh.targets == {1: []} and fresh.current_target == 1 and fresh.next_id == 2
 
 
-def test_bad_uploads_raise_gr_error_with_the_reason(cfg: Config, tmp_path: Path) -> None:
+def test_bad_uploads_become_the_status_and_keep_the_loaded_video(cfg: Config, tmp_path: Path) -> None:
     store = SessionStore()
     report = checkpoint_report(cfg)
-    events = UiEvents(cfg, store, report, capabilities(cfg, report), [])
+    events, w = bind_events(cfg, store, report, capabilities(cfg, report))
     request = gr.Request(session_hash="bad")
     fake = tmp_path / "holiday.mp4"
     fake.write_text("this is not a video")
     with pytest.raises(VideoError):
         load_video(cfg, Session(session_id="x"), fake)
-    with pytest.raises(gr.Error) as err:
-        events.upload(str(fake), request)
-    message = str(err.value.message)
+    with pytest.warns(
+        UserWarning, match="holiday.mp4 cannot be read"
+    ):  # the toast (a warning outside a request)
+        out = events.upload(str(fake), request)
+    assert set(out) == {w.status, w.upload}, "only the status and the refused file change"
+    message = out[w.status]
     assert "holiday.mp4 cannot be read as a video" in message and "re-export it as H.264 mp4" in message
     assert str(tmp_path) not in message, "the user sees the file name, not the server path"
+    assert out[w.upload] is None, "the refused file is taken off the upload widget"
+    assert not store.get("bad").has_video
+    # With a video loaded, a bad upload leaves it loaded and clickable.
+    events.upload(str(VTEST), request)
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    with pytest.raises(gr.Error, match="notes.txt is not a video this app reads"):
-        events.upload(str(notes), request)
-    assert not store.get("bad").has_video
+    with pytest.warns(UserWarning):
+        out = events.upload(str(notes), request)
+    assert (
+        "notes.txt is not a video this app reads" in out[w.status]
+        and "(vtest.avi is still loaded.)" in out[w.status]
+    )
+    session = store.get("bad")
+    assert session.has_video and session.video_path == VTEST
+    select = gr.SelectData(target=None, data={"index": [120, 240], "value": None})
+    clicked = events.click("Positive", select, request)
+    assert session.targets[1] == [Click(0, 120.0, 240.0, True)] and w.frame in clicked
+
+
+def test_removing_the_upload_unloads_the_video(cfg: Config) -> None:
+    store = SessionStore()
+    report = checkpoint_report(cfg)
+    events, w = bind_events(cfg, store, report, capabilities(cfg, report))
+    request = gr.Request(session_hash="x-button")
+    events.upload(str(VTEST), request)
+    run_id = store.get("x-button").run.run_id
+    out = events.remove_upload(request)
+    session = store.get("x-button")
+    assert not session.has_video and session.run is None and session.targets == {1: []}
+    assert out[w.frame] is None and out[w.preview_video] is None and "vtest.avi removed" in out[w.status]
+    assert out[w.slider].interactive is False
+    assert session.runs == [run_id], "the run folder stays listed for this session"
 
 
 def test_too_long_video_is_refused_with_the_config_key(tmp_path: Path) -> None:
@@ -231,29 +272,55 @@ def test_too_long_video_is_refused_with_the_config_key(tmp_path: Path) -> None:
 def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
     store = SessionStore()
     report = checkpoint_report(cfg)
-    events = UiEvents(cfg, store, report, capabilities(cfg, report), [])
+    events, w = bind_events(cfg, store, report, capabilities(cfg, report))
     alice, bob = gr.Request(session_hash="alice"), gr.Request(session_hash="bob")
-    outputs = events.upload(str(VTEST), alice)
-    assert len(outputs) == events.n_load_outputs
-    image, slider, time, targets, status = outputs[:5]
+    out = events.upload(str(VTEST), alice)
+    image, slider, time = out[w.frame], out[w.slider], out[w.time]
     assert (
         image.shape == (VTEST_H, VTEST_W, 3)
         and slider.maximum == VTEST_FRAMES - 1
         and time.startswith("00:00.00")
     )
-    assert "795 frames" in status and outputs[5:8] == (None,) * 3 and outputs[9:] == (None,) * 2
-    assert outputs[8]["visible"] is False and outputs[8]["choices"] == []  # the 4D Result choice, emptied
-    image400, time400 = events.scrub(400, alice)
-    assert time400 == "00:40.00 / 01:19.50" and np.array_equal(image400, vtest_frame(400))
+    assert "795 frames" in out[w.status]
+    assert out[w.mask_video] is None and out[w.result_video] is None and out[w.downloads] is None
+    assert out[w.result_choice]["visible"] is False and out[w.result_choice]["choices"] == []
+    assert out[w.viewer3d]["visible"] is False
+    scrubbed = events.scrub(400, alice)
+    assert scrubbed[w.time] == "00:40.00 / 01:19.50" and np.array_equal(scrubbed[w.frame], vtest_frame(400))
     select = gr.SelectData(target=None, data={"index": [120, 240], "value": None})
-    drawn, targets, message = events.click("Negative", select, alice)
+    clicked = events.click("Negative", select, alice)
     assert store.get("alice").targets[1] == [Click(400, 120.0, 240.0, False)]
-    assert marker_colour(drawn, 120, 240) == NEGATIVE_FILL and "negative click" in message
-    assert not store.get("bob").has_video and events.scrub(3, bob) == (gr.skip(), gr.skip())
-    with pytest.raises(gr.Error, match="no video loaded"):
-        events.click("Positive", select, bob)
-    events.unload(alice)
-    assert "alice" not in store
+    assert (
+        marker_colour(clicked[w.frame], 120, 240) == NEGATIVE_FILL and "negative click" in clicked[w.status]
+    )
+    assert not store.get("bob").has_video and events.scrub(3, bob) == {}
+    with pytest.warns(UserWarning):
+        refused = events.click("Positive", select, bob)
+    assert set(refused) == {w.status} and "no video loaded" in refused[w.status]
+
+
+def test_a_reload_finds_the_session_by_its_browser_key(cfg: Config) -> None:
+    store = SessionStore()
+    report = checkpoint_report(cfg)
+    events, w = bind_events(cfg, store, report, capabilities(cfg, report))
+    first = gr.Request(session_hash="load-1")
+    out = events.restore(None, first)
+    key = out[w.browser_key]
+    assert isinstance(key, str) and len(key) == 32 and w.frame not in out, "a new browser: nothing to restore"
+    events.upload(str(VTEST), first)
+    events.scrub(120, first)
+    events.click("Positive", gr.SelectData(target=None, data={"index": [50, 60], "value": None}), first)
+    run_id = store.get(key).run.run_id
+    events.unload(first)  # the reload closes the old page...
+    second = gr.Request(session_hash="load-2")
+    out = events.restore(key, second)  # ...and the new page load brings the key from local storage
+    assert out[w.browser_key] == key and "Welcome back: vtest.avi is still loaded" in out[w.status]
+    assert out[w.slider].value == 120 and out[w.targets].value == 1
+    assert np.array_equal(out[w.frame][:40], vtest_frame(120)[:40]), "the same frame (clicks drawn lower)"
+    assert store.get("load-2").run.run_id == run_id and store.get("load-2").targets[1][0].frame == 120
+    # A forged or missing key gets a fresh session.
+    other = events.restore("../../etc/passwd", gr.Request(session_hash="load-3"))
+    assert other[w.browser_key] != key and not store.get("load-3").has_video
 
 
 def test_status_lists_missing_checkpoints_with_the_setup_command(cfg: Config) -> None:
@@ -323,8 +390,9 @@ def test_examples_list_gives_the_gallery_and_loads_a_picked_one(
         ],
     )
     with caplog.at_level(logging.WARNING, logger="body4d.ui.examples"):
-        items = find_examples(listed)
+        items, hint = find_examples(listed)
     assert items == [(folder / "broken.mkv", "Broken"), (folder / "walk.mp4", "A walk")]
+    assert hint == "run `python scripts/setup.py --examples` to fetch 1 more example"
     assert (
         "downloads/far.mp4 not downloaded yet: run `python scripts/setup.py --examples` to fetch 1 more"
         in (caplog.text)
@@ -334,13 +402,19 @@ def test_examples_list_gives_the_gallery_and_loads_a_picked_one(
         usable == [folder / "walk.mp4"] and thumbs[0][1] == "A walk" and thumbs[0][0].shape == (192, 320, 3)
     )
     broken_list = listed.replace(**{"app.examples_list": str(tmp_path / "none.yaml")})
-    assert find_examples(broken_list) == []
+    assert find_examples(broken_list) == ([], "")
+    spec = layout_spec(
+        checkpoint_report(cfg), capabilities(cfg, checkpoint_report(cfg)), thumbs, examples_hint=hint
+    )
+    demo, widgets = build_layout(spec)
+    shown = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "examples_hint"]
+    assert shown and "setup.py --examples" in shown[0].value, "the page says how to fetch the rest"
     report = checkpoint_report(cfg)
-    events = UiEvents(cfg, SessionStore(), report, capabilities(cfg, report), usable)
-    outputs = events.pick_example(
+    events, w = bind_events(cfg, SessionStore(), report, capabilities(cfg, report), examples=usable)
+    out = events.pick_example(
         gr.SelectData(target=None, data={"index": 0, "value": None}), gr.Request(session_hash="ex")
     )
-    assert outputs[1].maximum == 2 and "Loaded walk.mp4: 3 frames" in outputs[4]
+    assert out[w.slider].maximum == 2 and "Loaded walk.mp4: 3 frames" in out[w.status]
 
 
 def test_session_store_evicts_idle_and_surplus_sessions() -> None:
@@ -428,10 +502,10 @@ def model_events(tiny, person_clip: Path):
     """UiEvents with the tiny models and one browser session that uploaded the walker clip."""
     cfg, report, caps, models = tiny
     store = SessionStore()
-    events = UiEvents(cfg, store, report, caps, [], models)
+    events, widgets = bind_events(cfg, store, report, caps, models)
     request = gr.Request(session_hash="walker")
     events.upload(str(person_clip), request)
-    return events, store.get("walker"), request
+    return events, store.get("walker"), request, widgets
 
 
 class FakeProgress:
@@ -491,9 +565,10 @@ def test_broken_checkpoint_leaves_the_app_usable_with_the_reason(tmp_path: Path)
 def test_click_shows_live_masks_of_every_target_and_edits_the_tracker(model_events) -> None:
     from body4d.masks import masks_to_labels, overlay
 
-    events, session, request = model_events
+    events, session, request, w = model_events
     plain = session.frame(0).copy()  # as decoded (H.264 is lossy)
-    image, _, message = events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    out = events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    image, message = out[w.frame], out[w.status]
     tracker = session.tracker
     assert tracker is not None and tracker.obj_ids == [1]
     mask = session.masks[0][1]
@@ -508,20 +583,19 @@ def test_click_shows_live_masks_of_every_target_and_edits_the_tracker(model_even
     events.add_target(request)
     events.click("Positive", select(20, 20), request)
     assert tracker.obj_ids == [1, 2] and set(session.masks[0]) == {1, 2}
-    image2, targets, message = events.remove_target(request)
-    assert tracker.obj_ids == [1] and set(session.masks[0]) == {1} and "Removed Target 2" in message
-    assert np.array_equal(image2, image), "back to target 1 alone"
-    image3, _, _ = events.clear_targets(request)
-    assert tracker.obj_ids == [] and session.masks == {} and np.array_equal(image3, plain)
+    out = events.remove_target(request)
+    assert tracker.obj_ids == [1] and set(session.masks[0]) == {1} and "Removed Target 2" in out[w.status]
+    assert np.array_equal(out[w.frame], image), "back to target 1 alone"
+    out = events.clear_targets(request)
+    assert tracker.obj_ids == [] and session.masks == {} and np.array_equal(out[w.frame], plain)
 
 
 def test_negative_only_first_click_is_refused_and_not_recorded(model_events) -> None:
-    events, session, request = model_events
-    with pytest.raises(gr.Error) as err:
-        events.click("Negative", select(PERSON_X, PERSON_Y), request)
-    assert "object 1 has only negative clicks: add a positive click on the person first" in str(
-        err.value.message
-    )
+    events, session, request, w = model_events
+    with pytest.warns(UserWarning):
+        out = events.click("Negative", select(PERSON_X, PERSON_Y), request)
+    assert set(out) == {w.status}, "the frame and targets keep their values"
+    assert "object 1 has only negative clicks: add a positive click on the person first" in out[w.status]
     assert session.targets == {1: []} and session.masks == {}
     events.click("Positive", select(PERSON_X, PERSON_Y), request)
     events.click("Negative", select(100, 80), request)  # a negative refinement is fine now
@@ -532,21 +606,34 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     import json
     import zipfile
 
-    events, session, request = model_events
-    with pytest.raises(gr.Error, match="no targets yet: click on a person"):
-        events.mask_generation(request, FakeProgress())
+    events, session, request, w = model_events
+    with pytest.warns(UserWarning):
+        out = events.mask_generation(request, FakeProgress())
+    assert set(out) == {w.status} and "no targets yet: click on a person" in out[w.status]
     events.click("Positive", select(PERSON_X, PERSON_Y), request)
     progress = FakeProgress()
-    video, status = events.mask_generation(request, progress)
+    out = events.mask_generation(request, progress)
+    video, status = out[w.mask_video], out[w.status]
     run = session.run
     assert video == str(run.root / f"video_mask_{run.run_id}.mp4") and probe(Path(video)).n_frames == CLIP_T
     assert len(list((run.root / "masks").glob("*.png"))) == CLIP_T
     assert "Mask Generation done" in status and "target(s) 1 tracked over 8 frames" in status
     assert progress.calls and progress.calls[-1][1].startswith("masks:") and progress.calls[-1][0] <= 1.0
+    # Writing images, masks and the mask video has its own labelled half of the bar (no silent 100 %).
+    saving = [f for f, desc in progress.calls if desc.startswith("masks: saving frame")]
+    tracking = [f for f, desc in progress.calls if not desc.startswith("masks: saving frame")]
+    assert len(saving) == CLIP_T and saving == sorted(saving) and saving[0] > 0.5 and saving[-1] == 1.0
+    assert max(tracking) <= 0.5
     masks_started = run.manifest["stages"]["masks"]["started"]
 
     progress = FakeProgress()
-    video, result_video, choice, viewer, downloads, status = events.generate_4d(request, progress)
+    out = events.generate_4d(request, progress)
+    result_video, choice, viewer, downloads = (
+        out[w.result_video],
+        out[w.result_choice],
+        out[w.viewer3d],
+        out[w.downloads],
+    )
     manifest = run.manifest
     assert (
         result_video == str(run.root / f"4d_{run.run_id}.mp4")
@@ -556,18 +643,18 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     assert (
         choice["choices"] == [("All people", "All people"), ("Person 1", "1")] and choice["visible"] is True
     )
-    alone = events.show_result("1", request)
+    alone = events.show_result("1", request)[w.result_video]
     assert (
         alone == str(run.root / "4d_individual" / "4d_individual_1.mp4")
         and probe(Path(alone)).n_frames == CLIP_T
     )
-    assert events.show_result("All people", request) == result_video
+    assert events.show_result("All people", request)[w.result_video] == result_video
     assert manifest["stages"]["masks"]["started"] == masks_started, "done masks are not redone"
     done = ("camera", "recover", "complete", "refine", "smooth", "export", "render", "bundle")
     assert all(manifest["stages"][s]["status"] == "done" for s in done)
     objs = sorted((run.root / "mesh_4d_individual" / "1").glob("*.obj"))
     assert len(objs) == manifest["stages"]["export"]["files"] >= 1
-    assert f"1 person, {len(objs)} meshes" in status
+    assert f"1 person, {len(objs)} meshes" in out[w.status]
     zip_path, npz_path, *bundle = (Path(p) for p in downloads)
     assert zip_path == run.root / f"body4d_{run.run_id}.zip" and npz_path == run.root / "bodies.npz"
     assert [p.relative_to(run.root).as_posix() for p in bundle] == [
@@ -583,7 +670,11 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     assert {f"mesh_4d_individual/1/{p.name}" for p in objs} <= with_meshes
     assert not any("/images/" in n for n in names), "the frame cache stays out of the zip"
     assert zipped_manifest["stages"]["export"]["status"] == "done"
-    assert any(p[0] >= 0.99 for p in progress.calls), "the progress bar reaches the end"
+    # The zip has its own labelled share of the progress bar (not a silent wait at 100 %).
+    zipping = [f for f, desc in progress.calls if desc.startswith("downloads: zipping the run")]
+    assert zipping and zipping[0] < 1.0 and zipping[-1] >= 0.99
+    bundle_end = max(f for f, desc in progress.calls if desc.startswith("bundle:"))
+    assert bundle_end < 0.95, "the stages end before the zip starts"
 
     # new masks with a second target: the next 4D Generation redoes the bodies for both
     events.add_target(request)
@@ -592,57 +683,184 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     stale = run.manifest["stages"]
     assert all(stale[s]["status"] == "stale" for s in ("camera", "recover", "smooth", "export"))
     masks_redone = stale["masks"]["started"]
-    _, _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
-    assert "2 people" in status
+    out = events.generate_4d(request, FakeProgress())
+    assert "2 people" in out[w.status]
     assert run.manifest["stages"]["masks"]["started"] == masks_redone, "fresh masks are not redone"
-    with zipfile.ZipFile(downloads[0]) as zf:
+    with zipfile.ZipFile(out[w.downloads][0]) as zf:
         assert f"{run.run_id}/people/2/2.bvh" in zf.namelist()
 
     # 4D Generation pressed again on the finished run: the same results, nothing recomputed
     finished = run.manifest["stages"]
-    _, _, _, _, again, status = events.generate_4d(request, FakeProgress())
-    assert "2 people" in status and [Path(p).name for p in again] == [Path(p).name for p in downloads]
+    again = events.generate_4d(request, FakeProgress())
+    assert "2 people" in again[w.status]
+    assert [Path(p).name for p in again[w.downloads]] == [Path(p).name for p in out[w.downloads]]
     assert run.manifest["stages"] == finished
 
 
+def test_scrubbing_after_mask_generation_shows_the_tracked_masks(model_events) -> None:
+    from body4d.masks import masks_to_labels, overlay, read_palette_png
+
+    events, session, request, w = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    events.mask_generation(request, FakeProgress())
+    last = CLIP_T - 1
+    labels = read_palette_png(session.run.mask_path(last))
+    assert labels.any(), "the walker is tracked to the last frame"
+    shown = events.scrub(last, request)[w.frame]
+    assert np.array_equal(shown, overlay(session.frame(last), labels)), "the tracked mask, not the bare frame"
+    # A correction under way on frame 0: that frame shows its new live mask, the others the track.
+    events.scrub(0, request)
+    out = events.click("Negative", select(PERSON_X + 4, PERSON_Y + 4), request)
+    assert session.prompts() != session.mask_prompts
+    live = masks_to_labels(session.masks[0], (CLIP_H, CLIP_W))
+    assert np.array_equal(out[w.frame], draw_clicks(overlay(session.frame(0), live), session.targets[1]))
+    assert np.array_equal(events.scrub(last, request)[w.frame], shown)
+
+
 def test_cancel_during_mask_generation_marks_the_stage_cancelled(model_events) -> None:
-    events, session, request = model_events
+    events, session, request, w = model_events
     events.click("Positive", select(PERSON_X, PERSON_Y), request)
     replies: list[str] = []
-    progress = FakeProgress(hook=lambda fraction, desc: replies.append(events.cancel(request)))
-    video, status = events.mask_generation(request, progress)
+    progress = FakeProgress(hook=lambda fraction, desc: replies.append(events.cancel(request)[w.status]))
+    out = events.mask_generation(request, progress)
     assert replies[0].startswith("Cancelled: the running stage stops")
-    assert video == gr.skip() and status.startswith("Mask Generation cancelled")
+    assert set(out) == {w.status} and out[w.status].startswith("Mask Generation cancelled")
     assert session.run.manifest["stages"]["masks"]["status"] == "cancelled"
-    assert not session.run_lock.locked()
-    assert events.cancel(request) == "Nothing is running."
-    video, status = events.mask_generation(request, FakeProgress())  # a new run starts afresh
-    assert session.run.manifest["stages"]["masks"]["status"] == "done" and video is not None
+    assert not session.run_lock.locked() and not session.cancel.is_set()
+    assert events.cancel(request)[w.status] == "Nothing is running."
+    assert not session.cancel.is_set(), "a Cancel with nothing running does not stop the next run"
+    out = events.mask_generation(request, FakeProgress())  # a new run starts afresh
+    assert session.run.manifest["stages"]["masks"]["status"] == "done" and out[w.mask_video] is not None
+
+
+def test_cancel_during_the_zip_stops_it_and_says_so(model_events) -> None:
+    events, session, request, w = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    replies: list[str] = []
+
+    def cancel_in_zip(fraction: float, desc: str) -> None:
+        if desc.startswith("downloads:") and not replies:
+            replies.append(events.cancel(request)[w.status])
+
+    out = events.generate_4d(request, FakeProgress(hook=cancel_in_zip))
+    assert replies == [replies[0]] and replies[0].startswith("Cancelled: the running stage stops")
+    assert out[w.status].startswith("4D Generation cancelled")
+    run = session.run
+    assert not run.path(RunDir.ZIP).exists() and not list(run.root.glob("*.part")), "no partial zip"
+    assert run.manifest["stages"]["bundle"]["status"] == "done", "the finished stages are kept"
+    out = events.generate_4d(request, FakeProgress())
+    assert Path(out[w.downloads][0]) == run.path(RunDir.ZIP) and run.path(RunDir.ZIP).is_file()
+
+
+def test_a_run_queued_then_cancelled_does_not_start(model_events) -> None:
+    events, session, request, w = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    begun = events.begin_run(request)
+    assert begun[w.mask_generation]["interactive"] is False and begun[w.generate_4d]["interactive"] is False
+    assert begun[w.status] == "Starting…" and session.busy
+    assert events.cancel(request)[w.status] == "Cancelled: your queued run will not start."
+    out = events.mask_generation(request, FakeProgress())
+    assert out[w.status].startswith("Mask Generation cancelled") and not session.run.is_done("masks")
+    ended = events.end_run(request)
+    assert ended[w.mask_generation]["interactive"] is True and not session.busy
+
+
+def test_a_queued_user_is_told_another_user_holds_the_gpu(model_events) -> None:
+    events, session, request, w = model_events
+    other = gr.Request(session_hash="someone-else")
+    events.upload(str(session.video_path), other)
+    seen: list[str] = []
+
+    def while_running(fraction: float, desc: str) -> None:
+        if not seen:
+            seen.append(events.begin_run(other)[w.status])
+
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    events.mask_generation(request, FakeProgress(hook=while_running))
+    assert seen[0].startswith("Queued: another user is running a job (Mask Generation, for ")
+    assert events.begin_run(other)[w.status] == "Starting…", "the GPU is free again"
 
 
 def test_auto_detect_finds_people_without_clicks(model_events) -> None:
-    events, session, request = model_events
-    video, status = events.auto_detect(request, FakeProgress())
+    events, session, request, w = model_events
+    out = events.auto_detect(request, FakeProgress())
     obj_ids = session.run.manifest["stages"]["masks"]["obj_ids"]
-    assert len(obj_ids) >= 1 and Path(video).is_file()
+    assert len(obj_ids) >= 1 and Path(out[w.mask_video]).is_file()
     who = "1 person" if len(obj_ids) == 1 else f"{len(obj_ids)} people"  # not "1 people"
-    assert f"Auto-detect found {who} (ids " in status and session.mask_prompts is None
+    assert f"Auto-detect found {who} (ids " in out[w.status] and session.mask_prompts is None
     assert len(list((session.run.root / "masks").glob("*.png"))) == CLIP_T
 
 
 def test_targets_added_after_mask_generation_are_used_by_4d_generation(model_events) -> None:
-    events, session, request = model_events
+    events, session, request, w = model_events
     events.click("Positive", select(PERSON_X, PERSON_Y), request)
     events.mask_generation(request, FakeProgress())
     masks_started = session.run.manifest["stages"]["masks"]["started"]
     # A second target clicked after Mask Generation, then straight to 4D Generation.
     events.add_target(request)
     events.click("Positive", select(110, 20), request)
-    _, _, _, _, downloads, status = events.generate_4d(request, FakeProgress())
+    status = events.generate_4d(request, FakeProgress())[w.status]
     assert status.startswith("The targets changed since Mask Generation, so the masks were made again first.")
     assert "2 people" in status
     stages = session.run.manifest["stages"]
     assert stages["masks"]["started"] > masks_started and stages["masks"]["obj_ids"] == [1, 2]
     # Unchanged clicks: pressing again remakes nothing.
-    *_, again = events.generate_4d(request, FakeProgress())
+    again = events.generate_4d(request, FakeProgress())[w.status]
     assert not again.startswith("The targets changed") and session.run.manifest["stages"] == stages
+
+
+def test_finished_runs_are_listed_and_reopen_with_their_results(model_events) -> None:
+    events, session, request, w = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    events.generate_4d(request, FakeProgress())
+    run_id = session.run.run_id
+    listed = events.end_run(request)[w.recent_runs]
+    assert (f"{run_id} · walker.mp4 · 4D done", run_id) in listed["choices"] and listed["visible"]
+    events.upload(str(session.video_path), request)  # another run of the same clip
+    assert session.run.run_id != run_id
+    out = events.reopen(run_id, request)
+    assert session.run.run_id == run_id and out[w.status].startswith(f"Reopened run {run_id} (walker.mp4)")
+    assert out[w.result_video] == str(session.run.result_video_path())
+    assert out[w.viewer3d]["value"] == str(session.run.scene_glb_path())
+    assert Path(out[w.downloads][0]).name == f"body4d_{run_id}.zip"
+    assert out[w.mask_video] == str(session.run.mask_video_path())
+    # Another browser cannot open this session's run (app.list_server_runs is off).
+    stranger = gr.Request(session_hash="stranger")
+    with pytest.warns(UserWarning):
+        refused = events.reopen(run_id, stranger)
+    assert "is not in the recent-runs list" in refused[w.status]
+
+
+def test_re_track_target_corrects_one_target_and_4d_redoes_only_its_frames(model_events) -> None:
+    events, session, request, w = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    events.mask_generation(request, FakeProgress())
+    assert "press Re-track Target" in events.mask_generation(request, FakeProgress())[w.status]
+    events.generate_4d(request, FakeProgress())
+    events.scrub(5, request)
+    events.click("Positive", select(PERSON_X + 10, PERSON_Y + 4), request)
+    begun = events.begin_run(request)
+    assert begun[w.repair]["interactive"] is False
+    out = events.repair(request, FakeProgress())
+    events.end_run(request)
+    assert out[w.status].startswith("Target 1 was re-propagated from frame 5")
+    assert out[w.mask_video] == str(session.run.mask_video_path())
+    assert session.mask_prompts == session.prompts(), "4D Generation will not remake every mask"
+    out = events.generate_4d(request, FakeProgress())
+    assert not out[w.status].startswith("The targets changed")
+    recover = session.run.manifest["stages"]["recover"]
+    changed = session.run.manifest["stages"]["masks"]["repairs"][-1]["changed"]
+    n_changed = sum(b - a + 1 for runs in changed.values() for a, b in runs)
+    assert recover["person_frames_estimated"] == n_changed < CLIP_T, "only the changed person-frames"
+
+
+def test_the_system_panel_shows_device_renderer_and_the_models_in_memory(tiny) -> None:
+    from body4d.ui.system import Platform
+
+    cfg, report, caps, models = tiny
+    platform = Platform("cpu", "float32", "software (llvmpipe)")
+    events, w = bind_events(cfg, SessionStore(), report, caps, models, platform=platform)
+    panel = events.restore(None, gr.Request(session_hash="panel"))[w.system]
+    assert "**Device** cpu, float32 · **Renderer** software (llvmpipe)" in panel
+    assert "SAM-3 on cpu" in panel and "SAM-3D-Body on cpu" in panel and "**GPU memory** no GPU" in panel
+    assert events.end_run(gr.Request(session_hash="panel"))[w.system] == panel

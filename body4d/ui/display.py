@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
-from body4d.masks import draw_clicks, masks_to_labels, overlay
+from body4d.masks import draw_clicks, masks_to_labels, overlay, read_palette_png
 from body4d.session import Session
 from body4d.types import VideoInfo
 
@@ -79,8 +79,28 @@ class FrameView:
     scale: float
 
 
+def frame_labels(session: Session, index: int) -> np.ndarray | None:
+    """The label map to draw on frame ``index``: ``uint8[H, W]`` (pixel = target id) or None.
+
+    Once Mask Generation is done, every frame shows the tracked masks of the run, except the
+    frames whose live click masks are newer (the clicks changed since: a correction under way).
+    Before it, the frames clicked on show their live click masks.
+    """
+    info = session.require_info()
+    live = session.masks.get(index)
+    run = session.run
+    tracked = run is not None and run.is_done("masks") and run.mask_path(index).is_file()
+    edited = session.prompts() != session.mask_prompts
+    if live and (edited or not tracked):
+        return masks_to_labels(live, (info.height, info.width))
+    if tracked:
+        assert run is not None
+        return read_palette_png(run.mask_path(index))
+    return None
+
+
 def show_frame(session: Session, index: int) -> FrameView:
-    """Make ``index`` the current frame and render it with its live masks and clicks.
+    """Make ``index`` the current frame and render it with its masks (`frame_labels`) and clicks.
 
     Args:
         session: the caller's session.
@@ -93,9 +113,9 @@ def show_frame(session: Session, index: int) -> FrameView:
     index = min(max(int(index), 0), info.n_frames - 1)
     session.current_frame = index
     rgb = session.frame(index)
-    masks = session.masks.get(index)
-    if masks:
-        rgb = overlay(rgb, masks_to_labels(masks, (info.height, info.width)))
+    labels = frame_labels(session, index)
+    if labels is not None and labels.any():
+        rgb = overlay(rgb, labels)
     clicks = [click for _, click in session.clicks_on(index)]
     if clicks:
         rgb = draw_clicks(rgb, clicks)

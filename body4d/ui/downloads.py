@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from body4d.jobs import Job
 from body4d.run_dir import MANIFEST, RunDir
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,15 @@ def person_files(run: RunDir) -> list[Path]:
         for suffix in (".glb", ".bvh", ".npz", ".json")
         if (path := run.person_path(int(obj_id), suffix)).is_file()
     ]
+
+
+def run_downloads(run: RunDir) -> list[Path]:
+    """What the app offers for a finished run: its zip (if written), ``bodies.npz`` and each
+    person's bundle files."""
+    zip_path = run.path(RunDir.ZIP)
+    bodies = run.path(RunDir.BODIES)
+    head = [p for p in (zip_path, bodies) if p.is_file()]
+    return head + person_files(run)
 
 
 def current_body_ids(run: RunDir) -> set[str]:
@@ -72,28 +82,37 @@ def run_files(run: RunDir, *, zip_meshes: bool = False) -> Iterator[Path]:
         yield rel
 
 
-def zip_run(run: RunDir, *, zip_meshes: bool = False) -> Path:
+def zip_run(run: RunDir, *, zip_meshes: bool = False, job: Job | None = None) -> Path:
     """Write ``body4d_<run_id>.zip`` at the run root (atomic: temporary file + rename).
 
     Entries are stored under ``<run_id>/`` so unpacking makes one folder; the manifest is zipped
     first. Once written, the zip is recorded in the manifest as the ``downloads`` step's artefact.
 
+    Args:
+        run: the run folder.
+        zip_meshes: include the per-frame OBJs and camera JSONs.
+        job: progress per file and cancellation (a cancelled zip leaves no file behind).
+
     Returns:
         The zip's path.
+
+    Raises:
+        body4d.jobs.Cancelled: the job was cancelled.
     """
     target = run.path(RunDir.ZIP)
     name = target.name
+    files = [rel for rel in run_files(run, zip_meshes=zip_meshes) if rel.as_posix() != MANIFEST]
+    job = job or Job(DOWNLOADS_STAGE)
     with (
         run.atomic_file(name) as tmp,
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_COMPRESSLEVEL) as zf,
     ):
         zf.write(run.path(MANIFEST), f"{run.run_id}/{MANIFEST}")
-        count = 1
-        for rel in run_files(run, zip_meshes=zip_meshes):
-            if rel.as_posix() == MANIFEST:
-                continue
+        for done, rel in enumerate(files, start=1):
+            job.check()
             zf.write(run.root / rel, f"{run.run_id}/{rel.as_posix()}")
-            count += 1
+            job.report(done / len(files), f"zipping the run: file {done}/{len(files)}")
+        count = len(files) + 1
     run.record_artefacts(DOWNLOADS_STAGE, [name])
     log.info("zip %s written (%d files, %.1f MB)", target, count, target.stat().st_size / 2**20)
     return target

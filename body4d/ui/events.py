@@ -1,15 +1,24 @@
 """The Gradio adapter of the app: sessions looked up per browser, handler results turned into
-widget updates, errors into `gr.Error` sentences, and the events bound to `body4d.ui.layout`.
+widget updates, and the events bound to `body4d.ui.layout`.
 
 The behaviour itself lives in plain handler modules (no Gradio), one per job: `body4d.ui.loading`
 (upload, preview), `display` (frames), `prompts` (clicks, targets), `runs` (Mask Generation,
-Auto-detect, 4D Generation, Cancel). The queue's concurrency limits are set here.
+Auto-detect, 4D Generation, Cancel), `page` (what a session shows, recent runs). The queue's
+concurrency limits are set here.
+
+Every handler returns ``{widget: update}`` for the widgets it changes. An error never reaches
+the widgets: it becomes the Status sentence and a toast, and every other widget keeps its value.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +29,11 @@ from body4d.config import Config
 from body4d.driver import PipelineModels
 from body4d.errors import InputError
 from body4d.jobs import Cancelled, ProgressFn
-from body4d.run_dir import RunDirError
 from body4d.session import Session, SessionStore
 from body4d.ui.display import show_frame
 from body4d.ui.layout import NEGATIVE, Widgets
 from body4d.ui.loading import load_video, make_preview
+from body4d.ui.page import ALL_PEOPLE, PageState, page_state, recent_runs, reopen_run, result_choices
 from body4d.ui.prompts import (
     ClickRequest,
     add_click,
@@ -35,8 +44,10 @@ from body4d.ui.prompts import (
     target_choices,
     tracker_factory,
 )
+from body4d.ui.repair import repair_target
 from body4d.ui.runs import cancel_run, generate_4d, generate_masks
-from body4d.ui.status import AUTO_DETECT, GENERATE_4D, MASK_GENERATION, Capabilities
+from body4d.ui.status import AUTO_DETECT, GENERATE_4D, MASK_GENERATION, REPAIR, Capabilities
+from body4d.ui.system import Platform, system_status
 from body4d.video import VideoError
 from models.frames import PromptError
 
@@ -49,8 +60,13 @@ PREVIEW_CONCURRENCY = 1
 GPU_CONCURRENCY = 1
 # Click/target edits that run SAM-3 at once: tens of ms each, serialised to bound GPU memory.
 PROMPT_CONCURRENCY = 1
-# The 4D Result choice that shows every person (the other choices are object ids).
-ALL_PEOPLE = "All people"
+# Errors a user can fix (bad file, no clicks, ...): logged as one line, shown as their sentence.
+USER_ERRORS = (InputError, PromptError, VideoError, ValueError)
+# The session key a browser keeps in its local storage (a session survives a reload).
+BROWSER_KEY_BYTES = 24
+BROWSER_KEY = re.compile(r"^[A-Za-z0-9_-]{32}$")
+
+Updates = dict[Any, Any]
 
 
 def _user_message(exc: Exception, path: Path | None = None) -> str:
@@ -76,12 +92,17 @@ def _path_or_none(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+@dataclass
+class _GpuJob:
+    """The run holding the GPU: whose, what and since when (for the queue message)."""
+
+    session_id: str
+    label: str
+    started: float
+
+
 class UiEvents:
     """Binds the widgets to the plain handler functions for every browser session.
-
-    Attributes:
-        n_load_outputs: widgets a video load updates (frame, slider, time, targets, status, and
-            the six result widgets it empties).
 
     Args:
         cfg: app configuration.
@@ -90,9 +111,8 @@ class UiEvents:
         caps: which model-backed actions are available.
         examples: example video paths, in gallery order.
         models: the networks loaded once by the app, shared read-only (None = not loaded).
+        platform: device, precision and renderer for the system panel (None = no panel updates).
     """
-
-    n_load_outputs = 11
 
     def __init__(
         self,
@@ -102,59 +122,160 @@ class UiEvents:
         caps: Capabilities,
         examples: list[Path],
         models: PipelineModels | None = None,
+        platform: Platform | None = None,
     ) -> None:
         self.cfg = cfg
+        self.platform = platform
         self.store = store
         self.report = report
         self.caps = caps
         self.examples = examples
         self.models = models
         self.open_tracker = tracker_factory(models) if caps.segment is None else None
+        self._w: Widgets | None = None
+        self._gpu_job: _GpuJob | None = None
+        self._gpu_lock = threading.Lock()
+
+    @property
+    def w(self) -> Widgets:
+        """The bound widgets (`bind` must have run)."""
+        if self._w is None:
+            raise RuntimeError("UiEvents.bind(demo, widgets) must be called before the handlers")
+        return self._w
 
     def _session(self, request: gr.Request) -> Session:
         return self.store.get(request.session_hash or "")
 
-    # ------------------------------------------------------------------ events
-    def upload(self, path: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def _fail(self, label: str | None, session: Session, exc: Exception, path: Path | None = None) -> Updates:
+        """The error as the Status sentence and a toast; every other widget keeps its value."""
+        text = _user_message(exc, path)
+        if isinstance(exc, USER_ERRORS):
+            log.info("session %s: %s refused: %s", session.session_id, label or "request", text)
+            message = f"{label}: {text}" if label else text
+        else:  # a failure inside a model or the disk: log it all, tell the user where to look
+            log.error("session %s: %s failed", session.session_id, label or "request", exc_info=exc)
+            where = f" and {session.run.root / 'manifest.json'}" if session.run is not None else ""
+            message = (
+                f"{label or 'The request'} failed ({type(exc).__name__}: {text}). Details are in the app "
+                f"log{where}; press the button again to retry (finished stages are kept)."
+            )
+        gr.Warning(message)
+        return {self.w.status: message}
+
+    # ------------------------------------------------------------------ page
+    def _page(self, state: PageState, message: str) -> Updates:
+        """Every widget a load, a reload or a reopened run sets."""
+        w = self.w
+        n = state.n_frames
+        video = _path_or_none(state.result_video)
+        glb = _path_or_none(state.scene_glb)
+        return {
+            w.frame: None if state.view is None else state.view.image,
+            w.slider: gr.Slider(
+                minimum=0,
+                maximum=max(n - 1, 1),
+                value=0 if state.view is None else state.view.index,
+                step=1,
+                interactive=n > 1,
+            ),
+            w.time: "" if state.view is None else state.view.time,
+            w.targets: gr.Radio(choices=state.targets, value=state.current_target),
+            w.status: message,
+            w.preview_video: _path_or_none(state.preview),
+            w.mask_video: _path_or_none(state.mask_video),
+            w.result_video: video,
+            w.result_choice: gr.update(
+                choices=result_choices(state.result_ids) if video else [],
+                value=ALL_PEOPLE if video else None,
+                visible=video is not None,
+            ),
+            w.viewer3d: gr.update(value=glb, visible=glb is not None),
+            w.downloads: [str(p) for p in state.downloads] or None,
+        }
+
+    def _system(self) -> Updates:
+        """The system panel now (GPU memory and where the models are change between runs)."""
+        if self.platform is None:
+            return {}
+        return {self.w.system: system_status(self.platform, self.models).markdown()}
+
+    def _runs_choices(self, session: Session) -> Any:
+        entries = recent_runs(self.cfg, session)
+        return gr.update(choices=[(e.label, e.run_id) for e in entries], value=None, visible=bool(entries))
+
+    def restore(self, key: str | None, request: gr.Request) -> Updates:
+        """Page loaded: find the browser's session (by the key in its local storage) and show it."""
+        if not key or not BROWSER_KEY.match(key):
+            key = secrets.token_urlsafe(BROWSER_KEY_BYTES)
+        if request.session_hash:
+            self.store.alias(request.session_hash, key)
+        session = self.store.get(key)
+        with session.lock:
+            if not session.has_video:
+                return {
+                    self.w.browser_key: key,
+                    self.w.recent_runs: self._runs_choices(session),
+                    **self._system(),
+                }
+            state = page_state(session)
+            assert session.video_path is not None
+            name = session.video_path.name
+        message = (
+            f"Welcome back: {name} is still loaded (run {session.run.run_id if session.run else '?'}), "
+            "with your targets and results."
+        )
+        return {
+            **self._page(state, message),
+            self.w.browser_key: key,
+            self.w.recent_runs: self._runs_choices(session),
+            **self._system(),
+        }
+
+    # ------------------------------------------------------------------ loading
+    def upload(self, path: str | None, request: gr.Request) -> Updates:
         """File uploaded: load it and reset the page to its frame 0."""
         if not path:
-            return tuple(gr.skip() for _ in range(self.n_load_outputs))
+            return {}
         return self._load(Path(path), request)
 
-    def pick_example(self, evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+    def pick_example(self, evt: gr.SelectData, request: gr.Request) -> Updates:
         """Gallery item clicked: load that example video."""
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
         if not 0 <= index < len(self.examples):
-            raise gr.Error(f"example {index} does not exist: reload the page to refresh the gallery")
+            session = self._session(request)
+            return self._fail(None, session, InputError("that example does not exist: reload the page"))
         return self._load(self.examples[index], request)
 
-    def _load(self, path: Path, request: gr.Request) -> tuple[Any, ...]:
+    def _load(self, path: Path, request: gr.Request) -> Updates:
         session = self._session(request)
         try:
             with session.lock:
                 result = load_video(self.cfg, session, path)
-                choices = target_choices(session)
-                current = session.current_target
-        except (VideoError, RunDirError) as exc:
-            raise gr.Error(_user_message(exc, path)) from exc
-        info = result.info
-        return (
-            result.view.image,
-            gr.Slider(
-                minimum=0, maximum=max(info.n_frames - 1, 1), value=0, step=1, interactive=info.n_frames > 1
-            ),
-            result.view.time,
-            gr.Radio(choices=choices, value=current),
-            result.message,
-            None,
-            None,
-            None,
-            gr.update(choices=[], value=None, visible=False),
-            None,
-            None,
-        )
+                state = page_state(session)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the status sentence
+            with session.lock:
+                kept = session.video_path.name if session.video_path is not None else None
+            out = self._fail(None, session, exc, path)
+            if kept:
+                out[self.w.status] += f" ({kept} is still loaded.)"
+            return {**out, self.w.upload: None}
+        return {**self._page(state, result.message), self.w.recent_runs: self._runs_choices(session)}
 
-    def preview(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+    def remove_upload(self, request: gr.Request) -> Updates:
+        """× on the upload: forget the video (its run folder stays in the recent-runs list)."""
+        session = self._session(request)
+        with session.lock:
+            if not session.has_video:
+                return {}
+            name = session.video_path.name if session.video_path else "the video"
+            session.unload_video()
+            state = page_state(session)
+        return {
+            **self._page(state, f"{name} removed. Upload a video or pick an example to start."),
+            self.w.recent_runs: self._runs_choices(session),
+        }
+
+    def preview(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Updates:  # noqa: B008
         """After a load: the browser-playable preview video."""
         session = self._session(request)
 
@@ -163,165 +284,237 @@ class UiEvents:
 
         try:
             path = make_preview(session, on_progress=report)
-        except (VideoError, InputError, RunDirError) as exc:
-            raise gr.Error(_user_message(exc, session.video_path)) from exc
-        return gr.skip() if path is None else str(path)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the status sentence
+            return self._fail("Preview", session, exc, session.video_path)
+        if path is None:
+            return {}
+        return {
+            self.w.preview_video: str(path),
+            self.w.status: "Browser preview ready. Pick a frame and click on a person to add points.",
+        }
 
-    def scrub(self, index: float, request: gr.Request) -> tuple[Any, Any]:
+    def reopen(self, run_id: str | None, request: gr.Request) -> Updates:
+        """A recent run picked: load it with its results."""
+        if not run_id:
+            return {}
+        session = self._session(request)
+        if session.busy:
+            return self._fail(None, session, InputError("a run is going: wait for it or press Cancel first"))
+        try:
+            with session.lock:
+                message = reopen_run(self.cfg, session, run_id)
+                state = page_state(session)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the status sentence
+            return self._fail("Reopen", session, exc)
+        return {**self._page(state, message), self.w.recent_runs: self._runs_choices(session)}
+
+    # ------------------------------------------------------------------ frames and prompts
+    def scrub(self, index: float, request: gr.Request) -> Updates:
         """Slider moved: show that frame."""
         session = self._session(request)
         with session.lock:
             if not session.has_video:
-                return gr.skip(), gr.skip()
+                return {}
             view = show_frame(session, int(index))
-        return view.image, view.time
+        return {self.w.frame: view.image, self.w.time: view.time}
 
-    def click(self, point_type: str, evt: gr.SelectData, request: gr.Request) -> tuple[Any, Any, Any]:
+    def click(self, point_type: str, evt: gr.SelectData, request: gr.Request) -> Updates:
         """Frame clicked: record the point and redraw."""
         session = self._session(request)
         if not evt.index or len(evt.index) != 2:
-            return gr.skip(), gr.skip(), gr.skip()
+            return {}
         req = ClickRequest(float(evt.index[0]), float(evt.index[1]), point_type != NEGATIVE)
         try:
             with session.lock:
                 result = add_click(session, req, self.caps, self.report, self.open_tracker)
                 targets = gr.Radio(choices=target_choices(session), value=session.current_target)
-        except InputError as exc:
-            raise gr.Error(str(exc)) from exc
-        return result.view.image, targets, result.message
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the status sentence
+            return self._fail(None, session, exc)
+        return {self.w.frame: result.view.image, self.w.targets: targets, self.w.status: result.message}
 
-    def _targets_event(self, action: Callable[[Session], str], request: gr.Request) -> tuple[Any, Any, Any]:
+    def _targets_event(self, action: Callable[[Session], str], request: gr.Request) -> Updates:
         session = self._session(request)
         try:
             with session.lock:
                 message = action(session)
                 targets = gr.Radio(choices=target_choices(session), value=session.current_target)
-                image = show_frame(session, session.current_frame).image if session.has_video else gr.skip()
-        except InputError as exc:
-            raise gr.Error(str(exc)) from exc
-        return image, targets, message
+                image = show_frame(session, session.current_frame).image if session.has_video else None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the status sentence
+            return self._fail(None, session, exc)
+        out = {self.w.targets: targets, self.w.status: message}
+        return out if image is None else {**out, self.w.frame: image}
 
-    def add_target(self, request: gr.Request) -> tuple[Any, Any, Any]:
+    def add_target(self, request: gr.Request) -> Updates:
         """Add Target clicked."""
         return self._targets_event(add_target, request)
 
-    def select_target(self, target_id: int | None, request: gr.Request) -> tuple[Any, Any, Any]:
+    def select_target(self, target_id: int | None, request: gr.Request) -> Updates:
         """A target picked in the targets list."""
         if target_id is None:
-            return gr.skip(), gr.skip(), gr.skip()
+            return {}
         return self._targets_event(lambda s: select_target(s, target_id), request)
 
-    def remove_target(self, request: gr.Request) -> tuple[Any, Any, Any]:
+    def remove_target(self, request: gr.Request) -> Updates:
         """Remove Target clicked."""
         return self._targets_event(remove_target, request)
 
-    def clear_targets(self, request: gr.Request) -> tuple[Any, Any, Any]:
+    def clear_targets(self, request: gr.Request) -> Updates:
         """Clear Targets clicked."""
         return self._targets_event(clear_targets, request)
 
-    def mask_generation(
-        self,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[Any, Any]:
+    # ------------------------------------------------------------------ runs
+    def _run_buttons(self, enabled: bool) -> Updates:
+        w, caps = self.w, self.caps
+        return {
+            w.mask_generation: gr.update(interactive=enabled and caps.segment is None),
+            w.auto_detect: gr.update(interactive=enabled and caps.segment is None),
+            w.repair: gr.update(interactive=enabled and caps.segment is None),
+            w.generate_4d: gr.update(interactive=enabled and caps.reconstruct is None),
+        }
+
+    def begin_run(self, request: gr.Request) -> Updates:
+        """A run button pressed: disable the run buttons and say whether the run waits for the GPU."""
+        session = self._session(request)
+        with session.lock:
+            if not session.has_video:
+                return {}  # the run itself says what is missing
+            session.pending += 1
+        with self._gpu_lock:
+            job = self._gpu_job
+        if job is not None and job.session_id != session.session_id:
+            waited = time.monotonic() - job.started
+            message = (
+                f"Queued: another user is running a job ({job.label}, for {waited:.0f} s). Yours starts when "
+                "it finishes; the queue position is shown above. Cancel takes it out of the queue."
+            )
+        else:
+            message = "Starting…"
+        return {**self._run_buttons(False), self.w.status: message}
+
+    def end_run(self, request: gr.Request) -> Updates:
+        """A run ended (done, failed or cancelled): the run buttons work again."""
+        session = self._session(request)
+        return {**self._run_buttons(True), self.w.recent_runs: self._runs_choices(session), **self._system()}
+
+    def _pipeline(
+        self, label: str, blocker: str | None, request: gr.Request, action: Callable[..., Any]
+    ) -> Any:
+        """Run ``action(models, session)`` holding the GPU; the outcome, or Updates on failure."""
+        session = self._session(request)
+        with session.lock:
+            session.pending = max(0, session.pending - 1)
+        if blocker is not None or self.models is None:
+            reason = blocker or "the models are not loaded"
+            return self._fail(label, session, InputError(f"unavailable: {reason}"))
+        with self._gpu_lock:
+            self._gpu_job = _GpuJob(session.session_id, label, time.monotonic())
+        try:
+            return action(self.models, session)
+        except Cancelled:
+            log.info("session %s: %s cancelled", session.session_id, label)
+            return {self.w.status: _cancelled(label)}
+        except Exception as exc:
+            return self._fail(label, session, exc)
+        finally:
+            with self._gpu_lock:
+                self._gpu_job = None
+
+    def mask_generation(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Updates:  # noqa: B008
         """Mask Generation clicked: segment the video from the clicks; show the mask video."""
         return self._masks(MASK_GENERATION, request, progress, auto=False)
 
-    def auto_detect(
-        self,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[Any, Any]:
+    def auto_detect(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Updates:  # noqa: B008
         """Auto-detect people clicked: find and track everyone; show the mask video."""
         return self._masks(AUTO_DETECT, request, progress, auto=True)
 
-    def _masks(self, label: str, request: gr.Request, progress: gr.Progress, auto: bool) -> tuple[Any, Any]:
-        models = self._models(self.caps.segment, label)
-        session = self._session(request)
-        outcome = self._guard(
-            label,
-            session,
-            lambda: generate_masks(self.cfg, models, session, auto=auto, progress=_gradio_progress(progress)),
-        )
-        if outcome is None:
-            return gr.skip(), _cancelled(label)
-        return _path_or_none(outcome.mask_video), outcome.message
+    def _masks(self, label: str, request: gr.Request, progress: gr.Progress, auto: bool) -> Updates:
+        def action(models: PipelineModels, session: Session) -> Updates:
+            outcome = generate_masks(
+                self.cfg, models, session, auto=auto, progress=_gradio_progress(progress)
+            )
+            with session.lock:
+                image = show_frame(session, session.current_frame).image
+            return {
+                self.w.mask_video: _path_or_none(outcome.mask_video),
+                self.w.frame: image,
+                self.w.status: outcome.message,
+            }
 
-    def generate_4d(
-        self,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[Any, Any, Any, Any, Any, Any]:
+        return self._pipeline(label, self.caps.segment, request, action)
+
+    def repair(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Updates:  # noqa: B008
+        """Re-track Target clicked: re-propagate the selected target alone from its new clicks."""
+
+        def action(models: PipelineModels, session: Session) -> Updates:
+            with session.lock:
+                target = session.current_target
+            outcome = repair_target(self.cfg, models, session, target, progress=_gradio_progress(progress))
+            with session.lock:
+                image = show_frame(session, session.current_frame).image
+            return {
+                self.w.mask_video: _path_or_none(outcome.mask_video),
+                self.w.frame: image,
+                self.w.status: outcome.message,
+            }
+
+        return self._pipeline(REPAIR, self.caps.segment, request, action)
+
+    def generate_4d(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Updates:  # noqa: B008
         """4D Generation clicked: 3D bodies for every target; show the 4D result video (all people,
         or each person alone), the animated GLB; offer the zip, bodies.npz and the bundles."""
-        models = self._models(self.caps.reconstruct, GENERATE_4D)
-        session = self._session(request)
-        outcome = self._guard(
-            GENERATE_4D,
-            session,
-            lambda: generate_4d(self.cfg, models, session, progress=_gradio_progress(progress)),
-        )
-        if outcome is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), _cancelled(GENERATE_4D)
-        glb = _path_or_none(outcome.scene_glb)
-        video = _path_or_none(outcome.result_video)
-        choices = [(ALL_PEOPLE, ALL_PEOPLE)] + [(f"Person {i}", str(i)) for i in outcome.result.obj_ids]
-        return (
-            _path_or_none(outcome.mask_video),
-            video,
-            gr.update(choices=choices, value=ALL_PEOPLE, visible=video is not None),
-            gr.update(value=glb, visible=glb is not None),
-            [str(p) for p in outcome.downloads],
-            outcome.message,
-        )
 
-    def show_result(self, choice: str | None, request: gr.Request) -> Any:
+        def action(models: PipelineModels, session: Session) -> Updates:
+            outcome = generate_4d(self.cfg, models, session, progress=_gradio_progress(progress))
+            glb = _path_or_none(outcome.scene_glb)
+            video = _path_or_none(outcome.result_video)
+            w = self.w
+            return {
+                w.mask_video: _path_or_none(outcome.mask_video),
+                w.result_video: video,
+                w.result_choice: gr.update(
+                    choices=result_choices(list(outcome.result.obj_ids)),
+                    value=ALL_PEOPLE,
+                    visible=video is not None,
+                ),
+                w.viewer3d: gr.update(value=glb, visible=glb is not None),
+                w.downloads: [str(p) for p in outcome.downloads],
+                w.status: outcome.message,
+            }
+
+        return self._pipeline(GENERATE_4D, self.caps.reconstruct, request, action)
+
+    def show_result(self, choice: str | None, request: gr.Request) -> Updates:
         """4D Result shows: all people, or one person alone (their own video)."""
         session = self._session(request)
         with session.lock:
             run = session.run
         if run is None or not choice:
-            return gr.skip()
+            return {}
         path = run.result_video_path() if choice == ALL_PEOPLE else run.individual_video_path(int(choice))
-        return _path_or_none(path) if path is not None and path.is_file() else gr.skip()
+        return {self.w.result_video: str(path)} if path is not None and path.is_file() else {}
 
-    def cancel(self, request: gr.Request) -> str:
-        """Cancel clicked: stop this session's run (Gradio also drops its queued jobs)."""
-        return cancel_run(self._session(request))
-
-    def _models(self, blocker: str | None, label: str) -> PipelineModels:
-        if blocker is not None or self.models is None:
-            raise gr.Error(f"{label} is unavailable: {blocker or 'the models are not loaded'}")
-        return self.models
-
-    def _guard(self, label: str, session: Session, action: Callable[[], Any]) -> Any:
-        """Run ``action``; None when cancelled, errors as `gr.Error` sentences."""
-        try:
-            return action()
-        except Cancelled:
-            log.info("session %s: %s cancelled", session.session_id, label)
-            return None
-        except (InputError, PromptError, VideoError, RunDirError) as exc:
-            raise gr.Error(f"{label}: {exc}") from exc
-        except ValueError as exc:  # reconstruct's input errors (e.g. nobody found) carry a sentence
-            raise gr.Error(f"{label}: {exc}") from exc
-        except Exception as exc:  # the run failed inside a model: log it all, tell the user where to look
-            log.exception("session %s: %s failed", session.session_id, label)
-            where = f" and {session.run.root / 'manifest.json'}" if session.run is not None else ""
-            raise gr.Error(
-                f"{label} failed ({type(exc).__name__}: {exc}). Details are in the app log{where}; "
-                "press the button again to retry (finished stages are kept)."
-            ) from exc
+    def cancel(self, request: gr.Request) -> Updates:
+        """Cancel clicked: stop this session's running or queued run."""
+        return {self.w.status: cancel_run(self._session(request))}
 
     def unload(self, request: gr.Request) -> None:
-        """Browser tab closed: drop its session."""
-        if request.session_hash:
-            self.store.drop(request.session_hash)
+        """Browser tab closed or reloaded: release the session's decoder and tracker (reopened on
+        use) and forget this page load; the session itself stays for a reload."""
+        if not request.session_hash:
+            return
+        key = self.store.resolve(request.session_hash)
+        self.store.unalias(request.session_hash)
+        if key in self.store:
+            session = self.store.get(key)
+            with session.lock:
+                if not session.busy:
+                    session.close()
 
     # ------------------------------------------------------------------ wiring
     def bind(self, demo: gr.Blocks, w: Widgets) -> None:
         """Attach every event to the widgets (call once, after `build_layout`)."""
-        load_outputs = [
+        self._w = w
+        page_outputs = [
             w.frame,
             w.slider,
             w.time,
@@ -333,33 +526,24 @@ class UiEvents:
             w.result_choice,
             w.viewer3d,
             w.downloads,
+            w.recent_runs,
         ]
-        assert len(load_outputs) == self.n_load_outputs
-        light = {"concurrency_limit": None, "show_progress": "hidden"}
+        # The page's own events stay off the public API (scripts use body4d.ui.api's endpoints).
+        private = {"api_visibility": "private"}
+        light = {"concurrency_limit": None, "show_progress": "hidden", **private}
+        load = {"concurrency_id": "load", "concurrency_limit": LOAD_CONCURRENCY, **private}
+        preview = {"concurrency_id": "preview", "concurrency_limit": PREVIEW_CONCURRENCY, **private}
         with demo:
+            demo.load(self.restore, [w.browser_key], [w.browser_key, w.system, *page_outputs], **light)
             for event in (
-                w.upload.upload(
-                    self.upload,
-                    [w.upload],
-                    load_outputs,
-                    concurrency_id="load",
-                    concurrency_limit=LOAD_CONCURRENCY,
-                ),
-                w.examples.select(
-                    self.pick_example,
-                    None,
-                    load_outputs,
-                    concurrency_id="load",
-                    concurrency_limit=LOAD_CONCURRENCY,
-                ),
+                w.upload.upload(self.upload, [w.upload], [*page_outputs, w.upload], **load),
+                w.examples.select(self.pick_example, None, page_outputs, **load),
             ):
-                event.success(
-                    self.preview,
-                    None,
-                    [w.preview_video],
-                    concurrency_id="preview",
-                    concurrency_limit=PREVIEW_CONCURRENCY,
-                )
+                event.success(self.preview, None, [w.preview_video, w.status], **preview)
+            w.upload.clear(self.remove_upload, None, page_outputs, **light)
+            w.recent_runs.input(self.reopen, [w.recent_runs], page_outputs, **load).success(
+                self.preview, None, [w.preview_video, w.status], **preview
+            )
             w.slider.change(self.scrub, [w.slider], [w.frame, w.time], trigger_mode="always_last", **light)
             # With SAM-3 loaded, clicks and target removals run the model: they share a small pool.
             prompt = (
@@ -369,25 +553,30 @@ class UiEvents:
                     "concurrency_id": "prompt",
                     "concurrency_limit": PROMPT_CONCURRENCY,
                     "show_progress": "hidden",
+                    **private,
                 }
             )
-            w.frame.select(self.click, [w.point_type], [w.frame, w.targets, w.status], **prompt)
             prompt_outputs = [w.frame, w.targets, w.status]
+            w.frame.select(self.click, [w.point_type], prompt_outputs, **prompt)
             w.add_target.click(self.add_target, None, prompt_outputs, **light)
             w.targets.input(self.select_target, [w.targets], prompt_outputs, **light)
             w.remove_target.click(self.remove_target, None, prompt_outputs, **prompt)
             w.clear_targets.click(self.clear_targets, None, prompt_outputs, **prompt)
-            gpu = {"concurrency_id": "gpu", "concurrency_limit": GPU_CONCURRENCY}
-            runs = [
-                w.mask_generation.click(self.mask_generation, None, [w.mask_video, w.status], **gpu),
-                w.auto_detect.click(self.auto_detect, None, [w.mask_video, w.status], **gpu),
-                w.generate_4d.click(
+            buttons = [w.mask_generation, w.auto_detect, w.repair, w.generate_4d]
+            gpu = {"concurrency_id": "gpu", "concurrency_limit": GPU_CONCURRENCY, **private}
+            for button, handler, outputs in (
+                (w.mask_generation, self.mask_generation, [w.mask_video, w.frame, w.status]),
+                (w.auto_detect, self.auto_detect, [w.mask_video, w.frame, w.status]),
+                (w.repair, self.repair, [w.mask_video, w.frame, w.status]),
+                (
+                    w.generate_4d,
                     self.generate_4d,
-                    None,
                     [w.mask_video, w.result_video, w.result_choice, w.viewer3d, w.downloads, w.status],
-                    **gpu,
                 ),
-            ]
+            ):
+                button.click(self.begin_run, None, [*buttons, w.status], **light).then(
+                    handler, None, outputs, **gpu
+                ).then(self.end_run, None, [*buttons, w.recent_runs, w.system], **light)
             w.result_choice.input(self.show_result, [w.result_choice], [w.result_video], **light)
-            w.cancel.click(self.cancel, None, [w.status], cancels=runs, **light)
+            w.cancel.click(self.cancel, None, [w.status], **light)
             demo.unload(self.unload)

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 THUMB_MAX_SIDE = 320
 
 
-def find_examples(cfg: Config) -> list[tuple[Path, str]]:
-    """The gallery's clips: `gallery_items`, logging how to fetch the ones not downloaded yet.
+def find_examples(cfg: Config) -> tuple[list[tuple[Path, str]], str]:
+    """The gallery's clips (`gallery_items`) and how to fetch the ones not downloaded yet (logged too).
 
     A broken examples list is logged and gives an empty gallery: the app still starts.
 
@@ -27,17 +27,18 @@ def find_examples(cfg: Config) -> list[tuple[Path, str]]:
         cfg: the configuration (``app.examples_list``, ``app.examples_dir``).
 
     Returns:
-        ``(clip path, caption)`` per clip present, in list order.
+        ``(clip path, caption)`` per clip present, in list order; the fetch hint ("" = none missing).
     """
     try:
         items = gallery_items(cfg)
         missing = missing_examples(cfg)
     except ExamplesError as exc:
         log.warning("no example gallery: %s", exc)
-        return []
+        return [], ""
+    hint = fetch_hint(len(missing))
     if missing:
-        log.warning("%s not downloaded yet: %s", ", ".join(e.file for e in missing), fetch_hint(len(missing)))
-    return items
+        log.warning("%s not downloaded yet: %s", ", ".join(e.file for e in missing), hint)
+    return items, hint
 
 
 def example_thumbnails(

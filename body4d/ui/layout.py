@@ -17,7 +17,11 @@ import gradio as gr
 from body4d.ui.status import ButtonSpec, LayoutSpec
 
 TITLE = "body4d"
+# The local-storage entry holding the browser's session key (a reload finds its session again).
+BROWSER_STORAGE_KEY = "body4d_session"
 UPLOAD_TYPES = [".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"]
+# Narrowest a column gets before the two columns stack (so the frame stays large on small screens).
+COLUMN_MIN_WIDTH = 560
 # Pixel heights of the gallery, the result players and the 3D viewer.
 GALLERY_HEIGHT = 160
 GALLERY_COLUMNS = 3
@@ -32,7 +36,10 @@ NEGATIVE = "Negative"
 class Widgets:
     """Every interactive or output widget of the page."""
 
+    browser_key: gr.BrowserState
     models: gr.Markdown
+    system: gr.Markdown
+    recent_runs: gr.Dropdown
     examples: gr.Gallery
     upload: gr.File
     frame: gr.Image
@@ -44,6 +51,7 @@ class Widgets:
     remove_target: gr.Button
     clear_targets: gr.Button
     auto_detect: gr.Button
+    repair: gr.Button
     status: gr.Textbox
     preview_video: gr.Video
     mask_generation: gr.Button
@@ -73,9 +81,18 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
             "Upload a video or pick an example, choose a frame, click on people (positive / negative "
             "points), add a target per person, then run **Mask Generation** and **4D Generation**."
         )
+        browser_key = gr.BrowserState(None, storage_key=BROWSER_STORAGE_KEY)
         models = gr.Markdown(spec.models_markdown, elem_id="models")
-        with gr.Row():
-            with gr.Column(scale=1):
+        system = gr.Markdown(spec.system_markdown, elem_id="system")
+        recent_runs = gr.Dropdown(
+            label="Recent runs (pick one to reopen it with its results)",
+            choices=[],
+            value=None,
+            visible=False,
+            elem_id="recent_runs",
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=COLUMN_MIN_WIDTH):
                 gr.Markdown("### Example videos")
                 examples = gr.Gallery(
                     value=spec.examples or None,
@@ -86,10 +103,10 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
                     visible=bool(spec.examples),
                     elem_id="examples",
                 )
-                if not spec.examples:
-                    gr.Markdown("No example videos yet: put video files in `assets/examples/`.")
+                if spec.examples_hint:
+                    gr.Markdown(f"More example videos: {spec.examples_hint}.", elem_id="examples_hint")
                 upload = gr.File(
-                    label="Upload a video (mp4, mov, avi, mkv, webm)",
+                    label=f"Upload a video (mp4, mov, avi, mkv, webm{spec.upload_limits})",
                     file_types=UPLOAD_TYPES,
                     file_count="single",
                     type="filepath",
@@ -125,8 +142,10 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
                     add_target = gr.Button("Add Target", elem_id="add_target")
                     remove_target = gr.Button("Remove Target", elem_id="remove_target")
                     clear_targets = gr.Button("Clear Targets", elem_id="clear_targets")
-                auto_detect = _button(spec.auto_detect, "auto_detect")
-            with gr.Column(scale=1):
+                with gr.Row():
+                    auto_detect = _button(spec.auto_detect, "auto_detect")
+                    repair = _button(spec.repair, "repair")
+            with gr.Column(scale=1, min_width=COLUMN_MIN_WIDTH):
                 status = gr.Textbox(
                     label="Status",
                     value="Upload a video or pick an example to start.",
@@ -163,7 +182,10 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
                     elem_id="downloads",
                 )
     widgets = Widgets(
+        browser_key=browser_key,
         models=models,
+        system=system,
+        recent_runs=recent_runs,
         examples=examples,
         upload=upload,
         frame=frame,
@@ -175,6 +197,7 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
         remove_target=remove_target,
         clear_targets=clear_targets,
         auto_detect=auto_detect,
+        repair=repair,
         status=status,
         preview_video=preview_video,
         mask_generation=mask_generation,

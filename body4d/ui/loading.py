@@ -133,6 +133,8 @@ def make_preview(session: Session, on_progress: Callable[[int, int], None] | Non
     source = probe(path)
     if not needs_transcode(source, info):
         preview = path
+    elif run.path(RunDir.PREVIEW).is_file():  # a reopened run: written before (atomically)
+        preview = run.path(RunDir.PREVIEW)
     else:
         video = open_video(path, max_side=max_side)
         try:

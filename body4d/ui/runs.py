@@ -6,8 +6,10 @@ on the session's run folder, with a decoder of its own, so scrubbing and clicks 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +18,14 @@ import numpy as np
 from body4d.config import Config
 from body4d.driver import PipelineModels, reconstruct
 from body4d.errors import InputError
-from body4d.jobs import ProgressFn
+from body4d.jobs import Cancelled, Job, ProgressFn
 from body4d.recipe import STAGES
 from body4d.run_dir import RunDir
 from body4d.session import Session
 from body4d.stages.complete import estimate
 from body4d.stages.occlusion import mask_stats
 from body4d.types import Prompts, RunResult
-from body4d.ui.downloads import person_files, zip_run
+from body4d.ui.downloads import DOWNLOADS_STAGE, run_downloads, zip_run
 from body4d.video import open_video
 
 log = logging.getLogger(__name__)
@@ -69,68 +71,87 @@ class BodiesOutcome:
     message: str
 
 
-def _stage_progress(stop_after: str, progress: ProgressFn | None) -> ProgressFn | None:
-    """Map ``(stage, fraction, message)`` of one stage to the whole range up to ``stop_after``."""
+def _stage_progress(steps: tuple[str, ...], progress: ProgressFn | None) -> ProgressFn | None:
+    """Map ``(step, fraction, message)`` of one step to the whole run of ``steps`` (equal shares)."""
     if progress is None:
         return None
-    stages = STAGES[: STAGES.index(stop_after) + 1]
 
-    def report(stage: str, fraction: float, message: str) -> None:
-        i = stages.index(stage) if stage in stages else len(stages) - 1
-        progress(stage, (i + min(max(fraction, 0.0), 1.0)) / len(stages), message)
+    def report(step: str, fraction: float, message: str) -> None:
+        i = steps.index(step) if step in steps else len(steps) - 1
+        progress(step, (i + min(max(fraction, 0.0), 1.0)) / len(steps), message)
 
     return report
+
+
+@contextlib.contextmanager
+def _running(session: Session) -> Iterator[RunDir]:
+    """Hold the session's ``run_lock`` for a whole run (pipeline and zip); yields its run folder.
+
+    A Cancel pressed while the run was queued stops it before it starts; the cancel flag is
+    cleared when the run ends, so it never stops a later run.
+
+    Raises:
+        InputError: no video loaded, or a run of this session is still going.
+        Cancelled: Cancel was pressed while the run waited in the queue.
+    """
+    with session.lock:
+        session.require_info()
+        run = session.run
+    assert run is not None
+    if not session.run_lock.acquire(blocking=False):
+        raise InputError("a run is still going for this video: wait for it to finish or press Cancel")
+    try:
+        if session.cancel.is_set():
+            raise Cancelled("cancelled before it started")
+        yield run
+    finally:
+        session.cancel.clear()
+        session.run_lock.release()
 
 
 def _run_pipeline(
     cfg: Config,
     models: PipelineModels,
     session: Session,
+    run: RunDir,
     *,
     prompts: Prompts | None,
     stop_after: str,
     force: bool,
     progress: ProgressFn | None,
-) -> tuple[RunDir, RunResult]:
-    """Run `reconstruct` on the session's video and run folder with its own decoder.
+) -> RunResult:
+    """Run `reconstruct` on the session's video into ``run`` with a decoder of its own (inside
+    `_running`).
 
-    The session lock is not held meanwhile (scrubbing and clicks keep working); its ``run_lock``
-    keeps a second run off the same folder, and its ``cancel`` flag stops this one.
+    The session lock is not held meanwhile (scrubbing and clicks keep working); its ``cancel``
+    flag stops the run.
 
     Raises:
-        InputError: no video loaded, a run of this session is still going, or another video was
-            loaded meanwhile (the results stay in the earlier run folder).
+        InputError: another video was loaded meanwhile (the results stay in the earlier run folder).
         Cancelled: the user pressed Cancel.
         ValueError: as `reconstruct` (e.g. no targets found), with a sentence.
     """
     with session.lock:
-        session.require_info()
-        path, run, max_side = session.video_path, session.run, session.max_side
-    assert path is not None and run is not None
-    if not session.run_lock.acquire(blocking=False):
-        raise InputError("a run is still going for this video: wait for it to finish or press Cancel")
-    try:
-        session.cancel.clear()
-        with open_video(path, max_side=max_side) as video:
-            result = reconstruct(
-                video,
-                run,
-                cfg,
-                models,
-                prompts=prompts,
-                stop_after=stop_after,
-                force=force,
-                progress=_stage_progress(stop_after, progress),
-                should_cancel=session.cancel.is_set,
-            )
-    finally:
-        session.run_lock.release()
+        path, max_side = session.video_path, session.max_side
+    assert path is not None
+    with open_video(path, max_side=max_side) as video:
+        result = reconstruct(
+            video,
+            run,
+            cfg,
+            models,
+            prompts=prompts,
+            stop_after=stop_after,
+            force=force,
+            progress=progress,
+            should_cancel=session.cancel.is_set,
+        )
     with session.lock:
         if session.run is not run:
             raise InputError(
                 f"another video was loaded while this run went on: its results stay in run folder {run.run_id}"
             )
-    return run, result
+    return result
 
 
 def _people(n: int) -> str:
@@ -174,11 +195,19 @@ def generate_masks(
             "no targets yet: click on a person in the frame (or press Auto-detect people) before Mask Generation"
         )
     started = time.monotonic()
-    run, result = _run_pipeline(
-        cfg, models, session, prompts=prompts, stop_after="masks", force=True, progress=progress
-    )
-    with session.lock:
-        session.mask_prompts = prompts
+    with _running(session) as run:
+        result = _run_pipeline(
+            cfg,
+            models,
+            session,
+            run,
+            prompts=prompts,
+            stop_after="masks",
+            force=True,
+            progress=_stage_progress(("masks",), progress),
+        )
+        with session.lock:
+            session.mask_prompts = prompts
     seconds = time.monotonic() - started
     n = run.manifest["video"]["n_frames"]
     if auto and not result.obj_ids:
@@ -194,7 +223,8 @@ def generate_masks(
     else:
         message = (
             f"Mask Generation done in {seconds:.1f} s: target(s) {_ids(result.obj_ids)} tracked over {n} "
-            "frames. Check the Segmentation Result, then press 4D Generation."
+            "frames. Check the Segmentation Result, then press 4D Generation. To correct one target, select "
+            "it, click on any frame and press Re-track Target: only it is tracked again."
         )
     if result.obj_ids:
         message += " " + completion_estimate(cfg, run)
@@ -257,17 +287,20 @@ def generate_4d(
             "no targets yet: click on the people to follow (or press Auto-detect people), then 4D Generation"
         )
     started = time.monotonic()
-    if changed:  # the clicks changed since Mask Generation: new masks first (later stages go stale)
-        _run_pipeline(
-            cfg, models, session, prompts=prompts, stop_after="masks", force=True, progress=progress
+    steps = (*STAGES, DOWNLOADS_STAGE)
+    report = _stage_progress(steps, progress)
+    with _running(session) as run:
+        if changed:  # the clicks changed since Mask Generation: new masks first (later stages go stale)
+            _run_pipeline(
+                cfg, models, session, run, prompts=prompts, stop_after="masks", force=True, progress=report
+            )
+        result = _run_pipeline(
+            cfg, models, session, run, prompts=prompts, stop_after=STAGES[-1], force=False, progress=report
         )
-    run, result = _run_pipeline(
-        cfg, models, session, prompts=prompts, stop_after=STAGES[-1], force=False, progress=progress
-    )
-    with session.lock:
-        if not has_masks or changed:
-            session.mask_prompts = prompts
-    zip_path = zip_run(run, zip_meshes=cfg.app.zip_meshes)
+        with session.lock:
+            if not has_masks or changed:
+                session.mask_prompts = prompts
+        zip_run(run, zip_meshes=cfg.app.zip_meshes, job=Job(DOWNLOADS_STAGE, report, session.cancel.is_set))
     export = run.manifest["stages"]["export"]
     meshes = int(export.get("files", 0))
     with np.load(run.path(RunDir.BODIES)) as bodies:
@@ -294,7 +327,7 @@ def generate_4d(
         run.mask_video_path(),
         run.result_video_path(),
         run.scene_glb_path(),
-        [zip_path, run.path(RunDir.BODIES), *person_files(run)],
+        run_downloads(run),
         people,
         meshes,
         message,
@@ -302,10 +335,13 @@ def generate_4d(
 
 
 def cancel_run(session: Session) -> str:
-    """Ask the session's running pipeline to stop after its current step; returns the status."""
+    """Ask the session's run to stop after its current step (or not to start, when it is still
+    queued); returns the status."""
+    if not session.busy:
+        return "Nothing is running."
     session.cancel.set()
     if not session.run_lock.locked():
-        return "Nothing is running."
+        return "Cancelled: your queued run will not start."
     return (
         "Cancelled: the running stage stops after its current frame (recorded as cancelled in "
         "manifest.json); finished stages are kept, press the button again to continue."

@@ -17,6 +17,7 @@ from models.errors import setup_hint
 
 # Labels of the model-backed buttons (a disabled one adds its blocker in brackets).
 AUTO_DETECT = "Auto-detect people"
+REPAIR = "Re-track Target"
 MASK_GENERATION = "Mask Generation"
 GENERATE_4D = "4D Generation"
 CANCEL = "Cancel"
@@ -63,15 +64,24 @@ class LayoutSpec:
     Attributes:
         models_markdown: the models status panel (Markdown).
         examples: example gallery items ``(thumbnail RGB uint8[h, w, 3], caption)``.
-        auto_detect, mask_generation, generate_4d, cancel: model-backed buttons.
+        auto_detect, repair, mask_generation, generate_4d, cancel: model-backed buttons (repair
+            re-tracks the selected target from its new clicks after Mask Generation).
+        system_markdown: the system panel (device, renderer, models resident, GPU memory).
+        examples_hint: how to fetch the example videos not downloaded yet ("" = all there).
+        upload_limits: the upload limits, e.g. ``"; up to 1024 MB and 10 min"`` (appended to the
+            upload label).
     """
 
     models_markdown: str
     examples: list[tuple[np.ndarray, str]] = field(default_factory=list)
     auto_detect: ButtonSpec = ButtonSpec(AUTO_DETECT, False)
+    repair: ButtonSpec = ButtonSpec(REPAIR, False)
     mask_generation: ButtonSpec = ButtonSpec(MASK_GENERATION, False)
     generate_4d: ButtonSpec = ButtonSpec(GENERATE_4D, False)
     cancel: ButtonSpec = ButtonSpec(CANCEL, False)
+    upload_limits: str = ""
+    system_markdown: str = ""
+    examples_hint: str = ""
 
 
 def capabilities(
@@ -143,6 +153,9 @@ def layout_spec(
     caps: Capabilities,
     examples: list[tuple[np.ndarray, str]],
     load_error: str | None = None,
+    limits: str = "",
+    system: str = "",
+    examples_hint: str = "",
 ) -> LayoutSpec:
     """Everything `build_layout` needs to know: texts, gallery items, button states.
 
@@ -151,16 +164,35 @@ def layout_spec(
         caps: what the app can do.
         examples: gallery items ``(thumbnail RGB uint8[h, w, 3], caption)``.
         load_error: why the models failed to load, or None.
+        limits: the upload limits (`upload_limits`).
+        system: the system panel (`body4d.ui.system.SystemStatus.markdown`).
+        examples_hint: `body4d.examples.fetch_hint` for the examples not downloaded yet.
     """
     can_run = caps.segment is None
     return LayoutSpec(
         models_markdown=models_markdown(report, load_error, loaded=can_run),
         examples=examples,
         auto_detect=_button(AUTO_DETECT, caps.segment),
+        repair=_button(REPAIR, caps.segment),
         mask_generation=_button(MASK_GENERATION, caps.segment),
         generate_4d=_button(GENERATE_4D, caps.reconstruct),
         cancel=ButtonSpec(CANCEL, interactive=can_run),
+        upload_limits=limits,
+        system_markdown=system,
+        examples_hint=examples_hint,
     )
+
+
+def upload_limits(cfg: Config) -> str:
+    """The upload limits for the upload label (``app.max_upload_mb``, ``app.max_video_seconds``),
+    e.g. ``"; up to 1024 MB and 10 min"``; empty when unlimited."""
+    parts = []
+    if cfg.app.max_upload_mb:
+        parts.append(f"{cfg.app.max_upload_mb:g} MB")
+    seconds = cfg.app.max_video_seconds
+    if seconds:
+        parts.append(f"{seconds / 60:g} min" if seconds % 60 == 0 else f"{seconds:g} s")
+    return f"; up to {' and '.join(parts)}" if parts else ""
 
 
 def models_markdown(report: CheckpointReport, load_error: str | None = None, loaded: bool = False) -> str:
