@@ -322,3 +322,29 @@ def test_click_masks_and_mask_generation_with_tiny_models(
         )
         pg.screenshot(path=str(shots / "tiny_after_4d.png"), full_page=True)
     print(f"tiny-model browser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")
+
+
+def test_on_a_narrow_window_the_columns_stack_and_the_frame_stays_large(
+    app: dict[str, object], tmp_path: Path
+) -> None:
+    """At 800 px the two columns stack, so the clickable frame takes the page width (it was 340 px)."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            pg = browser.new_context(viewport={"width": 800, "height": 1000}).new_page()
+            pg.set_default_timeout(UI_TIMEOUT_MS)
+            pg.goto(str(app["url"]), wait_until="domcontentloaded")
+            pg.locator("#upload input[type=file]").set_input_files(str(VTEST))
+            pg.wait_for_function(
+                "() => { const i = document.querySelector('#frame img'); return i && i.complete && i.naturalWidth > 0; }"
+            )
+            width = pg.locator("#frame img").bounding_box()["width"]
+            status_box = pg.locator("#status").bounding_box()
+            frame_box = pg.locator("#frame").bounding_box()
+            pg.screenshot(path=str(_shots(tmp_path) / "narrow_800px.png"), full_page=True)
+        finally:
+            browser.close()
+    assert width >= 600, f"the frame is {width:.0f} px wide at an 800 px window"
+    assert status_box["y"] > frame_box["y"] + frame_box["height"] - 1, (
+        "the right column sits below the left one"
+    )

@@ -427,18 +427,18 @@ class UiEvents:
         """Auto-detect people clicked: find and track everyone; show the mask video."""
         return self._masks(AUTO_DETECT, request, progress, auto=True)
 
+    def _new_masks(self, session: Session, mask_video: Path | None, message: str) -> Updates:
+        """New masks: the Segmentation Result video, the current frame redrawn with them, the status."""
+        with session.lock:
+            image = show_frame(session, session.current_frame).image
+        return {self.w.mask_video: _path_or_none(mask_video), self.w.frame: image, self.w.status: message}
+
     def _masks(self, label: str, request: gr.Request, progress: gr.Progress, auto: bool) -> Updates:
         def action(models: PipelineModels, session: Session) -> Updates:
             outcome = generate_masks(
                 self.cfg, models, session, auto=auto, progress=_gradio_progress(progress)
             )
-            with session.lock:
-                image = show_frame(session, session.current_frame).image
-            return {
-                self.w.mask_video: _path_or_none(outcome.mask_video),
-                self.w.frame: image,
-                self.w.status: outcome.message,
-            }
+            return self._new_masks(session, outcome.mask_video, outcome.message)
 
         return self._pipeline(label, self.caps.segment, request, action)
 
@@ -449,13 +449,7 @@ class UiEvents:
             with session.lock:
                 target = session.current_target
             outcome = repair_target(self.cfg, models, session, target, progress=_gradio_progress(progress))
-            with session.lock:
-                image = show_frame(session, session.current_frame).image
-            return {
-                self.w.mask_video: _path_or_none(outcome.mask_video),
-                self.w.frame: image,
-                self.w.status: outcome.message,
-            }
+            return self._new_masks(session, outcome.mask_video, outcome.message)
 
         return self._pipeline(REPAIR, self.caps.segment, request, action)
 

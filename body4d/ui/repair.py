@@ -17,10 +17,11 @@ from pathlib import Path
 from body4d.config import Config
 from body4d.driver import PipelineModels, repair_masks
 from body4d.errors import InputError
-from body4d.jobs import Cancelled, ProgressFn
+from body4d.jobs import ProgressFn
 from body4d.session import Session
 from body4d.stages.repair import MaskRepair
 from body4d.types import Prompts
+from body4d.ui.runs import running
 from body4d.video import open_video
 from models.frames import PromptError
 
@@ -100,12 +101,8 @@ def repair_target(
     if models.sam3 is None:
         raise InputError("repairing masks needs SAM-3, which is not loaded: see the models panel")
     assert path is not None
-    if not session.run_lock.acquire(blocking=False):
-        raise InputError("a run is still going for this video: wait for it to finish or press Cancel")
     try:
-        if session.cancel.is_set():
-            raise Cancelled("cancelled before it started")
-        with open_video(path, max_side=max_side) as video:
+        with running(session) as run, open_video(path, max_side=max_side) as video:
             repair = repair_masks(
                 video,
                 run,
@@ -119,9 +116,6 @@ def repair_target(
             )
     except PromptError as exc:
         raise InputError(str(exc)) from exc
-    finally:
-        session.cancel.clear()
-        session.run_lock.release()
     with session.lock:
         if session.run is not run:
             raise InputError(

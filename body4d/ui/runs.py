@@ -84,7 +84,7 @@ def _stage_progress(steps: tuple[str, ...], progress: ProgressFn | None) -> Prog
 
 
 @contextlib.contextmanager
-def _running(session: Session) -> Iterator[RunDir]:
+def running(session: Session) -> Iterator[RunDir]:
     """Hold the session's ``run_lock`` for a whole run (pipeline and zip); yields its run folder.
 
     A Cancel pressed while the run was queued stops it before it starts; the cancel flag is
@@ -121,7 +121,7 @@ def _run_pipeline(
     progress: ProgressFn | None,
 ) -> RunResult:
     """Run `reconstruct` on the session's video into ``run`` with a decoder of its own (inside
-    `_running`).
+    `running`).
 
     The session lock is not held meanwhile (scrubbing and clicks keep working); its ``cancel``
     flag stops the run.
@@ -195,7 +195,7 @@ def generate_masks(
             "no targets yet: click on a person in the frame (or press Auto-detect people) before Mask Generation"
         )
     started = time.monotonic()
-    with _running(session) as run:
+    with running(session) as run:
         result = _run_pipeline(
             cfg,
             models,
@@ -289,7 +289,7 @@ def generate_4d(
     started = time.monotonic()
     steps = (*STAGES, DOWNLOADS_STAGE)
     report = _stage_progress(steps, progress)
-    with _running(session) as run:
+    with running(session) as run:
         if changed:  # the clicks changed since Mask Generation: new masks first (later stages go stale)
             _run_pipeline(
                 cfg, models, session, run, prompts=prompts, stop_after="masks", force=True, progress=report
