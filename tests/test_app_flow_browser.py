@@ -8,9 +8,8 @@ WebGL for the 3D viewer) drives it like a user:
   people and Person 1 alone), the downloads (GLB, zip), run buttons off during a run;
 * errors stay in the Status (and a toast), never as Gradio "Error" badges;
 * a reload gets the session back; two browser contexts are two separate sessions;
-* known bugs, each kept as a strict xfail: the 3D viewer never mounts, an upload made before
-  the page-load event has finished is forgotten, and a failed upload's message is replaced by
-  the preview's at once.
+* regressions of bugs found here: the 3D viewer mounts its canvas, an upload made before the
+  page-load event has finished is kept, and a failed upload's message stays in the Status.
 
 Full-page screenshots after each step go to the test's tmp folder (or ``BODY4D_SHOTS``).
 """
@@ -182,7 +181,7 @@ def _shot(pg: Page, folder: Path, name: str) -> None:
 
 def _open(context: BrowserContext, url: str) -> Page:
     """A page on the app, once its page-load event has given the browser its session key (an
-    upload before that lands in a session the page then forgets: see the xfail test)."""
+    upload before it is tested on its own: test_upload_before_the_page_load_event_keeps_the_video)."""
     pg = context.new_page()
     pg.set_default_timeout(UI_TIMEOUT_MS)
     pg.goto(url, wait_until="domcontentloaded")
@@ -641,16 +640,9 @@ def test_two_browser_contexts_are_isolated(
     _shot(first, shots, "isolation_first_after_reload")
 
 
-# ---------------------------------------------------------------------- known bugs
+# ---------------------------------------------------------------------- regressions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gr.Model3D built with visible=False and later given gr.update(value=glb, visible=True) "
-    "never mounts its Babylon canvas in Gradio 6.31 (the app does exactly that in generate_4d and "
-    "_page); it mounts when the component starts visible, or gets visible=True and the value in two "
-    "updates",
-)
 def test_3d_viewer_mounts_for_the_scene(
     finished: Flow, browser: Browser, tiny_server: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -679,12 +671,6 @@ def test_3d_viewer_mounts_for_the_scene(
         context.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload handled before the page-load event (restore) has run lands in the session of "
-    "the raw session hash; restore then aliases that hash to a new browser key, so the server "
-    "forgets the video the page still shows ('no video loaded' on the next click)",
-)
 def test_upload_before_the_page_load_event_keeps_the_video(
     browser: Browser, tiny_server: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -735,12 +721,6 @@ def test_upload_before_the_page_load_event_keeps_the_video(
         context.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed upload still runs the upload event's .success(preview) chain (UiEvents._load "
-    "returns the error as updates instead of raising), so the preview of the kept video replaces "
-    "the error in the Status with 'Browser preview ready…' at once",
-)
 def test_failed_upload_message_stays_in_the_status(
     browser: Browser, tiny_server: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -231,6 +231,9 @@ def test_bad_uploads_become_the_status_and_keep_the_loaded_video(cfg: Config, tm
     assert str(tmp_path) not in message, "the user sees the file name, not the server path"
     assert out[w.upload] is None, "the refused file is taken off the upload widget"
     assert not store.get("bad").has_video
+    assert events.preview(request) == {w.status: gr.skip()}, (
+        "no video: the preview step says nothing over the error"
+    )
     # With a video loaded, a bad upload leaves it loaded and clickable.
     events.upload(str(VTEST), request)
     notes = tmp_path / "notes.txt"
@@ -243,6 +246,10 @@ def test_bad_uploads_become_the_status_and_keep_the_loaded_video(cfg: Config, tm
     )
     session = store.get("bad")
     assert session.has_video and session.video_path == VTEST
+    session.preview_path = VTEST  # as after its preview step
+    assert events.preview(request) == {w.status: gr.skip()}, (
+        "after a refused upload the preview step leaves the status alone"
+    )
     select = gr.SelectData(target=None, data={"index": [120, 240], "value": None})
     clicked = events.click("Positive", select, request)
     assert session.targets[1] == [Click(0, 120.0, 240.0, True)] and w.frame in clicked
@@ -284,7 +291,7 @@ def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
     assert "795 frames" in out[w.status]
     assert out[w.mask_video] is None and out[w.result_video] is None and out[w.downloads] is None
     assert out[w.result_choice]["visible"] is False and out[w.result_choice]["choices"] == []
-    assert out[w.viewer3d]["visible"] is False
+    assert out[w.viewer3d] is None
     scrubbed = events.scrub(400, alice)
     assert scrubbed[w.time] == "00:40.00 / 01:19.50" and np.array_equal(scrubbed[w.frame], vtest_frame(400))
     select = gr.SelectData(target=None, data={"index": [120, 240], "value": None})
@@ -293,7 +300,7 @@ def test_ui_events_drive_one_session_per_browser(cfg: Config) -> None:
     assert (
         marker_colour(clicked[w.frame], 120, 240) == NEGATIVE_FILL and "negative click" in clicked[w.status]
     )
-    assert not store.get("bob").has_video and events.scrub(3, bob) == {}
+    assert not store.get("bob").has_video and events.scrub(3, bob) == {w.frame: gr.skip()}
     with pytest.warns(UserWarning):
         refused = events.click("Positive", select, bob)
     assert set(refused) == {w.status} and "no video loaded" in refused[w.status]
@@ -318,6 +325,12 @@ def test_a_reload_finds_the_session_by_its_browser_key(cfg: Config) -> None:
     assert out[w.slider].value == 120 and out[w.targets].value == 1
     assert np.array_equal(out[w.frame][:40], vtest_frame(120)[:40]), "the same frame (clicks drawn lower)"
     assert store.get("load-2").run.run_id == run_id and store.get("load-2").targets[1][0].frame == 120
+    # An upload handled before the page-load event: that session becomes the browser's.
+    early = gr.Request(session_hash="early-upload")
+    events.upload(str(VTEST), early)
+    out = events.restore(None, early)
+    assert out[w.browser_key] == "early-upload" and "Welcome back: vtest.avi" in out[w.status]
+    assert store.get("early-upload").has_video
     # A forged or missing key gets a fresh session.
     other = events.restore("../../etc/passwd", gr.Request(session_hash="load-3"))
     assert other[w.browser_key] != key and not store.get("load-3").has_video
@@ -639,7 +652,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
         result_video == str(run.root / f"4d_{run.run_id}.mp4")
         and probe(Path(result_video)).n_frames == CLIP_T
     )
-    assert viewer["visible"] is True and viewer["value"] == str(run.root / f"4d_{run.run_id}.glb")
+    assert viewer == str(run.root / f"4d_{run.run_id}.glb")
     assert (
         choice["choices"] == [("All people", "All people"), ("Person 1", "1")] and choice["visible"] is True
     )
@@ -821,7 +834,7 @@ def test_finished_runs_are_listed_and_reopen_with_their_results(model_events) ->
     out = events.reopen(run_id, request)
     assert session.run.run_id == run_id and out[w.status].startswith(f"Reopened run {run_id} (walker.mp4)")
     assert out[w.result_video] == str(session.run.result_video_path())
-    assert out[w.viewer3d]["value"] == str(session.run.scene_glb_path())
+    assert out[w.viewer3d] == str(session.run.scene_glb_path())
     assert Path(out[w.downloads][0]).name == f"body4d_{run_id}.zip"
     assert out[w.mask_video] == str(session.run.mask_video_path())
     # Another browser cannot open this session's run (app.list_server_runs is off).

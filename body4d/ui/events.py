@@ -64,7 +64,7 @@ PROMPT_CONCURRENCY = 1
 USER_ERRORS = (InputError, PromptError, VideoError, ValueError)
 # The session key a browser keeps in its local storage (a session survives a reload).
 BROWSER_KEY_BYTES = 24
-BROWSER_KEY = re.compile(r"^[A-Za-z0-9_-]{32}$")
+BROWSER_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 Updates = dict[Any, Any]
 
@@ -189,9 +189,14 @@ class UiEvents:
                 value=ALL_PEOPLE if video else None,
                 visible=video is not None,
             ),
-            w.viewer3d: gr.update(value=glb, visible=glb is not None),
+            w.viewer3d: glb,
             w.downloads: [str(p) for p in state.downloads] or None,
         }
+
+    @staticmethod
+    def _unchanged(widget: Any) -> Updates:
+        """Nothing changes (Gradio needs at least one of the event's outputs in the answer)."""
+        return {widget: gr.skip()}
 
     def _system(self) -> Updates:
         """The system panel now (GPU memory and where the models are change between runs)."""
@@ -205,10 +210,13 @@ class UiEvents:
 
     def restore(self, key: str | None, request: gr.Request) -> Updates:
         """Page loaded: find the browser's session (by the key in its local storage) and show it."""
-        if not key or not BROWSER_KEY.match(key):
+        early = request.session_hash
+        if early and early in self.store and self.store.get(early).has_video:
+            key = early  # a video was uploaded before this event ran: that session is the page's
+        elif not key or not BROWSER_KEY.match(key):
             key = secrets.token_urlsafe(BROWSER_KEY_BYTES)
-        if request.session_hash:
-            self.store.alias(request.session_hash, key)
+        if early and early != key:
+            self.store.alias(early, key)
         session = self.store.get(key)
         with session.lock:
             if not session.has_video:
@@ -235,7 +243,7 @@ class UiEvents:
     def upload(self, path: str | None, request: gr.Request) -> Updates:
         """File uploaded: load it and reset the page to its frame 0."""
         if not path:
-            return {}
+            return self._unchanged(self.w.status)
         return self._load(Path(path), request)
 
     def pick_example(self, evt: gr.SelectData, request: gr.Request) -> Updates:
@@ -266,7 +274,7 @@ class UiEvents:
         session = self._session(request)
         with session.lock:
             if not session.has_video:
-                return {}
+                return self._unchanged(self.w.status)
             name = session.video_path.name if session.video_path else "the video"
             session.unload_video()
             state = page_state(session)
@@ -276,8 +284,12 @@ class UiEvents:
         }
 
     def preview(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Updates:  # noqa: B008
-        """After a load: the browser-playable preview video."""
+        """After a load: the browser-playable preview video (nothing after a refused upload, which
+        left the session as it was)."""
         session = self._session(request)
+        with session.lock:
+            if not session.has_video or session.preview_path is not None:
+                return self._unchanged(self.w.status)
 
         def report(done: int, total: int) -> None:
             progress((done, total), desc="H.264 preview")
@@ -287,7 +299,7 @@ class UiEvents:
         except Exception as exc:  # noqa: BLE001 - every failure becomes the status sentence
             return self._fail("Preview", session, exc, session.video_path)
         if path is None:
-            return {}
+            return self._unchanged(self.w.status)
         return {
             self.w.preview_video: str(path),
             self.w.status: "Browser preview ready. Pick a frame and click on a person to add points.",
@@ -296,7 +308,7 @@ class UiEvents:
     def reopen(self, run_id: str | None, request: gr.Request) -> Updates:
         """A recent run picked: load it with its results."""
         if not run_id:
-            return {}
+            return self._unchanged(self.w.status)
         session = self._session(request)
         if session.busy:
             return self._fail(None, session, InputError("a run is going: wait for it or press Cancel first"))
@@ -314,7 +326,7 @@ class UiEvents:
         session = self._session(request)
         with session.lock:
             if not session.has_video:
-                return {}
+                return self._unchanged(self.w.frame)
             view = show_frame(session, int(index))
         return {self.w.frame: view.image, self.w.time: view.time}
 
@@ -322,7 +334,7 @@ class UiEvents:
         """Frame clicked: record the point and redraw."""
         session = self._session(request)
         if not evt.index or len(evt.index) != 2:
-            return {}
+            return self._unchanged(self.w.status)
         req = ClickRequest(float(evt.index[0]), float(evt.index[1]), point_type != NEGATIVE)
         try:
             with session.lock:
@@ -351,7 +363,7 @@ class UiEvents:
     def select_target(self, target_id: int | None, request: gr.Request) -> Updates:
         """A target picked in the targets list."""
         if target_id is None:
-            return {}
+            return self._unchanged(self.w.status)
         return self._targets_event(lambda s: select_target(s, target_id), request)
 
     def remove_target(self, request: gr.Request) -> Updates:
@@ -377,7 +389,7 @@ class UiEvents:
         session = self._session(request)
         with session.lock:
             if not session.has_video:
-                return {}  # the run itself says what is missing
+                return self._unchanged(self.w.status)  # the run itself says what is missing
             session.pending += 1
         with self._gpu_lock:
             job = self._gpu_job
@@ -470,7 +482,7 @@ class UiEvents:
                     value=ALL_PEOPLE,
                     visible=video is not None,
                 ),
-                w.viewer3d: gr.update(value=glb, visible=glb is not None),
+                w.viewer3d: glb,
                 w.downloads: [str(p) for p in outcome.downloads],
                 w.status: outcome.message,
             }
@@ -483,7 +495,7 @@ class UiEvents:
         with session.lock:
             run = session.run
         if run is None or not choice:
-            return {}
+            return self._unchanged(self.w.result_video)
         path = run.result_video_path() if choice == ALL_PEOPLE else run.individual_video_path(int(choice))
         return {self.w.result_video: str(path)} if path is not None and path.is_file() else {}
 

@@ -4,7 +4,7 @@ Layout follows the original SAM-Body4D app: on the left the example gallery, the
 (click to annotate), the upload, the frame slider with its time, the point type and the targets;
 on the right the status, the input preview, the Mask Generation / 4D Generation buttons and
 their results. Additions: the models status panel, Remove/Clear targets, Auto-detect people,
-Cancel, downloads, and a 3D viewer (hidden until GLB export exists). Every widget has an
+Cancel, downloads, and a 3D viewer of the scene GLB. Every widget has an
 ``elem_id`` for browser tests. Texts and button states come from a `body4d.ui.status.LayoutSpec`.
 """
 
@@ -172,9 +172,8 @@ def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) 
                 result_choice = gr.Radio(
                     label="4D Result shows", choices=[], visible=False, elem_id="result_choice"
                 )
-                viewer3d = gr.Model3D(
-                    label="3D result (GLB)", height=VIEWER_HEIGHT, visible=False, elem_id="viewer3d"
-                )
+                # Always visible: a Model3D shown later by an update never mounts its canvas (Gradio 6.31).
+                viewer3d = gr.Model3D(label="3D result (GLB)", height=VIEWER_HEIGHT, elem_id="viewer3d")
                 downloads = gr.File(
                     label="Downloads (zip of the run, bodies.npz, each person's GLB, BVH, npz, json)",
                     file_count="multiple",
