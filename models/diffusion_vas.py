@@ -297,9 +297,12 @@ class VASModel:
         if len(generators) != batch:
             raise ValueError(f"one generator per row is needed: {batch} rows, {len(generators)} generators")
         total = options.sampled_frames(frames)
-        cond_a, cond_b = _pad_frames(cond_a.float(), total), _pad_frames(cond_b.float(), total)
-        guided = options.guided
         dev, dtype = self.device, self.dtype
+        # The conditions' precision, in which the release also draws their noise: float32 as its
+        # callers pass them, float64 when the model runs in float64 (exact reference runs).
+        cond_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        cond_a, cond_b = (_pad_frames(c.to(cond_dtype), total) for c in (cond_a, cond_b))
+        guided = options.guided
 
         # Noise per row, in the release's order: condition A, condition B, initial latents.
         latent_shape = (
@@ -310,8 +313,8 @@ class VASModel:
         )
         noise_a, noise_b, latents = [], [], []
         for g in generators:
-            noise_a.append(torch.randn((total, 3, height, width), generator=g, dtype=torch.float32))
-            noise_b.append(torch.randn((total, 3, height, width), generator=g, dtype=torch.float32))
+            noise_a.append(torch.randn((total, 3, height, width), generator=g, dtype=cond_dtype))
+            noise_b.append(torch.randn((total, 3, height, width), generator=g, dtype=cond_dtype))
             latents.append(torch.randn(latent_shape, generator=g, dtype=dtype))
 
         context = self._context(cond_a, guided, options.legacy)
@@ -361,7 +364,9 @@ class VASModel:
     def _clip(self, frames: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` in [-1, 1] -> ``(N, D)`` image embeddings (SVD's preprocessing)."""
         x = (_resize_antialiased(frames.to(self.device), CLIP_SIZE) + 1.0) / 2.0
-        x = (x - self.clip_mean.to(x.device)) / self.clip_std.to(x.device)
+        # The release normalises with its CLIPImageProcessor, which works in float32 whatever the
+        # input precision (transformers 5); so does this, also in a float64 run.
+        x = (x.float() - self.clip_mean.to(x.device)) / self.clip_std.to(x.device)
         return self.image_encoder(pixel_values=x.to(self.image_encoder.dtype)).image_embeds.to(self.dtype)
 
     def _condition_latents(

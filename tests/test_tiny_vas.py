@@ -159,7 +159,7 @@ def test_writer_leaves_the_global_rng_alone(tmp_path: Path) -> None:
 def test_golden_was_made_from_these_weights(vas_root: Path) -> None:
     """tests/golden/vas_tiny.pt records the released pipeline's outputs on exactly these files."""
     golden = torch.load(GOLDEN, weights_only=True)
-    assert GOLDEN.stat().st_size < 1_000_000
+    assert GOLDEN.stat().st_size < 1_500_000  # float64 step latents: ~0.2 MB of it
     assert golden["outputs"]["amodal"].shape == (1, 4, 3, 64, 64)
     assert golden["outputs"]["completion"].dtype == torch.float32
     if golden["versions"]["torch"] != torch.__version__:

@@ -28,10 +28,23 @@ What it does:
    then calls the pipeline with the release's arguments for both checkpoints, recording every
    ``torch.randn`` draw (shape, generator, caller, SHA-256 of the values) and the warnings;
 4. the worker also tries one call with two targets (B=2) and records what happens;
-5. everything lands in one torch file (< 1 MB) read by the tests of our own sampling loop.
+5. everything lands in one torch file (< 1.5 MB) read by the tests of our own sampling loop.
+
+Why float64 and step latents: on these tiny random weights the 25-step sampling trajectory is
+chaotic (the product of the steps' Jacobians is ~1e8-1e12), so one rounding difference grows to
+~0.05 in the output. A float32 free run therefore only reproduces on the CPU kernels and thread
+count it was recorded with (format 1 of this file: recorded on the CI machine, it missed by 0.038 on
+an AVX-512 machine with 2 threads; changing only the thread count there moved it by 0.042), and
+even float64 does not cure a free run (diffusers' Euler step rounds its input sample to float32).
+So both pipelines are loaded in float64 (``dtype=DTYPE``; inputs cast to it, so the release draws
+its condition noise in float64 too, as our loop does for a float64 model) and the worker also
+records the latents after every step (``callback_on_step_end``, the release's own hook): the test
+runs our loop with the released latents put back after each step, so each comparison covers one
+UNet evaluation and one scheduler step (per-step differences ~1e-13 across machines).
 
 Inputs are stored as float16 (every value is exactly representable; checked) to keep the file small:
-cast them to float32 before use. Outputs are float32 in [0, 1], shape (B, F, 3, H, W). The file
+cast them to float32 before use. Outputs are float32 in [0, 1], shape (B, F, 3, H, W) (the release decodes in float64 and casts);
+``step_latents[name]`` is float64 (steps, B, F, 4, H/8, W/8). The file
 holds only tensors and plain Python values: ``torch.load(path, weights_only=True)`` reads it.
 """
 
@@ -59,7 +72,10 @@ from safetensors import safe_open
 
 log = logging.getLogger("make_vas_golden")
 
-FORMAT = 1
+FORMAT = 2
+# The precision of the released run (and of the test's runs of our loop): see "Why float64 and
+# step latents" in the module docstring.
+DTYPE = torch.float64
 # The released callers' arguments (demo.py / SAM-Body4D) at the tiny clip's size.
 FRAMES, HEIGHT, WIDTH = 4, 64, 64
 SEED = 23
@@ -194,6 +210,7 @@ def make_golden(released: Path, out: Path, commit: str | None) -> dict[str, Any]
         "conditions": {k: list(v) for k, v in CONDITIONS.items()},
         "call_kwargs": dict(CALL_KWARGS),
         "seed": SEED,
+        "dtype": str(DTYPE).removeprefix("torch."),
         "released_commit": commit,
         "released_sha256": {rel: _sha256(released / rel) for rel in RELEASED_FILES},
         "checkpoint_sha256": checkpoint_sha256,
@@ -342,17 +359,33 @@ def _resave(pipe: Any, folder: Path, dest: Path) -> dict[str, Any]:
     }
 
 
-def _run(pipe: Any, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]], list[str]]:
+def _run(
+    pipe: Any, a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]], list[str]]:
+    """One released call in `DTYPE`: output frames, the latents after every step, draws, warnings."""
     # As the released callers: torch.manual_seed returns the (re-seeded) global default generator.
     generator = torch.manual_seed(SEED)
+    steps: list[torch.Tensor] = []
+
+    def after_step(_pipe: Any, _i: int, _t: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        steps.append(tensors["latents"].detach().clone())
+        return {}  # the latents are left as they are
+
     with _record_logs() as messages, _record_randn(generator) as draws:
-        frames = pipe(a, b, generator=generator, **CALL_KWARGS).frames
+        frames = pipe(
+            a.to(DTYPE),
+            b.to(DTYPE),
+            generator=generator,
+            callback_on_step_end=after_step,
+            callback_on_step_end_tensor_inputs=["latents"],
+            **CALL_KWARGS,
+        ).frames
     from_call = [d for d in draws if d["generator"] == "call"]
     if len(from_call) != len(DRAW_ROLES):
         raise AssertionError(f"expected {len(DRAW_ROLES)} draws from the call generator, got {draws}")
     for d, role in zip(from_call, DRAW_ROLES, strict=True):
         d["role"] = role
-    return frames.float(), draws, messages
+    return frames.float(), torch.stack(steps), draws, messages
 
 
 def _reproduces(draws: list[dict[str, Any]]) -> bool:
@@ -410,7 +443,7 @@ def worker(work: Path, released: Path) -> None:
     pipes = {}
     for name, folder in folders.items():
         with _record_logs() as messages:
-            pipes[name] = pipeline_cls.from_pretrained(folder, dtype=torch.float32)
+            pipes[name] = pipeline_cls.from_pretrained(folder, dtype=DTYPE)
             result["loading"][name] = _check_components(
                 folder, unet_diffusion_vas.UNetSpatioTemporalConditionModel
             )
@@ -423,8 +456,9 @@ def worker(work: Path, released: Path) -> None:
         result["resave"] = _resave(plain, folders["amodal"], Path(dest))
 
     for name, (ka, kb) in CONDITIONS.items():
-        frames, draws, messages = _run(pipes[name], clip[ka], clip[kb])
+        frames, steps, draws, messages = _run(pipes[name], clip[ka], clip[kb])
         result["outputs"][name] = frames
+        result.setdefault("step_latents", {})[name] = steps
         result["noise_draws"][name] = draws
         result["warnings"][name] = messages
         result.setdefault("draws_reproduced_by_private_generator", {})[name] = _reproduces(draws)
@@ -438,7 +472,7 @@ def worker(work: Path, released: Path) -> None:
     }
     a, b = (torch.cat([clip[k], clip[k].flip(-1)]) for k in CONDITIONS["amodal"])
     try:
-        frames, draws, _ = _run(pipes["amodal"], a, b)
+        frames, _, draws, _ = _run(pipes["amodal"], a, b)
         batch2.update(accepted=True, output=frames, noise_draws=draws)
     except Exception as e:  # recorded: the point is what happens
         batch2.update(accepted=False, error=f"{type(e).__name__}: {e}")
