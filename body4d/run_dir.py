@@ -224,14 +224,16 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, output_dir: str | Path, run_id: str, config: Any) -> RunDir:
-        """Open an existing run folder (to resume it or read its results); empties ``.scratch/``.
+    def open(cls, output_dir: str | Path, run_id: str, config: Any, *, clean_scratch: bool = True) -> RunDir:
+        """Open an existing run folder (to resume it or read its results).
 
         Args:
             output_dir: parent folder.
             run_id: the run folder's name (validated).
             config: the `body4d.config.Config` in force (its ``video`` section sets the quality
                 of what is written from now on).
+            clean_scratch: empty ``.scratch/`` (a crashed process's leftovers); False when a run of
+                this process may be using the folder (the app lists and reopens runs meanwhile).
         """
         root = Path(output_dir) / validate_run_id(run_id)
         path = root / MANIFEST
@@ -242,7 +244,8 @@ class RunDir:
         except json.JSONDecodeError as exc:
             raise RunDirError(f"{path} is not valid JSON ({exc}): the run cannot be resumed") from exc
         run = cls(root, manifest, jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
-        shutil.rmtree(run.path(cls.SCRATCH), ignore_errors=True)
+        if clean_scratch:
+            shutil.rmtree(run.path(cls.SCRATCH), ignore_errors=True)
         return run
 
     # ------------------------------------------------------------------ paths

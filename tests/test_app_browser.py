@@ -9,8 +9,6 @@ Screenshots go to the test's tmp folder (or ``BODY4D_SHOTS`` when set).
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -23,21 +21,19 @@ from playwright.sync_api import sync_playwright
 
 from body4d.video import encode_video
 from tests.app_server import serve
+from tests.browser_page import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    aim_at_video_pixel,
+    displayed_pixels,
+    frame_src,
+    require_chromium,
+    shots_folder,
+)
 
 pytestmark = pytest.mark.browser
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 UI_TIMEOUT_MS = 20_000
 PREVIEW_TIMEOUT_MS = 90_000
 VIEWPORT = {"width": 1400, "height": 1200}
@@ -53,17 +49,10 @@ MARKER_CLEARANCE = 14  # pixels further than this from a click are free of its m
 MODEL_RUN_TIMEOUT_MS = 60_000
 
 
-def _require_chromium() -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install it with `apt-get install chromium` (`make test` does this)"
-        )
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """The app with an empty checkpoint folder."""
-    _require_chromium()
+    require_chromium()
     root = tmp_path_factory.mktemp("browser_app")
     (root / "ckpt").mkdir()
     with serve(root, root / "ckpt") as served:
@@ -75,7 +64,7 @@ def tiny_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     """The app on tiny real test checkpoints (random weights, CPU) and a small walker clip."""
     from body4d.testing.tiny_checkpoints import write_all
 
-    _require_chromium()
+    require_chromium()
     root = tmp_path_factory.mktemp("browser_tiny_app")
     write_all(root / "ckpt")
     frames = []
@@ -91,7 +80,7 @@ def tiny_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
 @contextlib.contextmanager
 def _browser_page(url: str) -> Iterator[object]:
     """A fresh headless Debian Chromium page on ``url``."""
-    _require_chromium()
+    require_chromium()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
         try:
@@ -112,52 +101,13 @@ def page(app: dict[str, object]):
         yield pg
 
 
-def _shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("BODY4D_SHOTS", tmp_path))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _frame_src(pg) -> str:
-    return pg.locator("#frame img").get_attribute("src") or ""
-
-
 def _wait_src_change(pg, old: str) -> str:
     pg.wait_for_function(
         "old => { const i = document.querySelector('#frame img');"
         " return i && i.src && i.src !== old && i.complete && i.naturalWidth > 0; }",
         arg=old,
     )
-    return _frame_src(pg)
-
-
-def _aim_at_video_pixel(pg, x: int, y: int) -> tuple[int, int, int, int]:
-    """Where to click the frame to hit video pixel (x, y): ``(client_x, client_y, x', y')``.
-
-    ``(x', y')`` is the pixel Gradio will report for that click.
-
-    Gradio maps a click to ``round((clientX - left - offsetX) / r)`` with ``r`` the display
-    scale of the centred image. Chromium sends integer client coordinates, so when the frame is
-    shown smaller than its size (r < 1) some pixels cannot be hit exactly: aim at the nearest
-    integer coordinate and compute what Gradio will make of it.
-    """
-    g = pg.locator("#frame img").evaluate(
-        "e => { const r = e.getBoundingClientRect();"
-        " return {l: r.left, t: r.top, w: r.width, h: r.height, nw: e.naturalWidth, nh: e.naturalHeight}; }"
-    )
-    r = min(g["w"] / g["nw"], g["h"] / g["nh"], 1.0)
-    off_x, off_y = (g["w"] - g["nw"] * r) / 2, (g["h"] - g["nh"] * r) / 2
-
-    def aim(origin: float, offset: float, pixel: int) -> tuple[int, int]:
-        candidates = range(
-            math.floor(origin + offset + pixel * r) - 2, math.ceil(origin + offset + pixel * r) + 3
-        )
-        reported = {c: math.floor((c - origin - offset) / r + 0.5) for c in candidates}  # JS Math.round
-        best = min(candidates, key=lambda c: (abs(reported[c] - pixel), c))
-        return best, reported[best]
-
-    (cx, px), (cy, py) = aim(g["l"], off_x, x), aim(g["t"], off_y, y)
-    return cx, cy, px, py
+    return frame_src(pg)
 
 
 def _displayed_pixel(pg, x: int, y: int) -> list[int]:
@@ -173,7 +123,7 @@ def _displayed_pixel(pg, x: int, y: int) -> list[int]:
 
 def test_upload_scrub_click_without_checkpoints(app: dict[str, object], page, tmp_path: Path) -> None:
     pg = page
-    shots = _shots(tmp_path)
+    shots = shots_folder(tmp_path)
     started = time.monotonic()
 
     # The status panel names the missing checkpoints and the exact fix; model buttons are off.
@@ -203,7 +153,7 @@ def test_upload_scrub_click_without_checkpoints(app: dict[str, object], page, tm
     src400 = _wait_src_change(pg, src0)
 
     # Click on a person: the click is recorded at that pixel and its marker is drawn there.
-    cx, cy, px, py = _aim_at_video_pixel(pg, CLICK_X, CLICK_Y)
+    cx, cy, px, py = aim_at_video_pixel(pg, CLICK_X, CLICK_Y)
     before = _displayed_pixel(pg, px + FILL_OFFSET, py + FILL_OFFSET)
     assert abs(px - CLICK_X) <= 1 and abs(py - CLICK_Y) <= 1, "frame shown at > 1 video px per screen px"
     pg.mouse.click(cx, cy)
@@ -234,18 +184,6 @@ def test_upload_scrub_click_without_checkpoints(app: dict[str, object], page, tm
     print(f"browser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")
 
 
-def _displayed_pixels(pg) -> np.ndarray:
-    """The frame image the browser shows, as RGB ``uint8[H, W, 3]``."""
-    flat = pg.locator("#frame img").evaluate(
-        "img => { const c = document.createElement('canvas');"
-        " c.width = img.naturalWidth; c.height = img.naturalHeight;"
-        " const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);"
-        " return [c.width, c.height, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }"
-    )
-    width, height, data = flat
-    return np.asarray(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
-
-
 def _wait_status(pg, text: str, timeout_ms: int = UI_TIMEOUT_MS) -> None:
     try:
         pg.wait_for_function(
@@ -258,7 +196,7 @@ def _wait_status(pg, text: str, timeout_ms: int = UI_TIMEOUT_MS) -> None:
 def test_click_masks_and_mask_generation_with_tiny_models(
     tiny_app: dict[str, object], tmp_path: Path
 ) -> None:
-    shots = _shots(tmp_path)
+    shots = shots_folder(tmp_path)
     started = time.monotonic()
     with _browser_page(str(tiny_app["url"])) as pg:
         # Tiny checkpoints are flagged loudly; the model buttons are on.
@@ -269,14 +207,14 @@ def test_click_masks_and_mask_generation_with_tiny_models(
         pg.locator("#upload input[type=file]").set_input_files(str(tiny_app["clip"]))
         _wait_status(pg, f"{CLIP_FRAMES} frames at 10 fps")
         src0 = _wait_src_change(pg, "")
-        before = _displayed_pixels(pg).astype(int)
+        before = displayed_pixels(pg).astype(int)
 
         # Click on the walker: SAM-3 answers with a mask painted over the frame.
-        cx, cy, px, py = _aim_at_video_pixel(pg, WALKER_X, WALKER_Y)
+        cx, cy, px, py = aim_at_video_pixel(pg, WALKER_X, WALKER_Y)
         pg.mouse.click(cx, cy)
         _wait_status(pg, "Mask of Target 1:")
         _wait_src_change(pg, src0)
-        after = _displayed_pixels(pg).astype(int)
+        after = displayed_pixels(pg).astype(int)
         yy, xx = np.mgrid[:CLIP_H, :CLIP_W]
         away = (xx - px) ** 2 + (yy - py) ** 2 > MARKER_CLEARANCE**2
         changed = (np.abs(after - before).max(axis=2) > JPEG_TOLERANCE) & away
@@ -341,7 +279,7 @@ def test_on_a_narrow_window_the_columns_stack_and_the_frame_stays_large(
             width = pg.locator("#frame img").bounding_box()["width"]
             status_box = pg.locator("#status").bounding_box()
             frame_box = pg.locator("#frame").bounding_box()
-            pg.screenshot(path=str(_shots(tmp_path) / "narrow_800px.png"), full_page=True)
+            pg.screenshot(path=str(shots_folder(tmp_path) / "narrow_800px.png"), full_page=True)
         finally:
             browser.close()
     assert width >= 600, f"the frame is {width:.0f} px wide at an 800 px window"

@@ -17,8 +17,6 @@ Full-page screenshots after each step go to the test's tmp folder (or ``BODY4D_S
 from __future__ import annotations
 
 import io
-import math
-import os
 import re
 import time
 import zipfile
@@ -37,24 +35,18 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from body4d.masks import overlay, read_palette_png
 from body4d.video import encode_video
 from tests.app_server import serve
+from tests.browser_page import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    aim_at_video_pixel,
+    displayed_pixels,
+    frame_src,
+    require_chromium,
+    shots_folder,
+)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-# SwiftShader WebGL (software) for gr.Model3D's Babylon viewer; no GPU on the test box.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-unsafe-swiftshader",
-    "--use-angle=swiftshader",
-    "--ignore-gpu-blocklist",
-]
 VIEWPORT = {"width": 1400, "height": 1200}
 UI_TIMEOUT_MS = 20_000
 RUN_TIMEOUT_MS = 120_000  # a tiny-model 4D Generation takes 15-40 s on 2 CPU cores
@@ -98,10 +90,7 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     file named ``.mp4``."""
     from body4d.testing.tiny_checkpoints import write_all
 
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install it with `apt-get install chromium` (`make test` does this)"
-        )
+    require_chromium()
     root = tmp_path_factory.mktemp("flow_app")
     write_all(root / "ckpt")
     frames = []
@@ -150,7 +139,7 @@ def flow_context(
     context.add_init_script(NO_WEBGL_JS)
     try:
         page = _open(context, str(tiny_server["url"]))
-        shots = _shots(tmp_path_factory.mktemp("flow_shots"))
+        shots = shots_folder(tmp_path_factory.mktemp("flow_shots"))
         yield Flow(context, page, shots)
     finally:
         context.close()
@@ -167,12 +156,6 @@ def finished(flow_context: Flow, tiny_server: dict[str, Any]) -> Flow:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _shots(default: Path) -> Path:
-    folder = Path(os.environ.get("BODY4D_SHOTS", default))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _shot(pg: Page, folder: Path, name: str) -> None:
@@ -218,11 +201,6 @@ def _wait_status(pg: Page, text: str, timeout_ms: int = UI_TIMEOUT_MS) -> str:
     return str(handle.json_value())
 
 
-def _frame_src(pg: Page) -> str:
-    img = pg.locator("#frame img")
-    return (img.get_attribute("src") or "") if img.count() else ""
-
-
 def _wait_frame_change(pg: Page, old: str) -> str:
     _wait_js(
         pg,
@@ -231,7 +209,7 @@ def _wait_frame_change(pg: Page, old: str) -> str:
         "the frame image never changed",
         old,
     )
-    return _frame_src(pg)
+    return frame_src(pg)
 
 
 def _upload(pg: Page, path: Path) -> None:
@@ -241,7 +219,7 @@ def _upload(pg: Page, path: Path) -> None:
 def _load_clip(pg: Page, clip: Path) -> str:
     """Upload the walker; wait for frame 0 and the preview (whose status would overwrite later
     ones); returns the run id."""
-    old = _frame_src(pg)
+    old = frame_src(pg)
     _upload(pg, clip)
     status = _wait_status(pg, f"{CLIP_FRAMES} frames at {CLIP_FPS} fps")
     match = RUN_ID.search(status)
@@ -256,7 +234,7 @@ def _scrub(pg: Page, index: int) -> None:
     label = f"00:{index / CLIP_FPS:05.2f} / 00:{CLIP_FRAMES / CLIP_FPS:05.2f}"
     if pg.locator("#time textarea").input_value() == label:
         return
-    old = _frame_src(pg)
+    old = frame_src(pg)
     number = pg.locator("#frame_slider input[type=number]")
     number.fill(str(index))
     number.press("Enter")
@@ -269,49 +247,14 @@ def _scrub(pg: Page, index: int) -> None:
     _wait_frame_change(pg, old)
 
 
-def _aim_at_video_pixel(pg: Page, x: int, y: int) -> tuple[int, int, int, int]:
-    """The client point to click to hit video pixel (x, y), and the pixel Gradio will report.
-
-    Gradio maps a click to ``round((clientX - left - offsetX) / r)``, ``r`` being the display
-    scale of the centred image; Chromium sends integer client coordinates, so pick the integer
-    that maps back to the pixel (or nearest to it when the image is shown smaller)."""
-    g = pg.locator("#frame img").evaluate(
-        "e => { const r = e.getBoundingClientRect();"
-        " return {l: r.left, t: r.top, w: r.width, h: r.height, nw: e.naturalWidth, nh: e.naturalHeight}; }"
-    )
-    r = min(g["w"] / g["nw"], g["h"] / g["nh"], 1.0)
-    off_x, off_y = (g["w"] - g["nw"] * r) / 2, (g["h"] - g["nh"] * r) / 2
-
-    def aim(origin: float, offset: float, pixel: int) -> tuple[int, int]:
-        centre = origin + offset + pixel * r
-        candidates = range(math.floor(centre) - 2, math.ceil(centre) + 3)
-        reported = {c: math.floor((c - origin - offset) / r + 0.5) for c in candidates}
-        best = min(candidates, key=lambda c: (abs(reported[c] - pixel), c))
-        return best, reported[best]
-
-    (cx, px), (cy, py) = aim(g["l"], off_x, x), aim(g["t"], off_y, y)
-    return cx, cy, px, py
-
-
-def _displayed_pixels(pg: Page) -> np.ndarray:
-    """The frame image the browser shows, RGB ``uint8[H, W, 3]``."""
-    width, height, data = pg.locator("#frame img").evaluate(
-        "img => { const c = document.createElement('canvas');"
-        " c.width = img.naturalWidth; c.height = img.naturalHeight;"
-        " const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);"
-        " return [c.width, c.height, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }"
-    )
-    return np.asarray(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
-
-
 def _targets_text(pg: Page) -> str:
     return pg.locator("#targets").inner_text()
 
 
 def _click_walker(pg: Page, expect_clicks: int) -> tuple[int, int]:
     """Click video pixel (WALKER_X, WALKER_Y) exactly; wait for Target 1's new mask."""
-    old = _frame_src(pg)
-    cx, cy, px, py = _aim_at_video_pixel(pg, WALKER_X, WALKER_Y)
+    old = frame_src(pg)
+    cx, cy, px, py = aim_at_video_pixel(pg, WALKER_X, WALKER_Y)
     assert (px, py) == (WALKER_X, WALKER_Y), f"pixel ({WALKER_X}, {WALKER_Y}) cannot be hit: ({px}, {py})"
     pg.mouse.click(cx, cy)
     status = _wait_status(pg, f"positive click at (x={px}, y={py}) on frame")
@@ -416,7 +359,7 @@ def _bad_upload_while_loaded(pg: Page, server: dict[str, Any]) -> tuple[str, str
     pg.reload()
     _wait_status(pg, "Welcome back")
     pg.locator("#upload input[type=file]").wait_for(state="attached")
-    frame_before = _frame_src(pg)
+    frame_before = frame_src(pg)
     assert frame_before, "no frame shown after the reload"
     _upload(pg, server["fake"])
     status = _wait_status(pg, "cannot be read as a video")
@@ -442,7 +385,7 @@ def _full_flow(flow: Flow, server: dict[str, Any]) -> None:
     run = Path(server["out"]) / run_id
     _shot(pg, shots, "01_uploaded")
     _scrub(pg, SCRUB_FRAME)
-    plain = _displayed_pixels(pg)
+    plain = displayed_pixels(pg)
     _scrub(pg, 0)
 
     # A click at an exact pixel: recorded there, Target 1 gets a click and a mask.
@@ -462,7 +405,7 @@ def _full_flow(flow: Flow, server: dict[str, Any]) -> None:
 
     # Scrub to a frame nobody clicked on: it shows the tracked mask in Target 1's colour.
     _scrub(pg, SCRUB_FRAME)
-    tracked = _displayed_pixels(pg).astype(int)
+    tracked = displayed_pixels(pg).astype(int)
     mask_files = sorted((run / "masks").glob("*.png"))
     assert len(mask_files) == CLIP_FRAMES, mask_files
     labels = read_palette_png(mask_files[SCRUB_FRAME])
@@ -540,7 +483,7 @@ def test_errors_stay_in_the_status(browser: Browser, tiny_server: dict[str, Any]
     The upload box shows the loaded file with only a × (which unloads it): a second upload
     while a video is loaded is possible after a reload, which keeps the session but empties
     the upload box."""
-    shots = _shots(tmp_path)
+    shots = shots_folder(tmp_path)
     context = browser.new_context(viewport=VIEWPORT)
     try:
         pg = _open(context, str(tiny_server["url"]))
@@ -549,7 +492,7 @@ def test_errors_stay_in_the_status(browser: Browser, tiny_server: dict[str, Any]
         toast.first.wait_for()
         assert "cannot be read as a video" in toast.first.inner_text()
         _no_error_badges(pg)
-        assert _frame_src(pg) == frame_before, "the frame changed after the failed upload"
+        assert frame_src(pg) == frame_before, "the frame changed after the failed upload"
         _shot(pg, shots, "error_bad_upload")
 
         # A run that cannot start (no clicks yet) is refused in the Status too.
@@ -609,7 +552,7 @@ def test_two_browser_contexts_are_isolated(
     finished: Flow, browser: Browser, tiny_server: dict[str, Any], tmp_path: Path
 ) -> None:
     """A second browser context starts empty; its upload and clicks stay out of the first."""
-    shots = _shots(tmp_path)
+    shots = shots_folder(tmp_path)
     other = browser.new_context(viewport=VIEWPORT)
     try:
         pg = _open(other, str(tiny_server["url"]))
@@ -665,7 +608,7 @@ def test_3d_viewer_mounts_for_the_scene(
         try:
             pg.locator("#viewer3d canvas").wait_for(state="attached", timeout=VIEWER_TIMEOUT_MS)
         except PlaywrightTimeout:
-            _shot(pg, _shots(tmp_path), "viewer3d_without_canvas")
+            _shot(pg, shots_folder(tmp_path), "viewer3d_without_canvas")
             pytest.fail(f"no canvas in #viewer3d: {pg.locator('#viewer3d').inner_html()[-600:]!r}")
     finally:
         context.close()
@@ -708,14 +651,14 @@ def test_upload_before_the_page_load_event_keeps_the_video(
         _wait_js(
             pg, "() => !!localStorage.getItem('body4d_session')", "the page never stored its session key"
         )
-        cx, cy, _, _ = _aim_at_video_pixel(pg, WALKER_X, WALKER_Y)
+        cx, cy, _, _ = aim_at_video_pixel(pg, WALKER_X, WALKER_Y)
         pg.mouse.click(cx, cy)
         _wait_js(
             pg,
             "() => /click at|no video loaded/.test(document.querySelector('#status textarea').value)",
             "the click got no answer",
         )
-        _shot(pg, _shots(tmp_path), "upload_before_restore")
+        _shot(pg, shots_folder(tmp_path), "upload_before_restore")
         assert "no video loaded" not in _status(pg), _status(pg)
     finally:
         context.close()
@@ -737,7 +680,7 @@ def test_failed_upload_message_stays_in_the_status(
             )
         except PlaywrightTimeout:
             return
-        _shot(pg, _shots(tmp_path), "failed_upload_status_replaced")
+        _shot(pg, shots_folder(tmp_path), "failed_upload_status_replaced")
         pytest.fail(f"the upload error left the Status within {STATUS_HOLD_MS} ms; it says {_status(pg)!r}")
     finally:
         context.close()

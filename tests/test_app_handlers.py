@@ -827,6 +827,9 @@ def test_finished_runs_are_listed_and_reopen_with_their_results(model_events) ->
     events.click("Positive", select(PERSON_X, PERSON_Y), request)
     events.generate_4d(request, FakeProgress())
     run_id = session.run.run_id
+    # Listing and reopening never touch a run's temporaries (a run of this process may be using them).
+    in_use = session.run.scratch / "labels.u8"
+    in_use.write_bytes(b"busy")
     listed = events.end_run(request)[w.recent_runs]
     assert (f"{run_id} · walker.mp4 · 4D done", run_id) in listed["choices"] and listed["visible"]
     events.upload(str(session.video_path), request)  # another run of the same clip
@@ -837,6 +840,7 @@ def test_finished_runs_are_listed_and_reopen_with_their_results(model_events) ->
     assert out[w.viewer3d] == str(session.run.scene_glb_path())
     assert Path(out[w.downloads][0]).name == f"body4d_{run_id}.zip"
     assert out[w.mask_video] == str(session.run.mask_video_path())
+    assert in_use.read_bytes() == b"busy"
     # Another browser cannot open this session's run (app.list_server_runs is off).
     stranger = gr.Request(session_hash="stranger")
     with pytest.warns(UserWarning):

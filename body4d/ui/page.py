@@ -120,7 +120,7 @@ def recent_runs(cfg: Config, session: Session) -> list[RunEntry]:
     entries = []
     for run_id in sorted(set(ids), reverse=True):
         try:
-            entry = _entry(RunDir.open(out_dir, run_id, cfg))
+            entry = _entry(RunDir.open(out_dir, run_id, cfg, clean_scratch=False))
         except RunDirError as exc:  # a half-written or foreign folder: not offered
             log.debug("run %s not listed: %s", run_id, exc)
             continue
@@ -140,7 +140,7 @@ def reopen_run(cfg: Config, session: Session, run_id: str) -> str:
     """
     if run_id not in {e.run_id for e in recent_runs(cfg, session)}:
         raise RunDirError(f"run {run_id} is not in the recent-runs list: pick one from the list")
-    run = RunDir.open(cfg.runtime.output_dir, run_id, cfg)
+    run = RunDir.open(cfg.runtime.output_dir, run_id, cfg, clean_scratch=False)
     source = run.manifest.get("input")
     if not source or not Path(source).exists():
         raise VideoError(
