@@ -6,10 +6,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.body4d-installed
 GLTF_VALIDATOR := tests/gltf/node_modules
-# Debian packages: libGL/glib for OpenCV, EGL + Mesa for the mesh renderer, Chromium for browser tests,
-# Blender for the GLB import test (+ numpy, which its glTF importer needs but the package does not pull in).
+# Debian packages the app needs at run time (the Dockerfile installs the same list; tests/test_dockerfile.py
+# checks): libGL/glib for OpenCV, EGL + Mesa for the mesh renderer.
+RUNTIME_APT_PACKAGES := libgl1 libglib2.0-0 libegl1 libgl1-mesa-dri libegl-mesa0
+# Only for the tests: Chromium for browser tests, Blender for the GLB import test (+ numpy, which its glTF
+# importer needs but the package does not pull in), rsync + OpenSSH for scripts/cloud/sync_data.sh.
 # Node.js + npm (the glTF validator of the tests) are added only when no npm is on PATH.
-APT_PACKAGES := libgl1 libglib2.0-0 libegl1 libgl1-mesa-dri libegl-mesa0 chromium blender python3-numpy
+TEST_APT_PACKAGES := chromium blender python3-numpy rsync openssh-client openssh-server
+APT_PACKAGES := $(RUNTIME_APT_PACKAGES) $(TEST_APT_PACKAGES)
 BODY4D_HOST ?= 127.0.0.1
 BODY4D_PORT ?= 7860
 export BODY4D_HOST BODY4D_PORT
