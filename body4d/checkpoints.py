@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from body4d.checkpoint_verify import is_tiny
 from body4d.config import Config
-from models.errors import TINY_MARKER, setup_hint
+from models.errors import setup_hint
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,6 @@ def checkpoint_report(cfg: Config) -> CheckpointReport:
         problem = check(path)
         present = problem is None
         folder = path if path.is_dir() else path.parent
-        tiny = present and any((p / TINY_MARKER).exists() for p in (folder, *folder.parents[:2]))
+        tiny = present and is_tiny(folder)
         items.append(CheckpointStatus(name, path, present, needed_for, gated, tiny, problem or ""))
     return CheckpointReport(tuple(items), Path(cfg.paths.ckpt_root))

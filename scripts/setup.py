@@ -1,28 +1,38 @@
-"""Download every checkpoint into a folder and point your config at it; fetch the example clips.
+"""Download every checkpoint into a folder, verify it, and point your config at it; fetch the example clips.
 
 Usage:
-    python scripts/setup.py --ckpt-root /data/checkpoints [--with-completion] [--config FILE]
-                            [--no-download | --no-examples]
+    python scripts/setup.py --ckpt-root /data/checkpoints [--with-completion] [--only NAME ...]
+                            [--from SOURCE] [--config FILE] [--no-download | --no-examples]
+    python scripts/setup.py --check [--ckpt-root DIR] [--with-completion] [--only NAME ...] [--config FILE]
     python scripts/setup.py --examples [--config FILE]
+
+NAMEs (``--only``): sam3, sam-3d-body, moge, vas-amodal, vas-completion, depth (the last three are
+the occlusion-completion models; naming one implies ``--with-completion``).
 
 Steps:
 1. set ``paths.ckpt_root`` in the config the app reads: ``--config FILE``, else ``$BODY4D_CONFIG``,
    else the user config ``~/.config/body4d/body4d.yaml`` (``$XDG_CONFIG_HOME/body4d/``). The file is
    created if absent; its other keys and comments are kept. The shipped default config
    (``body4d/configs/body4d.yaml``) is never written.
-2. download what is missing with ``huggingface_hub`` to where that config points, only the files the
-   loaders read (``models.sam3.SNAPSHOT_FILES``, ``models.moge.CHECKPOINT_FILE``, the config's
-   SAM-3D-Body paths); existing non-empty files are skipped, and a whole-repository folder counts as
-   done only with its ``.complete`` marker;
+2. verify each checkpoint (`body4d.checkpoint_verify`: files present, published sizes and SHA-256,
+   the SHA-256 the Hub gave at download, JSON / safetensors headers / ``torch.load(weights_only)`` /
+   TorchScript readable); a verified one is skipped, any other is fetched: with ``huggingface_hub``
+   (only the files the loaders read: ``models.sam3.SNAPSHOT_FILES``, ``models.moge.CHECKPOINT_FILE``,
+   the config's SAM-3D-Body paths; whole repositories for Diffusion-VAS and Depth Anything;
+   interrupted downloads resume), or with ``--from SOURCE`` copied from a mirror laid out like the
+   checkpoint root: a local or mounted folder, or an fsspec URL such as ``gs://bucket/prefix``
+   (``pip install -e '.[gcs]'``);
 3. download the example clips of ``app.examples_list`` that have a ``url`` into ``app.examples_dir``
    (``--no-examples`` skips them): each is streamed to a temporary file and kept only if its SHA-256
    is the one listed; a clip already there with that hash is skipped;
-4. verify with the same check the app uses and exit 1 if anything is still missing.
+4. verify again, print a table of every checkpoint (ok, MISSING or BROKEN, and why) and the app's own
+   presence check, and exit 1 if anything is missing or broken.
 
-``--examples`` does step 3 alone, for the config the app reads (``--config``, else as the app finds it).
+``--check`` does the verification and the table alone (downloads nothing, writes nothing), for
+``--ckpt-root`` if given, else for the config the app reads. ``--examples`` does step 3 alone.
 
 SAM-3 and SAM-3D-Body are gated: accept their licences on huggingface.co and export
-``HF_TOKEN`` (or ``huggingface-cli login``) first. This is the only place body4d downloads.
+``HF_TOKEN`` (or ``hf auth login``) first. This is the only place body4d downloads.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from body4d.checkpoint_verify import FileCheck, check_files, repository_files  # noqa: E402
 from body4d.checkpoints import checkpoint_report  # noqa: E402
 from body4d.config import (  # noqa: E402
     CONFIG_ENV,
@@ -74,19 +85,55 @@ _CKPT_ROOT_VALUE = re.compile(
 _PATHS_SECTION = re.compile(r"^paths\s*:", re.MULTILINE)
 
 
+# ``--only`` names, in the order of `downloads`; the last three are the occlusion-completion models.
+NAMES = ("sam3", "sam-3d-body", "moge", "vas-amodal", "vas-completion", "depth")
+COMPLETION_NAMES = NAMES[3:]
+
+
 @dataclass(frozen=True)
 class Download:
     """One Hugging Face repository, or some of its files, placed in ``folder``.
 
     Attributes:
+        name: its ``--only`` name.
         repo_id: the Hugging Face repository.
         folder: local folder mirroring the repository's layout.
         files: the repository files to fetch (paths inside it); None = the whole repository.
     """
 
+    name: str
     repo_id: str
     folder: Path
     files: tuple[str, ...] | None = None
+
+    def wanted(self) -> list[str]:
+        """The files to verify: the listed ones, or every file of the downloaded repository."""
+        return list(self.files) if self.files is not None else repository_files(self.folder)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One checkpoint's verification: ok when every wanted file passed (see `verify`)."""
+
+    item: Download
+    files: tuple[FileCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.files) and not any(f.problem for f in self.files)
+
+    @property
+    def status(self) -> str:
+        if self.ok:
+            return "ok"
+        return "MISSING" if all(f.problem in ("missing", "") for f in self.files) else "BROKEN"
+
+    def why(self) -> str:
+        bad = [f"{f.name}: {f.problem}" for f in self.files if f.problem]
+        if bad:
+            return "; ".join(bad)
+        notes = sorted({n for f in self.files for n in f.notes})
+        return ", ".join(notes) if notes else "files present and readable"
 
 
 def downloads(cfg: Config, with_completion: bool) -> list[Download]:
@@ -106,21 +153,41 @@ def downloads(cfg: Config, with_completion: bool) -> list[Download]:
             )
         body_files.append(path.relative_to(body_dir).as_posix())
     items = [
-        Download("facebook/sam3", Path(cfg.sam3.ckpt_path), tuple(SNAPSHOT_FILES)),
-        Download("facebook/sam-3d-body-dinov3", body_dir, tuple(body_files)),
+        Download("sam3", "facebook/sam3", Path(cfg.sam3.ckpt_path), tuple(SNAPSHOT_FILES)),
+        Download("sam-3d-body", "facebook/sam-3d-body-dinov3", body_dir, tuple(body_files)),
     ]
     if cfg.camera.ckpt_path:
         items.append(
-            Download("Ruicheng/moge-2-vitl-normal", Path(cfg.camera.ckpt_path).parent, (CHECKPOINT_FILE,))
+            Download(
+                "moge", "Ruicheng/moge-2-vitl-normal", Path(cfg.camera.ckpt_path).parent, (CHECKPOINT_FILE,)
+            )
         )
     if with_completion:
         c = cfg.completion
         items += [
-            Download("kaihuac/diffusion-vas-amodal-segmentation", Path(c.model_path_mask)),
-            Download("kaihuac/diffusion-vas-content-completion", Path(c.model_path_rgb)),
-            Download("depth-anything/Depth-Anything-V2-Large-hf", Path(c.model_path_depth)),
+            Download("vas-amodal", "kaihuac/diffusion-vas-amodal-segmentation", Path(c.model_path_mask)),
+            Download("vas-completion", "kaihuac/diffusion-vas-content-completion", Path(c.model_path_rgb)),
+            Download("depth", "depth-anything/Depth-Anything-V2-Large-hf", Path(c.model_path_depth)),
         ]
     return items
+
+
+def verify(item: Download) -> Verdict:
+    """Every wanted file of ``item`` checked (`body4d.checkpoint_verify.check_files`)."""
+    names = item.wanted()
+    if not names:
+        return Verdict(item, (FileCheck(".", "missing"),))
+    return Verdict(item, tuple(check_files(item.repo_id, item.folder, names)))
+
+
+def verdict_table(verdicts: list[Verdict]) -> str:
+    """A fixed-width table: name, status, folder, and why (or what was verified)."""
+    rows = [("checkpoint", "status", "folder", "why / verified")]
+    rows += [(v.item.name, v.status, str(v.item.folder), v.why()) for v in verdicts]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in rows
+    )
 
 
 def write_ckpt_root(config_path: Path, ckpt_root: Path) -> None:
@@ -156,35 +223,90 @@ def _ckpt_root_of(text: str) -> object:
 
 
 def is_done(item: Download) -> bool:
-    """Every wanted file is there and non-empty (or, for a whole repository, its completion marker)."""
-    if item.files is not None:
-        return all((item.folder / f).is_file() and (item.folder / f).stat().st_size > 0 for f in item.files)
-    return (item.folder / COMPLETE_MARKER).is_file()
+    """Verified (`verify`), and for a whole repository also completely downloaded (its marker)."""
+    if item.files is None and not (item.folder / COMPLETE_MARKER).is_file():
+        return False
+    return verify(item).ok
 
 
 def fetch(item: Download, token: str | None) -> str | None:
-    """Download one repository (or its wanted files); return None on success or a one-line reason."""
+    """Download one repository (or its wanted files); return None on success or a one-line reason.
+
+    Files that are there but fail verification are downloaded again (``force_download``); an
+    interrupted download resumes from its partial file.
+    """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     if is_done(item):
-        log.info("[SKIP] %s already in %s", item.repo_id, item.folder)
+        log.info("[SKIP] %s verified in %s", item.repo_id, item.folder)
         return None
-    log.info("[GET ] %s -> %s", item.repo_id, item.folder)
+    broken = any(f.problem and f.problem != "missing" for f in verify(item).files)
+    log.info("[GET ] %s -> %s%s", item.repo_id, item.folder, " (again: a file failed verification)" * broken)
+    licence = (
+        f"accept its licence at https://huggingface.co/{item.repo_id} and export HF_TOKEN with a "
+        "token of that account"
+    )
     try:
         snapshot_download(
             item.repo_id,
             local_dir=item.folder,
             allow_patterns=list(item.files) if item.files is not None else None,
             token=token,
+            force_download=broken,
         )
     except GatedRepoError:
-        return (
-            f"{item.repo_id} is gated: accept its licence at https://huggingface.co/{item.repo_id} "
-            "and export HF_TOKEN with a token of that account"
-        )
+        return f"{item.repo_id} is gated: {licence}"
+    except RepositoryNotFoundError:  # the Hub also answers 401 to an anonymous request for a gated repo
+        return f"{item.repo_id} is not accessible{'' if token else ' without a token'}: if it is gated, {licence}"
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         return f"{item.repo_id} could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    if item.files is None:
+        (item.folder / COMPLETE_MARKER).write_text("ok\n")
+    return None
+
+
+def install_from(item: Download, source: str, ckpt_root: Path) -> str | None:
+    """Copy ``item``'s files from a mirror of the checkpoint root; None on success, else a one-line reason.
+
+    Args:
+        item: what to install; its folder must lie under ``ckpt_root`` (the mirror has the same layout).
+        source: a folder, or an fsspec URL (``gs://bucket/prefix`` needs the ``gcs`` extra).
+        ckpt_root: the checkpoint root the mirror mirrors.
+    """
+    import fsspec
+
+    if not item.folder.is_relative_to(ckpt_root):
+        return f"{item.folder} is outside --ckpt-root {ckpt_root}, so the mirror has no place for it"
+    if verify(item).ok:
+        log.info("[SKIP] %s verified in %s", item.name, item.folder)
+        return None
+    rel = item.folder.relative_to(ckpt_root).as_posix()
+    try:
+        fs, base = fsspec.core.url_to_fs(source)
+    except ImportError as exc:
+        return f"{source} needs a filesystem client that is not installed ({exc}): pip install -e '.[gcs]'"
+    src = f"{base.rstrip('/')}/{rel}"
+    try:
+        if item.files is not None:
+            names = list(item.files)
+        else:
+            names = sorted(p[len(src) + 1 :] for p in fs.find(src) if not Path(p).name.startswith("."))
+        if not names:
+            return f"{src} holds no files of {item.name}"
+        log.info("[COPY] %s -> %s (%d file(s))", src, item.folder, len(names))
+        for name in names:
+            target = item.folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                fs.get_file(f"{src}/{name}", str(tmp))
+    except (OSError, ValueError) as exc:  # FileNotFoundError for a missing mirror file
+        return f"{item.name} could not be copied from {src} ({type(exc).__name__}: {exc})"
     if item.files is None:
         (item.folder / COMPLETE_MARKER).write_text("ok\n")
     return None
@@ -302,22 +424,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--with-completion", action="store_true", help="also get Diffusion-VAS + Depth Anything V2"
     )
+    ap.add_argument(
+        "--only", nargs="+", choices=NAMES, metavar="NAME", help=f"only these checkpoints: {', '.join(NAMES)}"
+    )
+    ap.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="SOURCE",
+        help="copy from a mirror of the checkpoint root (a folder, or gs://bucket/prefix) instead of the Hub",
+    )
     ap.add_argument("--no-download", action="store_true", help="only write the config and verify")
+    ap.add_argument("--check", action="store_true", help="only verify: download nothing, write nothing")
     examples = ap.add_mutually_exclusive_group()
     examples.add_argument(
         "--examples", action="store_true", help="only fetch the example clips (no --ckpt-root)"
     )
     examples.add_argument("--no-examples", action="store_true", help="do not fetch the example clips")
     args = ap.parse_args(argv)
-    if args.examples and (args.ckpt_root is not None or args.no_download or args.with_completion):
+    if args.examples and (
+        args.ckpt_root is not None
+        or args.no_download
+        or args.with_completion
+        or args.only
+        or args.source
+        or args.check
+    ):
         ap.error(
             "--examples only fetches the example clips: drop it for the full setup (which fetches them too)"
         )
-    if not args.examples and args.ckpt_root is None:
-        ap.error("--ckpt-root is required (or --examples to fetch only the example clips)")
+    if args.check and (args.source or args.no_download):
+        ap.error("--check only verifies: drop --from / --no-download")
+    if not (args.examples or args.check) and args.ckpt_root is None:
+        ap.error("--ckpt-root is required (or --check to verify, --examples to fetch only the example clips)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.examples:
         return examples_only(args.config)
+    with_completion = args.with_completion or bool(set(args.only or ()) & set(COMPLETION_NAMES))
+    overrides = ["completion.enable=true"] if with_completion else []
+    if args.check:
+        if args.ckpt_root is not None:
+            overrides.append(f"paths.ckpt_root={args.ckpt_root.expanduser().resolve()}")
+        try:
+            cfg = load_config(args.config, overrides=overrides)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 1
+        return verify_all(cfg, with_completion, args.only, failures=[])
 
     ckpt_root = args.ckpt_root.expanduser().resolve()
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -333,8 +486,6 @@ def main(argv: list[str] | None = None) -> int:
             CONFIG_ENV,
             config_path,
         )
-
-    overrides = ["completion.enable=true"] if args.with_completion else None
     try:
         cfg = load_config(config_path, overrides=overrides, env={})
     except ConfigError as exc:
@@ -343,24 +494,37 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get("HF_TOKEN") or None
     failures = []
     if not args.no_download:
-        for item in downloads(cfg, args.with_completion):
-            reason = fetch(item, token)
+        for item in selected(cfg, with_completion, args.only):
+            reason = install_from(item, args.source, ckpt_root) if args.source else fetch(item, token)
             if reason:
                 log.error("[BLOCKED] %s", reason)
                 failures.append(reason)
-        if not args.no_examples:
+        if not args.no_examples and not args.only:
             failures += fetch_examples(cfg)
+    return verify_all(cfg, with_completion, args.only, failures)
 
+
+def selected(cfg: Config, with_completion: bool, only: list[str] | None) -> list[Download]:
+    """The checkpoints of `downloads`, limited to the ``--only`` names when given."""
+    return [i for i in downloads(cfg, with_completion) if not only or i.name in only]
+
+
+def verify_all(cfg: Config, with_completion: bool, only: list[str] | None, failures: list[str]) -> int:
+    """Verify, print the table and the app's presence check; the exit code (1 if anything is wrong)."""
+    verdicts = [verify(i) for i in selected(cfg, with_completion, only)]
+    log.info("%s", verdict_table(verdicts))
     report = checkpoint_report(cfg)
-    log.info("%s", report.text())
-    if failures or not report.ok:
+    if not only:
+        log.info("%s", report.text())
+    bad = [v for v in verdicts if not v.ok]
+    if failures or bad or (not only and not report.ok):
         log.error(
-            "setup incomplete: %d download(s) blocked, %d checkpoint(s) missing",
+            "setup incomplete: %d download(s) blocked, %d checkpoint(s) missing or broken",
             len(failures),
-            len(report.missing),
+            len(bad) if only else max(len(bad), len(report.missing)),
         )
         return 1
-    log.info("setup complete")
+    log.info("setup complete: every checkpoint verified")
     return 0
 
 

@@ -4,9 +4,10 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -49,18 +50,19 @@ def _run(args: list[str], home: Path, **extra_env: str) -> subprocess.CompletedP
     )
 
 
-def _write_files(folder: Path, names: Iterable[str]) -> None:
-    """Non-empty stand-ins for checkpoint files ``folder/name``."""
-    for name in names:
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(b"x")
+def _copy_tiny(tiny_ckpt_root: Path, root: Path, *folders: str) -> None:
+    """Real tiny checkpoints (the released layouts, random weights) copied into ``root``."""
+    for folder in folders:
+        shutil.copytree(tiny_ckpt_root / folder, root / folder)
 
 
-def test_offline_setup_writes_the_user_config_skips_existing_and_fails_loudly(tmp_path: Path) -> None:
+def test_offline_setup_writes_the_user_config_skips_existing_and_fails_loudly(
+    tmp_path: Path, tiny_ckpt_root: Path
+) -> None:
     shipped = DEFAULT_CONFIG.read_bytes()
     home = tmp_path / "home"
     root = tmp_path / "ckpts"
-    _write_files(root / "sam-3d-body-dinov3", BODY_FILES)
+    _copy_tiny(tiny_ckpt_root, root, "sam-3d-body-dinov3")
     res = _run(["--ckpt-root", str(root), "--no-examples"], home)
     assert res.returncode == 1
     log = res.stderr + res.stdout
@@ -78,16 +80,16 @@ def test_offline_setup_writes_the_user_config_skips_existing_and_fails_loudly(tm
     assert cfg.sam3.ckpt_path == str(root / "sam3")
 
 
-def test_setup_succeeds_when_everything_is_present(tmp_path: Path) -> None:
+def test_setup_succeeds_when_everything_is_present(tmp_path: Path, tiny_ckpt_root: Path) -> None:
     root = tmp_path / "ckpts"
-    _write_files(root / "sam3", SNAPSHOT_FILES)
-    _write_files(root / "sam-3d-body-dinov3", BODY_FILES)
-    _write_files(root / "moge-2-vitl-normal", [CHECKPOINT_FILE])
+    _copy_tiny(tiny_ckpt_root, root, "sam3", "sam-3d-body-dinov3", "moge-2-vitl-normal")
     res = _run(["--ckpt-root", str(root), "--no-examples"], tmp_path / "home")
     assert res.returncode == 0, res.stderr
     log = res.stderr + res.stdout
     assert "[SKIP] facebook/sam3" in log and "[SKIP] Ruicheng/moge-2-vitl-normal" in log
     assert "All checkpoints present." in log
+    assert "setup complete: every checkpoint verified" in log
+    assert "tiny test checkpoint: its published size and SHA-256 do not apply" in log
 
 
 def test_explicit_config_keeps_its_keys_and_comments_and_says_how_the_app_finds_it(tmp_path: Path) -> None:
@@ -264,4 +266,4 @@ def test_examples_flag_refuses_the_options_of_the_full_setup(tmp_path: Path) -> 
     res = _run(["--examples", "--no-examples"], tmp_path / "home")
     assert res.returncode == 2 and "not allowed with argument" in res.stderr
     res = _run([], tmp_path / "home")
-    assert res.returncode == 2 and "--ckpt-root is required (or --examples" in res.stderr
+    assert res.returncode == 2 and "--ckpt-root is required (or --check to verify, --examples" in res.stderr
