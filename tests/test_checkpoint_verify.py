@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from safetensors.torch import save_file
 
 from body4d.checkpoint_verify import HUB_METADATA_DIR, Published, check_file, hub_sha256
 from body4d.examples import file_sha256
+from tests.fake_hub import FakeHub, FakeHubServer
 from tests.test_setup_script import _copy_tiny, _run
 
 ALL = (
@@ -128,8 +126,7 @@ def test_from_a_folder_installs_only_what_is_asked_and_verifies_it(
     assert full.returncode == 1
     rows = _rows(full.stdout + full.stderr)
     assert (
-        " BROKEN " in rows["sam-3d-body"]
-        and "model.ckpt: 16 bytes, the released file has 2,109,129,346" in rows["sam-3d-body"]
+        " BROKEN " in rows["sam-3d-body"] and "model.ckpt: not a readable PyTorch file" in rows["sam-3d-body"]
     )
     assert " ok " in rows["sam3"] and " ok " in rows["moge"]
     assert "[SKIP] moge verified" in full.stdout + full.stderr
@@ -146,42 +143,78 @@ def test_a_missing_mirror_and_an_unknown_name_are_refused(tmp_path: Path) -> Non
     assert bad.returncode == 2 and "invalid choice: 'sam4'" in bad.stderr and "sam-3d-body" in bad.stderr
 
 
-class _Gated(http.server.BaseHTTPRequestHandler):
-    """Answers every request as the Hub answers one for a gated repository without an accepted licence."""
-
-    def _answer(self) -> None:
-        body = json.dumps({"error": "Access to model facebook/sam3 is restricted."}).encode()
-        self.send_response(403 if self.headers.get("Authorization") else 401)
-        self.send_header("X-Error-Code", "GatedRepo")
-        self.send_header("X-Error-Message", "Access to model facebook/sam3 is restricted.")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_GET = do_HEAD = _answer
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
-        pass
+REPOS = {
+    "facebook/sam3": "sam3",
+    "facebook/sam-3d-body-dinov3": "sam-3d-body-dinov3",
+    "Ruicheng/moge-2-vitl-normal": "moge-2-vitl-normal",
+}
 
 
 @pytest.fixture
-def gated_hub() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gated)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def hub(tiny_ckpt_root: Path) -> Iterator[FakeHub]:
+    with FakeHubServer(FakeHub({repo: tiny_ckpt_root / folder for repo, folder in REPOS.items()})) as served:
+        yield served
+
+
+def _online(hub: FakeHub, **extra: str) -> dict[str, str]:
+    return {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1", **extra}
+
+
+def test_setup_downloads_from_the_hub_verifies_and_skips_on_the_next_run(
+    tmp_path: Path, hub: FakeHub
+) -> None:
+    root = tmp_path / "ckpts"
+    args = ["--ckpt-root", str(root), "--no-examples"]
+    res = _run(args, tmp_path / "home", **_online(hub))
+    assert res.returncode == 0, res.stdout + res.stderr
+    for folder in REPOS.values():
+        assert all(" ok " in row for row in _rows(res.stdout + res.stderr).values())
+        assert (root / folder).is_dir()
+    assert (root / "sam-3d-body-dinov3" / "assets" / "mhr_model.pt").is_file()
+    assert "SHA-256 the Hub gave" in res.stdout + res.stderr
+    n_gets = len(hub.gets("model.safetensors"))
+    again = _run(args, tmp_path / "home", **_online(hub))
+    assert again.returncode == 0 and "[SKIP] facebook/sam3 verified" in again.stderr
+    assert len(hub.gets("model.safetensors")) == n_gets, "a verified checkpoint is not downloaded again"
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(tmp_path: Path, hub: FakeHub) -> None:
+    # huggingface_hub writes 10 MB chunks: the cut comes after two of them (the tiny model.ckpt is ~48 MB).
+    hub.cut_after[("facebook/sam-3d-body-dinov3", "model.ckpt")] = 25_000_000
+    args = ["--ckpt-root", str(tmp_path / "c"), "--only", "sam-3d-body"]
+    res = _run(args, tmp_path / "home", **_online(hub))
+    if res.returncode != 0:  # huggingface_hub gave up inside the first run: the next one resumes
+        assert "[BLOCKED] facebook/sam-3d-body-dinov3 could not be downloaded" in res.stderr
+        res = _run(args, tmp_path / "home", **_online(hub))
+    assert res.returncode == 0, res.stdout + res.stderr
+    ranges = [r for r in hub.gets("model.ckpt") if r]
+    assert ranges and all(r.startswith("bytes=") and int(r[6:-1]) >= 10_000_000 for r in ranges), hub.requests
+    assert " ok " in _rows(res.stderr + res.stdout)["sam-3d-body"]
+
+
+def test_a_file_damaged_in_transit_is_caught_and_fetched_again(tmp_path: Path, hub: FakeHub) -> None:
+    hub.corrupt.add(("Ruicheng/moge-2-vitl-normal", "model.pt"))
+    args = ["--ckpt-root", str(tmp_path / "c"), "--only", "moge"]
+    res = _run(args, tmp_path / "home", **_online(hub))
+    assert res.returncode == 1
+    row = _rows(res.stdout + res.stderr)["moge"]
+    assert " BROKEN " in row and "model.pt: SHA-256" in row and "(corrupt download)" in row
+    check = _run(["--check", *args], tmp_path / "home")
+    assert check.returncode == 1 and "(corrupt download)" in _rows(check.stdout + check.stderr)["moge"]
+    hub.corrupt.clear()  # the transfer is fine again: the broken file is downloaded again
+    fixed = _run(args, tmp_path / "home", **_online(hub))
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "(again: a file failed verification)" in fixed.stderr
 
 
 @pytest.mark.parametrize("token", ["", "hf_test"])
 def test_a_gated_repository_says_accept_the_licence_and_set_hf_token(
-    tmp_path: Path, gated_hub: str, token: str
+    tmp_path: Path, hub: FakeHub, token: str
 ) -> None:
-    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": gated_hub, "HF_HUB_DISABLE_TELEMETRY": "1"}
-    if token:
-        env["HF_TOKEN"] = token
+    hub.gated.add("facebook/sam3")
+    env = _online(hub, **({"HF_TOKEN": token} if token else {}))
     res = _run(["--ckpt-root", str(tmp_path / "c"), "--only", "sam3"], tmp_path / "home", **env)
     assert res.returncode == 1
     assert "[BLOCKED] facebook/sam3 is" in res.stderr
     assert "accept its licence at https://huggingface.co/facebook/sam3 and export HF_TOKEN" in res.stderr
+    assert any(r[1].startswith("/api/models/facebook/sam3") for r in hub.requests)
