@@ -1,7 +1,8 @@
 """Which checkpoints the configuration needs and whether each is there, with the fix when not.
 
-Nothing here loads a network. The app's status panel, ``body4d check``, ``body4d doctor`` and
-``scripts/setup.py`` use `checkpoint_report()` to say exactly what is missing and how to get it.
+Nothing here loads a network or reads a weight: the app's status panel, ``body4d check`` and
+``body4d doctor`` use `checkpoint_report()` to say exactly what is missing and how to get it.
+``scripts/setup.py`` verifies the files themselves (`body4d.checkpoint_verify`).
 """
 
 from __future__ import annotations

@@ -1,38 +1,53 @@
-"""Download every checkpoint into a folder, verify it, and point your config at it; fetch the example clips.
+"""Install every checkpoint into a folder, verify it, and point your config at it; fetch the example clips.
 
 Usage:
-    python scripts/setup.py --ckpt-root /data/checkpoints [--with-completion] [--only NAME ...]
-                            [--from SOURCE] [--config FILE] [--no-download | --no-examples]
+    python scripts/setup.py --ckpt-root DIR [--with-completion] [--only NAME ...] [--from SOURCE]
+                            [--config FILE] [--no-download | --no-examples]
     python scripts/setup.py --check [--ckpt-root DIR] [--with-completion] [--only NAME ...] [--config FILE]
     python scripts/setup.py --examples [--config FILE]
 
-NAMEs (``--only``): sam3, sam-3d-body, moge, vas-amodal, vas-completion, depth (the last three are
-the occlusion-completion models; naming one implies ``--with-completion``).
+NAMEs (``--only``, `body4d.checkpoint_verify.NAMES`): sam3, sam-3d-body, moge, vas-amodal,
+vas-completion, depth. Without ``--only``: SAM-3, SAM-3D-Body, MoGe-2 (unless ``camera.ckpt_path`` is
+empty), and the occlusion-completion models (the last three) with ``--with-completion`` or
+``completion.enable``; naming one of them in ``--only`` is enough to get it.
 
 Steps:
 1. set ``paths.ckpt_root`` in the config the app reads: ``--config FILE``, else ``$BODY4D_CONFIG``,
    else the user config ``~/.config/body4d/body4d.yaml`` (``$XDG_CONFIG_HOME/body4d/``). The file is
    created if absent; its other keys and comments are kept. The shipped default config
    (``body4d/configs/body4d.yaml``) is never written.
-2. verify each checkpoint (`body4d.checkpoint_verify`: files present, published sizes and SHA-256,
-   the SHA-256 the Hub gave at download, JSON / safetensors headers / ``torch.load(weights_only)`` /
-   TorchScript readable); a verified one is skipped, any other is fetched: with ``huggingface_hub``
-   (only the files the loaders read: ``models.sam3.SNAPSHOT_FILES``, ``models.moge.CHECKPOINT_FILE``,
-   the config's SAM-3D-Body paths; whole repositories for Diffusion-VAS and Depth Anything;
-   interrupted downloads resume), or with ``--from SOURCE`` copied from a mirror laid out like the
-   checkpoint root: a local or mounted folder, or an fsspec URL such as ``gs://bucket/prefix``
-   (``pip install -e '.[gcs]'``);
+2. verify each checkpoint where that config points (`body4d.checkpoint_verify.verify`: files present,
+   published sizes and sha256, the sha256 of the download record, formats, the loaders' key checks;
+   hashing makes this take minutes on the real files). A verified checkpoint is skipped; of any other,
+   the files that are missing or damaged are fetched:
+
+   * from the Hugging Face Hub (``HF_ENDPOINT``), only the files the loaders read, all at the commit
+     ``main`` points to. Each streams into ``<folder>/.cache/body4d/partial/``; a download cut off
+     stays there and the next run resumes it with an HTTP Range request (huggingface_hub's own
+     downloads discard a partial file when they fail). A file is moved into place only when its size
+     and, for an LFS file, its sha256 are the ones the Hub lists; then its download record is written
+     the way huggingface_hub's ``local_dir`` downloads write it (``.cache/huggingface/download/``);
+   * or, with ``--from SOURCE``, from a mirror laid out like the checkpoint root
+     (``SOURCE/sam3/``, ``SOURCE/sam-3d-body-dinov3/``, ...; a backup of one): a local or mounted folder,
+     or an fsspec URL such as ``gs://bucket/prefix`` (needs ``pip install -e '.[gcs]'``). Each file is
+     copied through a temporary file; the mirror's download records come along, and a file whose
+     sha256 is not its record's is not installed.
+
+   A tiny test checkpoint's marker file comes along too, so that a copy of one is flagged as tiny.
 3. download the example clips of ``app.examples_list`` that have a ``url`` into ``app.examples_dir``
-   (``--no-examples`` skips them): each is streamed to a temporary file and kept only if its SHA-256
-   is the one listed; a clip already there with that hash is skipped;
-4. verify again, print a table of every checkpoint (ok, MISSING or BROKEN, and why) and the app's own
-   presence check, and exit 1 if anything is missing or broken.
+   (skipped with ``--no-examples`` or ``--only``): each is streamed to a temporary file and kept only if
+   its sha256 is the one listed; a clip already there with that hash is skipped;
+4. verify again and print a table on stdout: each checkpoint, its status (ok, tiny = a verified tiny
+   random test checkpoint, MISSING, BROKEN), its folder, and why and the fix.
 
-``--check`` does the verification and the table alone (downloads nothing, writes nothing), for
-``--ckpt-root`` if given, else for the config the app reads. ``--examples`` does step 3 alone.
+``--check`` is step 2's verification and the table alone: it downloads and writes nothing, for
+``--ckpt-root`` if given, else for the config the app reads. ``--no-download`` does steps 1 and 4.
+``--examples`` does step 3 alone, for the config the app reads.
 
-SAM-3 and SAM-3D-Body are gated: accept their licences on huggingface.co and export
-``HF_TOKEN`` (or ``hf auth login``) first. This is the only place body4d downloads.
+Exit code: 0 when every checkpoint is verified (and every clip fetched), 1 otherwise, 2 on a usage error.
+
+SAM-3 and SAM-3D-Body are gated: accept their licences on huggingface.co and export ``HF_TOKEN`` (or
+``hf auth login``) first; a refused download says so. This is the only place body4d downloads.
 """
 
 from __future__ import annotations
@@ -46,16 +61,25 @@ import os
 import re
 import sys
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from body4d.checkpoint_verify import FileCheck, check_files, repository_files  # noqa: E402
-from body4d.checkpoints import checkpoint_report  # noqa: E402
+from body4d.checkpoint_verify import (  # noqa: E402
+    BROKEN,
+    MISSING,
+    NAMES,
+    TINY,
+    Checkpoint,
+    DownloadRecord,
+    Verification,
+    checkpoints,
+    verify,
+)
 from body4d.config import (  # noqa: E402
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -70,11 +94,12 @@ from body4d.run_dir import atomic_path, atomic_write_bytes  # noqa: E402
 from models.errors import TINY_MARKER  # noqa: E402
 
 log = logging.getLogger("body4d.setup")
-COMPLETE_MARKER = ".complete"
-# Seconds an example download may wait for the server (connecting, or between two reads).
+# Seconds a download may wait for the server (connecting, or between two reads).
 DOWNLOAD_TIMEOUT_S = 60.0
-# Bytes read per chunk while streaming an example clip to disk.
+# Bytes read per chunk while streaming a download to disk.
 DOWNLOAD_CHUNK = 1 << 20
+# Where a checkpoint file being received waits, inside its checkpoint folder (same file system).
+PARTIAL_DIR = Path(".cache") / "body4d" / "partial"
 NEW_CONFIG_HEADER = (
     "# body4d user config: every key set here overrides the shipped default (body4d/configs/body4d.yaml,\n"
     "# which documents them all). scripts/setup.py keeps paths.ckpt_root up to date; the rest is yours.\n\n"
@@ -84,111 +109,9 @@ _CKPT_ROOT_VALUE = re.compile(
     r"^paths:[^\n]*\n(?:[ \t]*(?:#[^\n]*)?\n)*[ \t]+ckpt_root:[ \t]*([^\n]*)$", re.MULTILINE
 )
 _PATHS_SECTION = re.compile(r"^paths\s*:", re.MULTILINE)
-
-
-# ``--only`` names, in the order of `downloads`; the last three are the occlusion-completion models.
-NAMES = ("sam3", "sam-3d-body", "moge", "vas-amodal", "vas-completion", "depth")
-COMPLETION_NAMES = NAMES[3:]
-
-
-@dataclass(frozen=True)
-class Download:
-    """One Hugging Face repository, or some of its files, placed in ``folder``.
-
-    Attributes:
-        name: its ``--only`` name.
-        repo_id: the Hugging Face repository.
-        folder: local folder mirroring the repository's layout.
-        files: the repository files to fetch (paths inside it); None = the whole repository.
-    """
-
-    name: str
-    repo_id: str
-    folder: Path
-    files: tuple[str, ...] | None = None
-
-    def wanted(self) -> list[str]:
-        """The files to verify: the listed ones, or every file of the downloaded repository."""
-        return list(self.files) if self.files is not None else repository_files(self.folder)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One checkpoint's verification: ok when every wanted file passed (see `verify`)."""
-
-    item: Download
-    files: tuple[FileCheck, ...]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.files) and not any(f.problem for f in self.files)
-
-    @property
-    def status(self) -> str:
-        if self.ok:
-            return "ok"
-        return "MISSING" if all(f.problem in ("missing", "") for f in self.files) else "BROKEN"
-
-    def why(self) -> str:
-        bad = [f"{f.name}: {f.problem}" for f in self.files if f.problem]
-        if bad:
-            return "; ".join(bad)
-        notes = sorted({n for f in self.files for n in f.notes})
-        return ", ".join(notes) if notes else "files present and readable"
-
-
-def downloads(cfg: Config, with_completion: bool) -> list[Download]:
-    """What to fetch and where: the locations ``cfg`` points at, with the files their loaders read."""
-    from models.moge import CHECKPOINT_FILE
-    from models.sam3 import SNAPSHOT_FILES
-
-    body = cfg.sam_3d_body
-    body_dir = Path(body.ckpt_path).parent
-    body_files = []
-    for key in ("ckpt_path", "config_path", "mhr_path"):
-        path = Path(getattr(body, key))
-        if not path.is_relative_to(body_dir):
-            raise SystemExit(
-                f"sam_3d_body.{key} = {path} is outside {body_dir}, the folder of sam_3d_body.ckpt_path: "
-                "keep the SAM-3D-Body files together as released, or download them by hand"
-            )
-        body_files.append(path.relative_to(body_dir).as_posix())
-    items = [
-        Download("sam3", "facebook/sam3", Path(cfg.sam3.ckpt_path), tuple(SNAPSHOT_FILES)),
-        Download("sam-3d-body", "facebook/sam-3d-body-dinov3", body_dir, tuple(body_files)),
-    ]
-    if cfg.camera.ckpt_path:
-        items.append(
-            Download(
-                "moge", "Ruicheng/moge-2-vitl-normal", Path(cfg.camera.ckpt_path).parent, (CHECKPOINT_FILE,)
-            )
-        )
-    if with_completion:
-        c = cfg.completion
-        items += [
-            Download("vas-amodal", "kaihuac/diffusion-vas-amodal-segmentation", Path(c.model_path_mask)),
-            Download("vas-completion", "kaihuac/diffusion-vas-content-completion", Path(c.model_path_rgb)),
-            Download("depth", "depth-anything/Depth-Anything-V2-Large-hf", Path(c.model_path_depth)),
-        ]
-    return items
-
-
-def verify(item: Download) -> Verdict:
-    """Every wanted file of ``item`` checked (`body4d.checkpoint_verify.check_files`)."""
-    names = item.wanted()
-    if not names:
-        return Verdict(item, (FileCheck(".", "missing"),))
-    return Verdict(item, tuple(check_files(item.repo_id, item.folder, names)))
-
-
-def verdict_table(verdicts: list[Verdict]) -> str:
-    """A fixed-width table: name, status, folder, and why (or what was verified)."""
-    rows = [("checkpoint", "status", "folder", "why / verified")]
-    rows += [(v.item.name, v.status, str(v.item.folder), v.why()) for v in verdicts]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in rows
-    )
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CONTENT_RANGE_START = re.compile(r"bytes (\d+)-")
+_STATUS = {MISSING: "MISSING", BROKEN: "BROKEN"}
 
 
 def write_ckpt_root(config_path: Path, ckpt_root: Path) -> None:
@@ -223,95 +146,300 @@ def _ckpt_root_of(text: str) -> object:
     return paths.get("ckpt_root") if isinstance(paths, dict) else None
 
 
-def is_done(item: Download) -> bool:
-    """Verified (`verify`), and for a whole repository also completely downloaded (its marker)."""
-    if item.files is None and not (item.folder / COMPLETE_MARKER).is_file():
-        return False
-    return verify(item).ok
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def fetch(item: Download, token: str | None) -> str | None:
-    """Download one repository (or its wanted files); return None on success or a one-line reason.
+def _partial(folder: Path, name: str, tag: str) -> Path:
+    """Where ``folder/name`` is received before it is moved into place (``tag`` tells versions apart)."""
+    return folder / PARTIAL_DIR / f"{name}.{tag}.part"
 
-    Files that are there but fail verification are downloaded again (``force_download``); an
-    interrupted download resumes from its partial file.
+
+def _place(part: Path, target: Path, size: int | None, sha256: str | None, origin: str) -> str | None:
+    """Move the received ``part`` to ``target`` if it has the ``size`` and ``sha256`` its source lists.
+
+    Returns:
+        None when ``target`` is in place, else why not (``part`` is then deleted).
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
-
-    if is_done(item):
-        log.info("[SKIP] %s verified in %s", item.repo_id, item.folder)
-        return None
-    broken = any(f.problem and f.problem != "missing" for f in verify(item).files)
-    log.info("[GET ] %s -> %s%s", item.repo_id, item.folder, " (again: a file failed verification)" * broken)
-    licence = (
-        f"accept its licence at https://huggingface.co/{item.repo_id} and export HF_TOKEN with a "
-        "token of that account"
-    )
-    try:
-        snapshot_download(
-            item.repo_id,
-            local_dir=item.folder,
-            # A tiny test checkpoint's marker comes along, so that the copy is known as tiny too.
-            allow_patterns=[*item.files, TINY_MARKER] if item.files is not None else None,
-            token=token,
-            force_download=broken,
-        )
-    except GatedRepoError:
-        return f"{item.repo_id} is gated: {licence}"
-    except RepositoryNotFoundError:  # the Hub also answers 401 to an anonymous request for a gated repo
-        return f"{item.repo_id} is not accessible{'' if token else ' without a token'}: if it is gated, {licence}"
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-        return f"{item.repo_id} could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-    if item.files is None:
-        (item.folder / COMPLETE_MARKER).write_text("ok\n")
+    got = part.stat().st_size
+    problem = None
+    if size is not None and got != size:
+        problem = f"{origin}: received {got:,} bytes, the source lists {size:,}"
+    elif sha256 is not None and (actual := file_sha256(part)) != sha256:
+        problem = f"{origin}: sha256 {actual} is not the {sha256} the source lists (damaged in transit)"
+    if problem:
+        part.unlink()
+        return f"{problem}: not installed; run setup again"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, target)
     return None
 
 
-def install_from(item: Download, source: str, ckpt_root: Path) -> str | None:
-    """Copy ``item``'s files from a mirror of the checkpoint root; None on success, else a one-line reason.
+class HubSource:
+    """The Hugging Face Hub as a source of checkpoint files, with resumable downloads.
 
     Args:
-        item: what to install; its folder must lie under ``ckpt_root`` (the mirror has the same layout).
-        source: a folder, or an fsspec URL (``gs://bucket/prefix`` needs the ``gcs`` extra).
-        ckpt_root: the checkpoint root the mirror mirrors.
+        endpoint: the Hub's URL; None = ``HF_ENDPOINT`` (huggingface_hub's default endpoint).
+        token: None = ``HF_TOKEN``, else the token of ``hf auth login``; False = none; or the token.
     """
-    import fsspec
 
-    if not item.folder.is_relative_to(ckpt_root):
-        return f"{item.folder} is outside --ckpt-root {ckpt_root}, so the mirror has no place for it"
-    if verify(item).ok:
-        log.info("[SKIP] %s verified in %s", item.name, item.folder)
+    def __init__(self, endpoint: str | None = None, token: str | bool | None = None) -> None:
+        from huggingface_hub import constants
+
+        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        self.token = token
+        self.label = self.endpoint
+
+    def fetch(self, ckpt: Checkpoint, names: list[str]) -> str | None:
+        """Download ``names`` (repository files of ``ckpt``) into its folder; None, or why not."""
+        import httpx2
+        from huggingface_hub import HfApi
+
+        try:
+            info = HfApi(endpoint=self.endpoint, token=self.token).model_info(ckpt.repo_id, revision="main")
+            listed = {s.rfilename for s in info.siblings or ()}
+            absent = [n for n in names if n not in listed]
+            if absent:
+                return (
+                    f"{ckpt.repo_id} at commit {info.sha} has no {', '.join(absent)}: the repository "
+                    "changed its layout; place the files by hand (MODELS.md) and report it"
+                )
+            if TINY_MARKER in listed and not (ckpt.folder / TINY_MARKER).exists():
+                names = [TINY_MARKER, *names]
+            for name in names:
+                problem = self._fetch_file(ckpt, str(info.sha), name)
+                if problem:
+                    return problem
+        except (OSError, httpx2.HTTPError) as exc:  # HfHubHTTPError is both
+            return self._refusal(ckpt.repo_id, exc)
         return None
-    rel = item.folder.relative_to(ckpt_root).as_posix()
-    try:
-        fs, base = fsspec.core.url_to_fs(source)
-    except ImportError as exc:
-        return f"{source} needs a filesystem client that is not installed ({exc}): pip install -e '.[gcs]'"
-    src = f"{base.rstrip('/')}/{rel}"
-    try:
-        if item.files is not None:
-            names = list(item.files) + [TINY_MARKER] * fs.exists(f"{src}/{TINY_MARKER}")
-        else:
-            names = sorted(p[len(src) + 1 :] for p in fs.find(src) if not Path(p).name.startswith("."))
-        if not names:
-            return f"{src} holds no files of {item.name}"
-        log.info("[COPY] %s -> %s (%d file(s))", src, item.folder, len(names))
-        for name in names:
-            target = item.folder / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp:
-                fs.get_file(f"{src}/{name}", str(tmp))
-    except (OSError, ValueError) as exc:  # FileNotFoundError for a missing mirror file
-        return f"{item.name} could not be copied from {src} ({type(exc).__name__}: {exc})"
-    if item.files is None:
-        (item.folder / COMPLETE_MARKER).write_text("ok\n")
-    return None
+
+    def _fetch_file(self, ckpt: Checkpoint, commit: str, name: str) -> str | None:
+        """Download one file, resuming its partial download; None, or why it is not in place."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        local = ckpt.files.get(name, ckpt.folder / name)
+        rel = local.relative_to(ckpt.folder).as_posix()
+        origin = f"{ckpt.repo_id}/{name}"
+        url = hf_hub_url(ckpt.repo_id, name, revision=commit, endpoint=self.endpoint)
+        meta = get_hf_file_metadata(url, token=self.token)
+        if not meta.etag:
+            return f"{origin}: the Hub sent no ETag, so the download could not be checked"
+        part = _partial(ckpt.folder, rel, hashlib.sha256(meta.etag.encode()).hexdigest()[:16])
+        have = part.stat().st_size if part.is_file() else 0
+        if meta.size is None or have > meta.size:
+            have = 0  # nothing to resume: a length that is unknown, or a partial file longer than the file
+        if meta.size is None or have < meta.size or not part.is_file():
+            log.info("       %s%s", origin, f" (resuming at {have:,} bytes)" if have else "")
+            try:
+                self._receive(meta.location, part, have)
+            except _Stopped as exc:
+                size = f" of {meta.size:,}" if meta.size is not None else ""
+                return (
+                    f"{origin}: the download stopped after {exc.received:,}{size} bytes ({exc.reason}): "
+                    "run setup again to resume it"
+                )
+        sha256 = meta.etag if _SHA256.fullmatch(meta.etag) else None
+        problem = _place(part, local, meta.size, sha256, origin)
+        if problem is None:
+            DownloadRecord(meta.commit_hash or commit, meta.etag).write(ckpt.folder, rel)
+        return problem
+
+    def _receive(self, url: str, part: Path, have: int) -> None:
+        """Append the bytes of ``url`` after the first ``have`` to ``part`` (all of them, from the start,
+        when the server does not answer with that range).
+
+        Raises:
+            _Stopped: the transfer broke off (what arrived stays in ``part``).
+            HfHubHTTPError: the server refused the request.
+        """
+        import httpx2
+        from huggingface_hub import get_session
+        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+
+        headers = build_hf_headers(token=self.token)
+        if urlsplit(url)[:2] != urlsplit(self.endpoint)[:2]:
+            headers.pop("authorization", None)  # the token never leaves the Hub (LFS files are on a CDN)
+        headers["Accept-Encoding"] = "identity"  # the byte offsets are those of the file itself
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with get_session().stream(
+                "GET", url, headers=headers, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT_S
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()  # the error message is in the body
+                hf_raise_for_status(response)
+                start = _CONTENT_RANGE_START.match(response.headers.get("Content-Range", ""))
+                if response.status_code != 206 or start is None or int(start.group(1)) != have:
+                    have = 0  # not the range asked for: write from the start (the size check refuses a part)
+                with part.open("ab" if have else "wb") as out:
+                    for chunk in response.iter_bytes():  # as received: a cut-off loses nothing
+                        out.write(chunk)
+                        have += len(chunk)
+        except httpx2.TransportError as exc:
+            raise _Stopped(have, _first_line(exc)) from exc
+
+    def _refusal(self, repo_id: str, exc: BaseException) -> str:
+        """Why the Hub did not deliver ``repo_id``, and the fix."""
+        from huggingface_hub import get_token
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+        response = exc.response if isinstance(exc, HfHubHTTPError) else None
+        status = response.status_code if response is not None else None
+        if isinstance(exc, GatedRepoError) or status in (401, 403):
+            token = self.token if self.token is not None else get_token()
+            access = (
+                "the token sent (HF_TOKEN, else hf auth login) has no access"
+                if token
+                else "no token was sent"
+            )
+            return (
+                f"{repo_id} is gated and {access}: accept its licence at https://huggingface.co/{repo_id} "
+                "and export HF_TOKEN with a token of that account (https://huggingface.co/settings/tokens)"
+            )
+        if isinstance(exc, RepositoryNotFoundError):
+            return f"{repo_id} is not on {self.endpoint} (HF_ENDPOINT): check the endpoint"
+        return f"{repo_id} could not be downloaded from {self.endpoint} ({_first_line(exc)})"
+
+
+class _Stopped(Exception):
+    """A transfer that broke off after ``received`` bytes of the file."""
+
+    def __init__(self, received: int, reason: str) -> None:
+        super().__init__(reason)
+        self.received = received
+        self.reason = reason
+
+
+class MirrorSource:
+    """A mirror of the checkpoint root: a folder, or any fsspec URL (``gs://bucket/prefix``).
+
+    Raises:
+        SystemExit: the URL's file system client is not installed, or the mirror is not there.
+    """
+
+    def __init__(self, source: str) -> None:
+        import fsspec
+
+        try:
+            self.fs, root = fsspec.core.url_to_fs(source)
+        except ImportError as exc:
+            raise SystemExit(
+                f"--from {source} needs a file system client: pip install -e '.[gcs]' ({exc})"
+            ) from exc
+        except ValueError as exc:  # an unknown protocol
+            raise SystemExit(f"--from {source}: {exc}") from exc
+        self.root = root.rstrip("/")
+        self.label = source.rstrip("/")
+        if not self.fs.isdir(self.root):
+            raise SystemExit(
+                f"--from {source}: no such folder (a mirror holds sam3/, sam-3d-body-dinov3/, ...)"
+            )
+
+    def fetch(self, ckpt: Checkpoint, names: list[str]) -> str | None:
+        """Copy ``names`` (repository files of ``ckpt``) from ``<mirror>/<ckpt.subdir>``; None, or why not."""
+        base = f"{self.root}/{ckpt.subdir}"
+        try:
+            if self.fs.isfile(f"{base}/{TINY_MARKER}") and not (ckpt.folder / TINY_MARKER).exists():
+                names = [TINY_MARKER, *names]
+            for name in names:
+                problem = self._copy(ckpt, base, name)
+                if problem:
+                    return problem
+        except Exception as exc:  # fsspec back ends raise their own types (e.g. gcsfs HttpError)
+            return f"{self.label}/{ckpt.subdir} could not be read ({_first_line(exc)})"
+        return None
+
+    def _copy(self, ckpt: Checkpoint, base: str, name: str) -> str | None:
+        """Copy one file (and its download record); None, or why it is not in place."""
+        local = ckpt.files.get(name, ckpt.folder / name)
+        rel = local.relative_to(ckpt.folder).as_posix()
+        origin = f"{self.label}/{ckpt.subdir}/{name}"
+        src = f"{base}/{name}"
+        if not self.fs.isfile(src):
+            return f"{origin} is not in the mirror"
+        meta = f"{base}/{DownloadRecord.path(Path(), name).as_posix()}"
+        record = (
+            DownloadRecord.parse(self.fs.cat_file(meta).decode("utf-8")) if self.fs.isfile(meta) else None
+        )
+        log.info("[COPY] %s", origin)
+        part = _partial(ckpt.folder, rel, "mirror")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with self.fs.open(src, "rb") as source, part.open("wb") as out:
+            while chunk := source.read(DOWNLOAD_CHUNK):
+                out.write(chunk)
+        problem = _place(part, local, self.fs.size(src), record.sha256 if record else None, origin)
+        if problem is None and record is not None:
+            record.write(ckpt.folder, rel)
+        return problem
+
+
+def install(ckpt: Checkpoint, source: HubSource | MirrorSource) -> tuple[Verification, str | None]:
+    """Verify ``ckpt``; unless it passes, fetch its missing and damaged files from ``source`` and verify again.
+
+    Returns:
+        The final verification, and why fetching failed (None when it did not fail or was not needed).
+    """
+    before = verify(ckpt)
+    if before.ok:
+        log.info("[SKIP] %s (%s) verified in %s", ckpt.name, ckpt.repo_id, ckpt.folder)
+        return before, None
+    names = [*before.missing, *before.refetch]
+    if not names:  # the files are intact but do not fit: another copy of them would not either
+        return before, None
+    log.info(
+        "[GET ] %s (%s): %s from %s -> %s",
+        ckpt.name,
+        ckpt.repo_id,
+        ", ".join(names),
+        source.label,
+        ckpt.folder,
+    )
+    failure = source.fetch(ckpt, names)
+    if failure:
+        log.error("[BLOCKED] %s", failure)
+    return verify(ckpt), failure
+
+
+def table(results: list[tuple[Verification, str | None]], ckpt_root: Path) -> str:
+    """A fixed-width table: checkpoint, status, folder, then why and the fix (several lines if need be)."""
+    rows = [("checkpoint", "status", "folder", ["why / fix"])]
+    for v, failure in results:
+        c = v.checkpoint
+        why = [failure] if failure else []
+        why += list(v.problems)
+        if v.status == TINY:
+            why += ["TINY TEST CHECKPOINT: random weights, results are meaningless", *v.notes]
+        if not v.ok:
+            why.append(f"fix: python scripts/setup.py --ckpt-root {ckpt_root} --only {c.name}")
+        rows.append((c.name, _STATUS.get(v.status, v.status), str(c.folder), why or [""]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    indent = " " * (sum(widths) + 2 * len(widths))
+    lines = []
+    for *cells, why in rows:
+        head = "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True))
+        lines.append(f"{head}  {why[0]}".rstrip())
+        lines += [f"{indent}{more}" for more in why[1:]]
+    return "\n".join(lines)
+
+
+def finish(results: list[tuple[Verification, str | None]], cfg: Config, example_failures: list[str]) -> int:
+    """Print the table; log the verdict; the exit code (1 when anything is not verified or fetched)."""
+    print(table(results, Path(cfg.paths.ckpt_root)), flush=True)
+    bad = [v.checkpoint.name for v, _ in results if not v.ok]
+    if bad or example_failures:
+        log.error(
+            "setup incomplete: %s%s",
+            f"not verified: {', '.join(bad)}" if bad else "every checkpoint verified",
+            f"; {len(example_failures)} example clip(s) not fetched" if example_failures else "",
+        )
+        return 1
+    log.info("setup complete: every checkpoint verified")
+    return 0
 
 
 class _HashMismatch(Exception):
@@ -421,13 +549,18 @@ def main(argv: list[str] | None = None) -> int:
         "--config",
         type=Path,
         default=None,
-        help=f"file to write paths.ckpt_root into (default: ${CONFIG_ENV}, else the user config)",
+        help=f"the config setup writes paths.ckpt_root into and --check reads (default: ${CONFIG_ENV}, "
+        "else the user config; --check: the one the app reads)",
     )
     ap.add_argument(
         "--with-completion", action="store_true", help="also get Diffusion-VAS + Depth Anything V2"
     )
     ap.add_argument(
-        "--only", nargs="+", choices=NAMES, metavar="NAME", help=f"only these checkpoints: {', '.join(NAMES)}"
+        "--only",
+        nargs="+",
+        choices=NAMES,
+        metavar="NAME",
+        help=f"only these checkpoints (no example clips): {', '.join(NAMES)}",
     )
     ap.add_argument(
         "--from",
@@ -444,37 +577,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     examples.add_argument("--no-examples", action="store_true", help="do not fetch the example clips")
     args = ap.parse_args(argv)
-    if args.examples and (
-        args.ckpt_root is not None
-        or args.no_download
-        or args.with_completion
-        or args.only
-        or args.source
-        or args.check
-    ):
+    full_setup = (args.ckpt_root, args.no_download, args.with_completion, args.only, args.source, args.check)
+    if args.examples and any(full_setup):
         ap.error(
             "--examples only fetches the example clips: drop it for the full setup (which fetches them too)"
         )
     if args.check and (args.source or args.no_download):
         ap.error("--check only verifies: drop --from / --no-download")
+    if args.source and args.no_download:
+        ap.error("--no-download installs nothing: drop --from")
     if not (args.examples or args.check) and args.ckpt_root is None:
         ap.error("--ckpt-root is required (or --check to verify, --examples to fetch only the example clips)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub's client logs every request
     if args.examples:
         return examples_only(args.config)
-    with_completion = args.with_completion or bool(set(args.only or ()) & set(COMPLETION_NAMES))
-    overrides = ["completion.enable=true"] if with_completion else []
+
+    overrides = ["completion.enable=true"] if args.with_completion else []
     if args.check:
         if args.ckpt_root is not None:
-            overrides.append(f"paths.ckpt_root={args.ckpt_root.expanduser().resolve()}")
+            overrides.append(f"paths.ckpt_root={json.dumps(str(args.ckpt_root.expanduser().resolve()))}")
         try:
             cfg = load_config(args.config, overrides=overrides)
-        except ConfigError as exc:
+            items = checkpoints(cfg, args.only)
+        except (ConfigError, ValueError) as exc:
             log.error("%s", exc)
             return 1
-        return verify_all(cfg, with_completion, args.only, failures=[])
+        return finish([(verify(c), None) for c in items], cfg, [])
 
     ckpt_root = args.ckpt_root.expanduser().resolve()
+    source = MirrorSource(args.source) if args.source else HubSource()
     ckpt_root.mkdir(parents=True, exist_ok=True)
     config_path = target_config(args.config)
     write_ckpt_root(config_path, ckpt_root)
@@ -490,44 +622,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         cfg = load_config(config_path, overrides=overrides, env={})
-    except ConfigError as exc:
+        items = checkpoints(cfg, args.only)
+    except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return 1
-    token = os.environ.get("HF_TOKEN") or None
-    failures = []
-    if not args.no_download:
-        for item in selected(cfg, with_completion, args.only):
-            reason = install_from(item, args.source, ckpt_root) if args.source else fetch(item, token)
-            if reason:
-                log.error("[BLOCKED] %s", reason)
-                failures.append(reason)
-        if not args.no_examples and not args.only:
-            failures += fetch_examples(cfg)
-    return verify_all(cfg, with_completion, args.only, failures)
-
-
-def selected(cfg: Config, with_completion: bool, only: list[str] | None) -> list[Download]:
-    """The checkpoints of `downloads`, limited to the ``--only`` names when given."""
-    return [i for i in downloads(cfg, with_completion) if not only or i.name in only]
-
-
-def verify_all(cfg: Config, with_completion: bool, only: list[str] | None, failures: list[str]) -> int:
-    """Verify, print the table and the app's presence check; the exit code (1 if anything is wrong)."""
-    verdicts = [verify(i) for i in selected(cfg, with_completion, only)]
-    log.info("%s", verdict_table(verdicts))
-    report = checkpoint_report(cfg)
-    if not only:
-        log.info("%s", report.text())
-    bad = [v for v in verdicts if not v.ok]
-    if failures or bad or (not only and not report.ok):
-        log.error(
-            "setup incomplete: %d download(s) blocked, %d checkpoint(s) missing or broken",
-            len(failures),
-            len(bad) if only else max(len(bad), len(report.missing)),
-        )
-        return 1
-    log.info("setup complete: every checkpoint verified")
-    return 0
+    if args.no_download:
+        return finish([(verify(c), None) for c in items], cfg, [])
+    results = [install(c, source) for c in items]
+    example_failures = [] if args.no_examples or args.only else fetch_examples(cfg)
+    return finish(results, cfg, example_failures)
 
 
 if __name__ == "__main__":

@@ -1,220 +1,217 @@
-"""Deep checkpoint verification (body4d.checkpoint_verify) and the modes of scripts/setup.py built on it:
-``--check``, ``--only``, ``--from`` and the gated-repository message, on real tiny checkpoints."""
+"""body4d.checkpoint_verify on the real tiny checkpoints: every level catches what it is for, names the
+file and says why, and a tiny checkpoint is never mistaken for a released one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from huggingface_hub._local_folder import read_download_metadata
+from safetensors.torch import load_file, save_file
 
-from body4d.checkpoint_verify import HUB_METADATA_DIR, Published, check_file, hub_sha256
-from body4d.examples import file_sha256
-from tests.fake_hub import FakeHub, FakeHubServer
-from tests.test_setup_script import _copy_tiny, _run
-
-ALL = (
-    "sam3",
-    "sam-3d-body-dinov3",
-    "moge-2-vitl-normal",
-    "diffusion-vas-amodal-segmentation",
-    "diffusion-vas-content-completion",
-    "depth-anything-v2-large-hf",
+from body4d.checkpoint_verify import (
+    BROKEN,
+    MISSING,
+    NAMES,
+    OK,
+    PUBLISHED,
+    TINY,
+    Checkpoint,
+    DownloadRecord,
+    Published,
+    checkpoints,
+    verify,
 )
+from body4d.config import Config, load_config
+from body4d.examples import file_sha256
+from models.errors import TINY_MARKER
+from models.moge import CHECKPOINT_FILE
+from models.sam3 import SNAPSHOT_FILES
+
+BODY = "facebook/sam-3d-body-dinov3"
 
 
-def _rows(log: str) -> dict[str, str]:
-    """The verdict table's rows by checkpoint name."""
-    names = ("sam3", "sam-3d-body", "moge", "vas-amodal", "vas-completion", "depth")
-    return {line.split()[0]: line for line in log.splitlines() if line.split() and line.split()[0] in names}
+def _cfg(root: Path, **overrides: object) -> Config:
+    return load_config(overrides={"paths.ckpt_root": str(root), **overrides}, env={})
 
 
-def test_published_size_and_hash_are_checked(tmp_path: Path) -> None:
-    (tmp_path / "model.ckpt").write_bytes(b"released bytes")
-    right = Published(14, file_sha256(tmp_path / "model.ckpt"))
-    assert "not a readable PyTorch file of tensors" in check_file(tmp_path, "model.ckpt", right).problem
-    torch.save({"w": torch.ones(2)}, tmp_path / "model.ckpt")
-    size = (tmp_path / "model.ckpt").stat().st_size
-    good = check_file(tmp_path, "model.ckpt", Published(size, file_sha256(tmp_path / "model.ckpt")))
-    assert good.problem == "" and "size and SHA-256 of the release" in good.notes
-    assert (
-        f"{size:,} bytes, the released file has 5 (truncated?)"
-        in check_file(tmp_path, "model.ckpt", Published(5, "0" * 64)).problem
+def _one(root: Path, name: str) -> Checkpoint:
+    (checkpoint,) = checkpoints(_cfg(root), [name])
+    return checkpoint
+
+
+def _copy(tiny_ckpt_root: Path, root: Path, name: str, *, tiny: bool = True) -> Checkpoint:
+    """Checkpoint ``name`` copied from the session's tiny checkpoints into ``root``."""
+    checkpoint = _one(root, name)
+    shutil.copytree(tiny_ckpt_root / checkpoint.subdir, checkpoint.folder)
+    if not tiny:
+        (checkpoint.folder / TINY_MARKER).unlink()
+    return checkpoint
+
+
+def test_checkpoints_follow_the_config_and_the_loaders_file_lists(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, **{"sam3.ckpt_path": "/shared/sam3"})
+    items = {c.name: c for c in checkpoints(cfg)}
+    assert list(items) == ["sam3", "sam-3d-body", "moge"], "completion models only when enabled"
+    assert items["sam3"].folder == Path("/shared/sam3")
+    assert items["sam3"].files == {f: Path("/shared/sam3") / f for f in SNAPSHOT_FILES}
+    body = items["sam-3d-body"]
+    assert body.repo_id == BODY and body.folder == tmp_path / "sam-3d-body-dinov3"
+    assert body.files["assets/mhr_model.pt"] == body.folder / "assets" / "mhr_model.pt"
+    assert items["moge"].files == {CHECKPOINT_FILE: tmp_path / "moge-2-vitl-normal" / CHECKPOINT_FILE}
+    enabled = checkpoints(cfg.replace(**{"completion.enable": True, "camera.ckpt_path": ""}))
+    assert [c.name for c in enabled] == ["sam3", "sam-3d-body", "vas-amodal", "vas-completion", "depth"]
+    vas = enabled[2].files
+    assert "model_index.json" in vas and "unet/diffusion_pytorch_model.safetensors" in vas
+    assert [c.name for c in checkpoints(cfg, ["depth", "sam3"])] == ["sam3", "depth"], "NAMES order"
+    with pytest.raises(ValueError, match="unknown checkpoint name.* sam4: valid names are sam3, sam-3d-body"):
+        checkpoints(cfg, ["sam4"])
+    with pytest.raises(ValueError, match="camera.ckpt_path is empty, so MoGe-2 is not used"):
+        checkpoints(cfg.replace(**{"camera.ckpt_path": ""}), ["moge"])
+    apart = cfg.replace(**{"sam_3d_body.mhr_path": "/elsewhere/mhr_model.pt"})
+    with pytest.raises(ValueError, match="/elsewhere/mhr_model.pt is outside .*sam-3d-body-dinov3"):
+        checkpoints(apart, ["sam-3d-body"])
+
+
+def test_every_tiny_checkpoint_verifies_as_tiny_never_ok(tiny_ckpt_root: Path) -> None:
+    results = {c.name: verify(c) for c in checkpoints(_cfg(tiny_ckpt_root), NAMES)}
+    assert {n: v.status for n, v in results.items()} == dict.fromkeys(NAMES, TINY)
+    assert all(v.ok and not v.problems for v in results.values())
+    assert results["sam-3d-body"].notes == (
+        "model.ckpt: tiny test checkpoint, the published size and sha256 do not apply",
+        "assets/mhr_model.pt: tiny test checkpoint, the published size and sha256 do not apply",
     )
-    wrong = check_file(tmp_path, "model.ckpt", Published(size, "a" * 64))
-    assert wrong.problem.startswith("SHA-256 ") and "is not the released file's aaaaaaaaaaaa" in wrong.problem
-    tiny = check_file(tmp_path, "model.ckpt", Published(5, "a" * 64), tiny=True)
-    assert tiny.problem == "" and tiny.notes == (
-        "tiny test checkpoint: its published size and SHA-256 do not apply",
+
+
+def test_published_size_and_sha256_are_checked(tmp_path: Path, tiny_ckpt_root: Path) -> None:
+    body = _copy(tiny_ckpt_root, tmp_path, "sam-3d-body", tiny=False)
+    ckpt, mhr = body.files["model.ckpt"], body.files["assets/mhr_model.pt"]
+    released = verify(body)  # the real table: a 48 MB model.ckpt is not the 2.1 GB release
+    assert released.status == BROKEN and released.refetch == ("model.ckpt", "assets/mhr_model.pt")
+    assert released.problems[0] == (
+        f"model.ckpt: {ckpt.stat().st_size:,} bytes, the published file has 2,109,129,346 "
+        "(truncated or another file)"
     )
+    exact = {
+        (BODY, "model.ckpt"): Published(ckpt.stat().st_size, file_sha256(ckpt)),
+        (BODY, "assets/mhr_model.pt"): Published(mhr.stat().st_size, file_sha256(mhr)),
+    }
+    assert verify(body, exact).status == OK
+    wrong = exact | {(BODY, "model.ckpt"): Published(ckpt.stat().st_size, "a" * 64)}
+    result = verify(body, wrong)
+    assert result.status == BROKEN and result.refetch == ("model.ckpt",)
+    assert result.problems == (
+        f"model.ckpt: sha256 {file_sha256(ckpt)} differs from the published {'a' * 64}",
+    )
+    assert PUBLISHED[(BODY, "model.ckpt")].sha256.startswith("b5a2f9d3"), "real-checkpoints.md"
 
 
-def test_the_hub_sha256_recorded_at_download_catches_a_corrupt_file(tmp_path: Path) -> None:
-    save_file({"w": torch.zeros(3)}, tmp_path / "model.safetensors")
-    meta = tmp_path / HUB_METADATA_DIR / "model.safetensors.metadata"
-    meta.parent.mkdir(parents=True)
-    meta.write_text(f"{'c' * 40}\n{file_sha256(tmp_path / 'model.safetensors')}\n1.0\n")
-    assert hub_sha256(tmp_path, "model.safetensors") == file_sha256(tmp_path / "model.safetensors")
-    ok = check_file(tmp_path, "model.safetensors")
-    assert ok.problem == "" and ok.notes == ("SHA-256 the Hub gave",)
-    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+def test_the_download_record_catches_a_file_damaged_since(tmp_path: Path, tiny_ckpt_root: Path) -> None:
+    depth = _copy(tiny_ckpt_root, tmp_path, "depth")
+    weights = depth.files["model.safetensors"]
+    DownloadRecord("c" * 40, file_sha256(weights)).write(depth.folder, "model.safetensors")
+    DownloadRecord("c" * 40, "d" * 40).write(depth.folder, "config.json")  # a git ETag: no sha256
+    hub_view = read_download_metadata(depth.folder, "model.safetensors")
+    assert hub_view is not None and hub_view.etag == file_sha256(weights), "huggingface_hub reads the record"
+    assert verify(depth).status == TINY
+    data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF  # one flipped bit in the tensor data: the header still reads
-    (tmp_path / "model.safetensors").write_bytes(bytes(data))
-    assert "(corrupt download)" in check_file(tmp_path, "model.safetensors").problem
-    meta.write_text(f"{'c' * 40}\n{'b' * 40}\n1.0\n")  # a git (non-LFS) ETag is no SHA-256
-    assert hub_sha256(tmp_path, "model.safetensors") is None
+    weights.write_bytes(bytes(data))
+    result = verify(depth)
+    assert result.status == BROKEN and result.refetch == ("model.safetensors",)
+    (problem,) = result.problems
+    assert problem.startswith(f"model.safetensors: sha256 {file_sha256(weights)} differs from the ")
+    assert "the source reported at download (damaged since, or a bad download)" in problem
 
 
-def test_content_checks_name_what_is_wrong(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text("{not json")
-    assert check_file(tmp_path, "config.json").problem.startswith("not valid JSON")
-    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
-    assert check_file(tmp_path, "model.safetensors").problem.startswith("unreadable safetensors header")
-    torch.save({"note": "no tensors"}, tmp_path / "model.pt")
-    assert check_file(tmp_path, "model.pt").problem == "a PyTorch file without tensors"
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "mhr_model.pt")
-    assert check_file(tmp_path, "mhr_model.pt").problem == ""
-    (tmp_path / "empty.pt").write_bytes(b"")
-    assert check_file(tmp_path, "empty.pt").problem == "empty file (an interrupted download?)"
-    assert check_file(tmp_path, "absent.pt").problem == "missing"
+def test_format_checks_name_the_damaged_file(tmp_path: Path, tiny_ckpt_root: Path) -> None:
+    depth = _copy(tiny_ckpt_root, tmp_path / "a", "depth")
+    depth.files["config.json"].write_text("{not json")
+    (problem,) = verify(depth).problems
+    assert problem.startswith("config.json: not valid JSON")
+    shutil.copy(tiny_ckpt_root / depth.subdir / "config.json", depth.files["config.json"])
+    weights = depth.files["model.safetensors"]
+    weights.write_bytes(weights.read_bytes()[:1000])  # a truncated download
+    result = verify(depth)
+    assert result.status == BROKEN and result.refetch == ("model.safetensors",)
+    assert result.problems[0].startswith("model.safetensors: unreadable safetensors header")
+
+    moge = _copy(tiny_ckpt_root, tmp_path / "b", "moge")
+    moge.files[CHECKPOINT_FILE].write_bytes(b"PK not a checkpoint")
+    (problem,) = verify(moge).problems
+    assert problem.startswith("model.pt: torch.load(weights_only=True) fails")
+
+    body = _copy(tiny_ckpt_root, tmp_path / "c", "sam-3d-body")
+    mhr = body.files["assets/mhr_model.pt"]
+    mhr.write_bytes(mhr.read_bytes()[: mhr.stat().st_size // 2])
+    result = verify(body)
+    assert result.refetch == ("assets/mhr_model.pt",)
+    assert result.problems[0].startswith("assets/mhr_model.pt: torch.jit.load fails")
+    mhr.write_bytes(b"")
+    assert verify(body).problems == ("assets/mhr_model.pt: empty file (an interrupted copy?)",)
 
 
-def test_check_on_an_empty_root_lists_everything_missing_and_writes_nothing(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    res = _run(["--check", "--ckpt-root", str(tmp_path / "none"), "--with-completion"], home)
-    assert res.returncode == 1
-    rows = _rows(res.stdout + res.stderr)
-    assert set(rows) == {"sam3", "sam-3d-body", "moge", "vas-amodal", "vas-completion", "depth"}
-    assert all(" MISSING " in row for row in rows.values()), rows
-    assert not (tmp_path / "none").exists() and not home.exists(), "--check writes nothing"
-
-
-def test_check_finds_a_broken_file_among_verified_ones(tmp_path: Path, tiny_ckpt_root: Path) -> None:
-    root = tmp_path / "ckpts"
-    _copy_tiny(tiny_ckpt_root, root, *ALL)
-    ok = _run(["--check", "--ckpt-root", str(root), "--with-completion"], tmp_path / "home")
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert all(" ok " in row for row in _rows(ok.stdout + ok.stderr).values())
-    (root / "sam3" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken header}")
-    bad = _run(["--check", "--ckpt-root", str(root), "--with-completion"], tmp_path / "home")
-    assert bad.returncode == 1
-    rows = _rows(bad.stdout + bad.stderr)
-    assert " BROKEN " in rows["sam3"] and "model.safetensors: unreadable safetensors header" in rows["sam3"]
-    assert " ok " in rows["sam-3d-body"] and " ok " in rows["depth"]
-
-
-def test_from_a_folder_installs_only_what_is_asked_and_verifies_it(
+def test_fit_checks_refuse_intact_files_that_do_not_make_the_model(
     tmp_path: Path, tiny_ckpt_root: Path
 ) -> None:
-    mirror = tmp_path / "mirror"
-    _copy_tiny(tiny_ckpt_root, mirror, *ALL)
-    root = tmp_path / "ckpts"
-    args = ["--ckpt-root", str(root), "--from", str(mirror)]
-    res = _run([*args, "--only", "moge", "vas-amodal"], tmp_path / "home")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert set(_rows(res.stdout + res.stderr)) == {"moge", "vas-amodal"}
-    assert (root / "moge-2-vitl-normal" / "model.pt").read_bytes() == (
-        mirror / "moge-2-vitl-normal" / "model.pt"
-    ).read_bytes()
-    assert (root / "diffusion-vas-amodal-segmentation" / "unet" / "config.json").is_file()
-    assert not (root / "sam3").exists(), "--only copies nothing else"
+    def unfit(checkpoint: Checkpoint) -> str:
+        result = verify(checkpoint)
+        assert result.status == BROKEN and result.refetch == (), "another copy would not fit either"
+        return "\n".join(result.problems)
 
-    (mirror / "sam-3d-body-dinov3" / "model.ckpt").write_bytes(b"not a checkpoint")
-    full = _run([*args, "--no-examples"], tmp_path / "home")
-    assert full.returncode == 1
-    rows = _rows(full.stdout + full.stderr)
+    sam3 = _copy(tiny_ckpt_root, tmp_path / "a", "sam3")
+    config = json.loads(sam3.files["config.json"].read_text())
+    sam3.files["config.json"].write_text(json.dumps(config | {"model_type": "sam2_video"}))
+    assert "holds a 'sam2_video' checkpoint, not a facebook/sam3 snapshot" in unfit(sam3)
+    sam3.files["config.json"].write_text(json.dumps(config))
+    weights = load_file(sam3.files["model.safetensors"])
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("detector_model.")},
+        sam3.files["model.safetensors"],
+    )
+    assert "model.safetensors has no detector_model.* weights" in unfit(sam3)
+
+    body = _copy(tiny_ckpt_root, tmp_path / "b", "sam-3d-body")
+    sd = torch.load(body.files["model.ckpt"], weights_only=True)
+    del sd["head_pose.proj.layers.0.0.weight"]
+    torch.save(sd, body.files["model.ckpt"])
+    assert "missing keys (1): body.pose_head.proj.layers.0.0.weight" in unfit(body)
+
+    moge = _copy(tiny_ckpt_root, tmp_path / "c", "moge")
+    ckpt = torch.load(moge.files[CHECKPOINT_FILE], weights_only=True)
+    ckpt["model"]["extra.weight"] = torch.zeros(1)
+    torch.save(ckpt, moge.files[CHECKPOINT_FILE])
     assert (
-        " BROKEN " in rows["sam-3d-body"] and "model.ckpt: not a readable PyTorch file" in rows["sam-3d-body"]
+        "model.pt does not match the MoGe-2 model of its model_config: unexpected keys [extra.weight]"
+        in unfit(moge)
     )
-    assert " ok " in rows["sam3"] and " ok " in rows["moge"]
-    assert "[SKIP] moge verified" in full.stdout + full.stderr
+
+    vas = _copy(tiny_ckpt_root, tmp_path / "d", "vas-amodal")
+    unet = vas.files["unet/diffusion_pytorch_model.safetensors"]
+    save_file({k: v for k, v in load_file(unet).items() if not k.startswith("conv_in2.")}, unet)
+    assert "has no 12-channel conv_in2 (found None): a stock Stable Video Diffusion UNet" in unfit(vas)
+
+    depth = _copy(tiny_ckpt_root, tmp_path / "e", "depth")
+    config = json.loads(depth.files["config.json"].read_text())
+    depth.files["config.json"].write_text(json.dumps(config | {"depth_estimation_type": "metric"}))
+    assert "a 'metric' depth model; Diffusion-VAS needs the 'relative' one" in unfit(depth)
 
 
-def test_a_missing_mirror_and_an_unknown_name_are_refused(tmp_path: Path) -> None:
-    res = _run(
-        ["--ckpt-root", str(tmp_path / "c"), "--from", str(tmp_path / "nowhere"), "--only", "moge"],
-        tmp_path / "h",
-    )
-    assert res.returncode == 1
-    assert "moge could not be copied from" in res.stderr and "FileNotFoundError" in res.stderr
-    bad = _run(["--check", "--only", "sam4"], tmp_path / "h")
-    assert bad.returncode == 2 and "invalid choice: 'sam4'" in bad.stderr and "sam-3d-body" in bad.stderr
-
-
-REPOS = {
-    "facebook/sam3": "sam3",
-    "facebook/sam-3d-body-dinov3": "sam-3d-body-dinov3",
-    "Ruicheng/moge-2-vitl-normal": "moge-2-vitl-normal",
-}
-
-
-@pytest.fixture
-def hub(tiny_ckpt_root: Path) -> Iterator[FakeHub]:
-    with FakeHubServer(FakeHub({repo: tiny_ckpt_root / folder for repo, folder in REPOS.items()})) as served:
-        yield served
-
-
-def _online(hub: FakeHub, **extra: str) -> dict[str, str]:
-    return {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1", **extra}
-
-
-def test_setup_downloads_from_the_hub_verifies_and_skips_on_the_next_run(
-    tmp_path: Path, hub: FakeHub
+def test_missing_files_are_missing_and_verification_writes_nothing(
+    tmp_path: Path, tiny_ckpt_root: Path
 ) -> None:
-    root = tmp_path / "ckpts"
-    args = ["--ckpt-root", str(root), "--no-examples"]
-    res = _run(args, tmp_path / "home", **_online(hub))
-    assert res.returncode == 0, res.stdout + res.stderr
-    for folder in REPOS.values():
-        assert all(" ok " in row for row in _rows(res.stdout + res.stderr).values())
-        assert (root / folder).is_dir()
-    assert (root / "sam-3d-body-dinov3" / "assets" / "mhr_model.pt").is_file()
-    assert "SHA-256 the Hub gave" in res.stdout + res.stderr
-    n_gets = len(hub.gets("model.safetensors"))
-    again = _run(args, tmp_path / "home", **_online(hub))
-    assert again.returncode == 0 and "[SKIP] facebook/sam3 verified" in again.stderr
-    assert len(hub.gets("model.safetensors")) == n_gets, "a verified checkpoint is not downloaded again"
-
-
-def test_an_interrupted_download_resumes_with_a_range_request(tmp_path: Path, hub: FakeHub) -> None:
-    # huggingface_hub writes 10 MB chunks: the cut comes after two of them (the tiny model.ckpt is ~48 MB).
-    hub.cut_after[("facebook/sam-3d-body-dinov3", "model.ckpt")] = 25_000_000
-    args = ["--ckpt-root", str(tmp_path / "c"), "--only", "sam-3d-body"]
-    res = _run(args, tmp_path / "home", **_online(hub))
-    if res.returncode != 0:  # huggingface_hub gave up inside the first run: the next one resumes
-        assert "[BLOCKED] facebook/sam-3d-body-dinov3 could not be downloaded" in res.stderr
-        res = _run(args, tmp_path / "home", **_online(hub))
-    assert res.returncode == 0, res.stdout + res.stderr
-    ranges = [r for r in hub.gets("model.ckpt") if r]
-    assert ranges and all(r.startswith("bytes=") and int(r[6:-1]) >= 10_000_000 for r in ranges), hub.requests
-    assert " ok " in _rows(res.stderr + res.stdout)["sam-3d-body"]
-
-
-def test_a_file_damaged_in_transit_is_caught_and_fetched_again(tmp_path: Path, hub: FakeHub) -> None:
-    hub.corrupt.add(("Ruicheng/moge-2-vitl-normal", "model.pt"))
-    args = ["--ckpt-root", str(tmp_path / "c"), "--only", "moge"]
-    res = _run(args, tmp_path / "home", **_online(hub))
-    assert res.returncode == 1
-    row = _rows(res.stdout + res.stderr)["moge"]
-    assert " BROKEN " in row and "model.pt: SHA-256" in row and "(corrupt download)" in row
-    check = _run(["--check", *args], tmp_path / "home")
-    assert check.returncode == 1 and "(corrupt download)" in _rows(check.stdout + check.stderr)["moge"]
-    hub.corrupt.clear()  # the transfer is fine again: the broken file is downloaded again
-    fixed = _run(args, tmp_path / "home", **_online(hub))
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert "(again: a file failed verification)" in fixed.stderr
-
-
-@pytest.mark.parametrize("token", ["", "hf_test"])
-def test_a_gated_repository_says_accept_the_licence_and_set_hf_token(
-    tmp_path: Path, hub: FakeHub, token: str
-) -> None:
-    hub.gated.add("facebook/sam3")
-    env = _online(hub, **({"HF_TOKEN": token} if token else {}))
-    res = _run(["--ckpt-root", str(tmp_path / "c"), "--only", "sam3"], tmp_path / "home", **env)
-    assert res.returncode == 1
-    assert "[BLOCKED] facebook/sam3 is" in res.stderr
-    assert "accept its licence at https://huggingface.co/facebook/sam3 and export HF_TOKEN" in res.stderr
-    assert any(r[1].startswith("/api/models/facebook/sam3") for r in hub.requests)
+    absent = _one(tmp_path / "none", "vas-completion")
+    result = verify(absent)
+    assert result.status == MISSING and result.missing == tuple(absent.files)
+    assert result.problems == (f"{absent.folder} not found",)
+    assert not (tmp_path / "none").exists()
+    sam3 = _copy(tiny_ckpt_root, tmp_path / "a", "sam3")
+    sam3.files["tokenizer.json"].unlink()
+    before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    result = verify(sam3)
+    assert result.status == MISSING and result.missing == ("tokenizer.json",)
+    assert result.problems == ("missing tokenizer.json",) and result.refetch == ()
+    assert sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
