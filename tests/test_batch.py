@@ -224,6 +224,23 @@ def test_local_batch_retries_a_failed_video_in_its_run_folder(
     assert manifest["stages"]["masks"] == first_masks and video["people"] == 2  # resumed: not redone
 
 
+def test_ray_auto_without_a_cluster_exits_2(
+    clips: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ray = pytest.importorskip("ray", reason="the dev extra installs ray")
+    assert not ray.is_initialized(), "runs before the module's Ray instance (file order)"
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no_ray"))  # no cluster recorded there
+    args = [str(clips["a"]), "--output_dir", str(tmp_path / "o"), "--ray", "auto"]
+    code, out, err = batch(args, tmp_path, capsys)
+    assert code == EXIT_BAD_INPUT and out == ""
+    assert err.startswith("body4d batch: no Ray cluster at auto") and "ray start --head" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray instance (2 CPUs, no dashboard) for the module: Ray starts slowly."""
@@ -275,3 +292,34 @@ def test_ray_workers_without_checkpoints_and_gpus_missing_are_bad_input(
         assert (
             "worker could not load its models" in video["error"] and str(tmp_path / "none") in video["error"]
         )
+
+
+def test_ray_driver_retries_failed_videos_on_any_worker(tmp_path: Path, local_ray: None) -> None:
+    import ray
+
+    from body4d.batch import BatchItem
+    from body4d.batch_ray import _dispatch
+
+    class FirstTryFails:
+        """A Ray actor whose first attempt at each video fails for real (a marker file in the shared
+        folder tells the second attempt, on whichever worker, that the first happened)."""
+
+        def process(
+            self, item: BatchItem, output_dir: str, stop_after: str, resume: str | None
+        ) -> VideoResult:
+            marker = Path(output_dir) / f"{item.name}.tried"
+            if item.name == "bad":
+                return VideoResult(str(item.video), EXIT_BAD_INPUT, error="truncated")
+            if not marker.exists():
+                marker.touch()
+                if item.name == "crash":
+                    raise RuntimeError("worker crashed")
+                return VideoResult(str(item.video), EXIT_OUT_OF_MEMORY, run_id="run_oom", seconds=1.0)
+            return VideoResult(str(item.video), EXIT_OK, run_id=resume or "new_run", people=1, seconds=2.0)
+
+    pool = [ray.remote(num_cpus=0)(FirstTryFails).remote() for _ in range(2)]
+    items = [BatchItem(tmp_path / f"{name}.mp4") for name in ("crash", "oom", "bad")]
+    crash, oom, bad = _dispatch(ray, pool, items, str(tmp_path), "masks")
+    assert (crash.code, crash.attempts, crash.run_id) == (EXIT_OK, 2, "new_run")
+    assert (oom.code, oom.attempts, oom.run_id, oom.seconds) == (EXIT_OK, 2, "run_oom", 3.0)  # resumed
+    assert (bad.code, bad.attempts) == (EXIT_BAD_INPUT, 1)
