@@ -13,7 +13,7 @@ import pytest
 
 from body4d.batch import VideoResult, collect_inputs, read_list, with_retry
 from body4d.cli import main
-from body4d.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_OUT_OF_MEMORY
+from body4d.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_MEMORY
 from body4d.video import encode_video
 
 T, H, W = 6, 64, 96
@@ -187,7 +187,7 @@ def test_local_batch_loads_models_once_and_reports_every_video(
         assert mode == ("prompts" if Path(manifest["input"]).name == "a.mp4" else "auto")
 
 
-def test_local_batch_retries_a_failed_video_in_its_run_folder(
+def test_local_batch_retries_in_the_run_folder_and_stops_when_interrupted(
     clips: dict[str, Path],
     tiny_ckpt_root: Path,
     tmp_path: Path,
@@ -199,29 +199,42 @@ def test_local_batch_retries_a_failed_video_in_its_run_folder(
     import body4d.driver
 
     real = body4d.driver.reconstruct
-    calls: list[str] = []
+    calls: list[tuple[str, str]] = []
     first_masks: dict[str, object] = {}
 
-    def oom_after_masks_once(video, run, cfg, models, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        calls.append(run.run_id)
+    def oom_once_then_ctrl_c(video, run, cfg, models, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        name = Path(video.info.path).name
+        calls.append((name, run.run_id))
+        if name == "b.mp4":  # Ctrl-C while the second video runs
+            raise KeyboardInterrupt
         result = real(video, run, cfg, models, **kwargs)
         if len(calls) == 1:
             first_masks.update(run.manifest["stages"]["masks"])
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return result
 
-    monkeypatch.setattr(body4d.driver, "reconstruct", oom_after_masks_once)
+    monkeypatch.setattr(body4d.driver, "reconstruct", oom_once_then_ctrl_c)
     out_dir = tmp_path / "out"
-    args = [str(clips["a"]), "--prompts-dir", str(clips["prompts"]), "--output_dir", str(out_dir)]
+    args = [str(clips[k]) for k in "abc"] + [
+        "--prompts-dir",
+        str(clips["prompts"]),
+        "--output_dir",
+        str(out_dir),
+    ]
     code, out, err = batch([*args, "--stop-after", "masks", "--json"], tiny_ckpt_root, capsys)
-    assert code == EXIT_OK, err
+    assert code == EXIT_INTERRUPTED, err
     summary = json.loads(out)
-    (video,) = summary["videos"]
-    assert summary["code"] == 0 and video["status"] == "done" and video["attempts"] == 2
-    (folder,) = run_folders(out_dir)
-    assert calls == [folder.name, folder.name] and video["run_id"] == folder.name
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["stages"]["masks"] == first_masks and video["people"] == 2  # resumed: not redone
+    a, b, c = summary["videos"]
+    assert summary["code"] == EXIT_INTERRUPTED
+    assert (a["status"], a["attempts"], a["people"]) == ("done", 2, 2)
+    assert (b["status"], b["attempts"]) == ("interrupted", 1)  # not retried
+    assert (c["status"], c["attempts"], c["run_id"]) == ("interrupted", 0, None)  # never started
+    assert c["error"] == "not run: the batch was interrupted"
+    assert [name for name, _ in calls] == ["a.mp4", "a.mp4", "b.mp4"]
+    assert calls[0][1] == calls[1][1] == a["run_id"]  # the retry resumed a's run folder
+    manifest = json.loads((out_dir / a["run_id"] / "manifest.json").read_text())
+    assert manifest["stages"]["masks"] == first_masks  # resumed: the masks were not redone
+    assert sorted(p.name for p in run_folders(out_dir)) == sorted([a["run_id"], b["run_id"]])
 
 
 def test_ray_auto_without_a_cluster_exits_2(
