@@ -1,4 +1,5 @@
-"""Command-line entry point: ``body4d probe VIDEO``, ``body4d run ...``, ``body4d check``, ``body4d doctor``.
+"""Command-line entry point: ``body4d probe VIDEO``, ``body4d run ...``, ``body4d batch ...``,
+``body4d check``, ``body4d doctor``.
 
 Exit codes (`body4d.errors`): 0 done, 1 a bug, 2 bad input (the reason is printed on stderr),
 3 out of memory, 4 interrupted.
@@ -71,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(c)
     c.set_defaults(func=_check)
 
+    from body4d.batch import add_batch_parser
     from body4d.cli_run import add_run_parser
     from body4d.doctor import add_doctor_parser
 
     add_run_parser(sub)
+    add_batch_parser(sub)
     add_doctor_parser(sub)
     return parser
 
