@@ -67,7 +67,7 @@ class Cleaned:
         deleted: the folders deleted, oldest first.
         freed: bytes deleted.
         kept_bytes: bytes left in the runs and the cache.
-        protected: run ids left alone because they are in progress or in use.
+        protected: names of the run folders and cache entries left alone (in progress or in use).
     """
 
     deleted: list[Path]
@@ -225,7 +225,7 @@ def clean_outputs(
         )
         deleted.append(entry.path)
         freed += entry.size
-    if deleted or protected:
+    if deleted:
         log.info(
             "retention: %d deleted (%.1f MB freed), %.1f MB kept, in use or in progress: %s",
             len(deleted),

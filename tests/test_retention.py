@@ -181,3 +181,35 @@ def test_retention_keys_are_validated() -> None:
     text = str(err.value)
     assert "app.retention_gb" in text and "use 0 (no size limit) or a size in GB" in text
     assert "app.retention_every_minutes" in text and "use a positive number of minutes" in text
+
+
+def test_the_app_cleans_after_a_run_and_keeps_what_live_sessions_loaded(tmp_path, monkeypatch) -> None:
+    from body4d.checkpoints import checkpoint_report
+    from body4d.session import SessionStore
+    from body4d.ui.events import UiEvents
+    from body4d.ui.status import capabilities
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    cfg = load_config(
+        env={},
+        overrides=[
+            f"runtime.output_dir={tmp_path / 'out'}",
+            f"paths.ckpt_root={tmp_path / 'ckpt'}",
+            "app.retention_run_hours=48",
+        ],
+    )
+    out = Path(cfg.runtime.output_dir)
+    old, loaded = make_run(out, cfg, hours=100), make_run(out, cfg, hours=100)
+    upload = cache_entry(tmp_path / "cache", "walker.mp4", hours=100)
+    store = SessionStore()
+    store.get("live").run = loaded  # a session that has the old run open
+    report = checkpoint_report(cfg)
+    events = UiEvents(cfg, store, report, capabilities(cfg, report), [])
+
+    with events.cleaning_after():  # a pipeline run: nothing is cleaned while it goes
+        assert old.root.is_dir() and upload.is_dir()
+    deadline = time.monotonic() + 10
+    while (old.root.exists() or upload.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not old.root.exists() and not upload.exists(), "cleaned in the background after the run"
+    assert loaded.root.is_dir(), "a live session's run is kept"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -105,7 +104,8 @@ class OwnerGate:
         fresh = None if owner else secrets.token_urlsafe(OWNER_TOKEN_BYTES)
         route = scope.get("path", "")
         if FILE_ROUTE in route:
-            target = Path(os.path.realpath(urllib.parse.unquote(route.split(FILE_ROUTE, 1)[1])))
+            # ASGI's path is percent-decoded already: the path Gradio serves, resolved.
+            target = Path(os.path.realpath(route.split(FILE_ROUTE, 1)[1]))
             reason = refusal(target, self.output_dir, self.cache_dir, self.store, owner)
             if reason is not None:
                 log.info("file refused (owner %s): %s", (owner or "none")[:6], reason)
