@@ -32,11 +32,9 @@ log = logging.getLogger("body4d.app")
 EXIT_BAD_CONFIG = 2
 HOST_ENV = "BODY4D_HOST"
 PORT_ENV = "BODY4D_PORT"
-# Gradio's file cache (uploads, served results) lives beside the runs so one volume holds both.
+# Gradio's file cache (uploads) lives beside the runs so one volume holds both; `app.retention_*`
+# cleans both (body4d.retention).
 GRADIO_CACHE_DIRNAME = ".gradio_cache"
-# Cached files older than a day are deleted, checked hourly (seconds); longer than a session lives.
-CACHE_CLEAN_EVERY_S = 60 * 60
-CACHE_MAX_AGE_S = 24 * 60 * 60
 BYTES_PER_MB = 2**20
 
 
@@ -116,11 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    # Results are served from the run folders as they are, not copied again into Gradio's cache.
+    # Results are served from the run folders as they are, not copied again into Gradio's cache;
+    # OwnerGate serves a run's files only to the sessions that have the run.
     gr.set_static_paths([output_dir])
+    from starlette.middleware import Middleware
 
     from body4d.checkpoints import checkpoint_report
     from body4d.session import SessionStore
+    from body4d.ui.access import OwnerGate
     from body4d.ui.api import bind_api
     from body4d.ui.events import UiEvents
     from body4d.ui.examples import example_thumbnails, find_examples
@@ -157,13 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             system_status(platform, models).markdown(),
             examples_hint,
         ),
-        delete_cache=(CACHE_CLEAN_EVERY_S, CACHE_MAX_AGE_S),
     )
-    events = UiEvents(cfg, SessionStore(), report, caps, examples, models, platform)
+    store = SessionStore()
+    events = UiEvents(cfg, store, report, caps, examples, models, platform)
     events.bind(demo, widgets)
     bind_api(demo, events)
     # One GPU job at a time; light events (frames, clicks, targets) opt out per event.
     demo.queue(default_concurrency_limit=1)
+    events.start_retention()
+    gate = Middleware(
+        OwnerGate, store=store, output_dir=output_dir, cache_dir=Path(os.environ["GRADIO_TEMP_DIR"])
+    )
     log.info("outputs in %s; serving on http://%s:%d", output_dir, cfg.app.host, cfg.app.port)
     demo.launch(
         server_name=cfg.app.host,
@@ -172,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_file_size=int(cfg.app.max_upload_mb * BYTES_PER_MB) if cfg.app.max_upload_mb else None,
         ssr_mode=False,
         show_error=True,
+        app_kwargs={"middleware": [gate]},
     )
     return 0
 

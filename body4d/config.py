@@ -228,6 +228,10 @@ class AppConfig:
     examples_list: str = "./body4d/configs/examples.yaml"
     zip_meshes: bool = False
     list_server_runs: bool = False
+    retention_run_hours: float = 0.0
+    retention_cache_hours: float = 24.0
+    retention_gb: float = 0.0
+    retention_every_minutes: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,10 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),
     ("app", "max_upload_mb"): (lambda v: v >= 0, "use 0 (unlimited) or a size in MB"),
+    ("app", "retention_run_hours"): (lambda v: v >= 0, "use 0 (keep runs) or an age in hours"),
+    ("app", "retention_cache_hours"): (lambda v: v >= 0, "use 0 (keep uploads) or an age in hours"),
+    ("app", "retention_gb"): (lambda v: v >= 0, "use 0 (no size limit) or a size in GB"),
+    ("app", "retention_every_minutes"): (lambda v: v > 0, "use a positive number of minutes"),
 }
 
 # Filesystem paths: made absolute (against REPO_ROOT) after interpolation; "" stays "" (disabled).

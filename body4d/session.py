@@ -73,6 +73,8 @@ class Session:
         mask_prompts: what the run's masks were made from (None = automatic people detection);
             meaningful once its ``masks`` stage is done.
         runs: ids of the run folders this session made, oldest first (the recent-runs list).
+        owners: owner cookies of the clients that used this session (`body4d.ui.access`): they
+            may download the files of ``runs``.
         pending: runs asked for (button pressed) that have not started yet (queued).
         cancel: set by the Cancel button while a run is going or queued; the running pipeline
             polls it, a queued run sees it when it starts; cleared when that run ends.
@@ -94,6 +96,7 @@ class Session:
     masks: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
     mask_prompts: Prompts | None = None
     runs: list[str] = field(default_factory=list)
+    owners: set[str] = field(default_factory=set)
     pending: int = 0
     cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -278,6 +281,23 @@ class SessionStore:
     def __contains__(self, session_id: object) -> bool:
         with self._lock:
             return session_id in self._sessions
+
+    def owns(self, owner: str, run_id: str) -> bool:
+        """A live session used by ``owner`` (an owner cookie) made or reopened run ``run_id``."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return any(owner in s.owners and run_id in s.runs for s in sessions)
+
+    def in_use(self) -> list[Path]:
+        """The run folders, videos and previews that live sessions have loaded (kept by retention)."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return [
+            path
+            for s in sessions
+            for path in (s.run.root if s.run is not None else None, s.video_path, s.preview_path)
+            if path is not None
+        ]
 
     def alias(self, alias: str, session_id: str) -> None:
         """Make ``alias`` (a page load's session hash) name the session ``session_id`` (the

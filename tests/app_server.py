@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -26,12 +26,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(root: Path, ckpt: Path) -> Iterator[dict[str, object]]:
+def serve(root: Path, ckpt: Path, args: Sequence[str] = ()) -> Iterator[dict[str, object]]:
     """`python app.py` on a free port with checkpoints from ``ckpt``; yields url, ckpt, out, log.
 
     Args:
         root: folder for the app's outputs (``root/out``) and its log (``root/app.log``).
         ckpt: the checkpoint folder (``BODY4D_CKPT_ROOT``).
+        args: more command-line arguments of `app.py` (``--set key=value``).
 
     Raises:
         pytest.fail: the app exited or did not answer within `APP_START_TIMEOUT_S` (with its log).
@@ -51,7 +52,11 @@ def serve(root: Path, ckpt: Path) -> Iterator[dict[str, object]]:
     url = f"http://127.0.0.1:{port}/"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, str(REPO / "app.py"), *args],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + APP_START_TIMEOUT_S

@@ -563,6 +563,8 @@ def test_two_browser_contexts_are_isolated(
         assert pg.locator("#mask_video video").count() == 0
         assert _download_links(pg) == []
         assert not pg.locator("#recent_runs").is_visible(), "the second context lists runs"
+        foreign = pg.request.get(finished.downloads[0])  # the first context's zip, by its URL
+        assert foreign.status == 403 and "not one of this session's runs" in foreign.text(), foreign.status
         _shot(pg, shots, "isolation_second_fresh")
 
         other_run = _load_clip(pg, tiny_server["clip"])

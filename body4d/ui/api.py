@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from gradio.data_classes import FileData
+from gradio.utils import get_upload_folder
 
 from body4d.driver import PipelineModels
 from body4d.errors import InputError
@@ -94,6 +96,22 @@ def _as_gr_error(endpoint: str, session: Session, path: Path | None = None) -> I
         ) from exc
 
 
+def _uploaded(path: Path) -> Path:
+    """``path`` when it is a file uploaded to this app (inside Gradio's upload folder).
+
+    Raises:
+        InputError: any other server path (a run folder's file, ``..``): a client opens only what
+            it uploaded itself.
+    """
+    upload = Path(os.path.realpath(get_upload_folder()))
+    if not Path(os.path.realpath(path)).is_relative_to(upload):
+        raise InputError(
+            f"{path.name} is not a file uploaded to this app: pass the video as handle_file(<local path>) "
+            "so that the client uploads it (paths on the server are refused)"
+        )
+    return path
+
+
 def _video_points(points: list[Any], info: VideoInfo) -> list[tuple[float, float, bool]]:
     """Check ``[x, y, positive]`` points against the frame size.
 
@@ -133,7 +151,7 @@ class ScriptApi:
         self.events = events
 
     def _session(self, request: gr.Request) -> Session:
-        return self.events.store.get(request.session_hash or "")
+        return self.events.session_for(request)
 
     def _models(self, blocker: str | None, endpoint: str) -> PipelineModels:
         if blocker is not None or self.events.models is None:
@@ -152,7 +170,7 @@ class ScriptApi:
         path = Path(FileData.model_validate(video).path)
         session = self._session(request)
         with _as_gr_error("/open_video", session, path), session.lock:
-            result = load_video(self.events.cfg, session, path)
+            result = load_video(self.events.cfg, session, _uploaded(path))
         info = result.info
         return {
             "run_id": result.run_id,
@@ -216,7 +234,7 @@ class ScriptApi:
         """
         models = self._models(self.events.caps.segment, "/segment")
         session = self._session(request)
-        with _as_gr_error("/segment", session):
+        with _as_gr_error("/segment", session), self.events.cleaning_after():
             outcome = generate_masks(self.events.cfg, models, session, auto=auto)
         return {
             "run_id": outcome.result.run_id,
@@ -233,14 +251,18 @@ class ScriptApi:
         """
         models = self._models(self.events.caps.reconstruct, "/reconstruct")
         session = self._session(request)
-        with _as_gr_error("/reconstruct", session):
+        with _as_gr_error("/reconstruct", session), self.events.cleaning_after():
             outcome = generate_4d(self.events.cfg, models, session)
             run = session.run
             assert run is not None
             return {**run_results(run), "meshes": outcome.meshes, "message": outcome.message}
 
-    def results(self, request: gr.Request) -> dict[str, Any]:
+    def results(self, request: gr.Request, run_id: str | None = None) -> dict[str, Any]:
         """The session's run: stage states and every result file made so far.
+
+        Args:
+            run_id: an earlier run of this session (a ``run_id`` an ``/open_video`` of this client
+                returned); None = the run of the video loaded now.
 
         Returns:
             ``{"run_id", "stages", "mask_video", "result_video", "scene_glb", "zip", "bodies",
@@ -248,9 +270,17 @@ class ScriptApi:
         """
         session = self._session(request)
         with _as_gr_error("/results", session), session.lock:
-            session.require_info()
-            assert session.run is not None
-            return run_results(session.run)
+            if run_id is None:
+                session.require_info()
+                assert session.run is not None
+                return run_results(session.run)
+            if run_id not in session.runs:
+                raise InputError(
+                    f"run {run_id!r} is not one of this session's runs ({', '.join(session.runs) or 'none yet'}): "
+                    "pass a run_id that /open_video returned to this client"
+                )
+            cfg = self.events.cfg
+            return run_results(RunDir.open(cfg.runtime.output_dir, run_id, cfg, clean_scratch=False))
 
 
 def bind_api(demo: gr.Blocks, events: UiEvents) -> None:

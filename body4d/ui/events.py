@@ -12,24 +12,28 @@ the widgets: it becomes the Status sentence and a toast, and every other widget 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from body4d.checkpoints import CheckpointReport
 from body4d.config import Config
 from body4d.driver import PipelineModels
 from body4d.errors import InputError
 from body4d.jobs import Cancelled, ProgressFn
+from body4d.retention import clean_outputs
 from body4d.session import Session, SessionStore
+from body4d.ui.access import request_owner
 from body4d.ui.display import show_frame
 from body4d.ui.layout import NEGATIVE, Widgets
 from body4d.ui.loading import load_video, make_preview
@@ -65,6 +69,7 @@ USER_ERRORS = (InputError, PromptError, VideoError, ValueError)
 # The session key a browser keeps in its local storage (a session survives a reload).
 BROWSER_KEY_BYTES = 24
 BROWSER_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SECONDS_PER_MINUTE = 60
 
 Updates = dict[Any, Any]
 
@@ -135,6 +140,49 @@ class UiEvents:
         self._w: Widgets | None = None
         self._gpu_job: _GpuJob | None = None
         self._gpu_lock = threading.Lock()
+        self._clean_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ retention
+    def clean_outputs(self) -> None:
+        """Apply the retention limits (``app.retention_*``) to the run folders and Gradio's cache,
+        keeping what live sessions have loaded; skipped while another clean is going."""
+        if not self._clean_lock.acquire(blocking=False):
+            return
+        try:
+            app = self.cfg.app
+            clean_outputs(
+                self.cfg.runtime.output_dir,
+                get_upload_folder(),
+                max_run_hours=app.retention_run_hours,
+                max_cache_hours=app.retention_cache_hours,
+                max_total_gb=app.retention_gb,
+                keep=self.store.in_use(),
+            )
+        except OSError:  # a full or read-only disk must not stop the app: the next clean retries
+            log.exception("retention: cleaning %s failed", self.cfg.runtime.output_dir)
+        finally:
+            self._clean_lock.release()
+
+    @contextlib.contextmanager
+    def cleaning_after(self) -> Iterator[None]:
+        """Clean the outputs in the background once the block (a pipeline run) ends, however."""
+        try:
+            yield
+        finally:
+            threading.Thread(target=self.clean_outputs, name="body4d-retention-run", daemon=True).start()
+
+    def start_retention(self) -> threading.Thread:
+        """Clean the outputs now and every ``app.retention_every_minutes``, in a daemon thread."""
+        every_s = self.cfg.app.retention_every_minutes * SECONDS_PER_MINUTE
+
+        def loop() -> None:
+            while True:
+                self.clean_outputs()
+                time.sleep(every_s)
+
+        thread = threading.Thread(target=loop, name="body4d-retention", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def w(self) -> Widgets:
@@ -143,8 +191,15 @@ class UiEvents:
             raise RuntimeError("UiEvents.bind(demo, widgets) must be called before the handlers")
         return self._w
 
-    def _session(self, request: gr.Request) -> Session:
-        return self.store.get(request.session_hash or "")
+    def session_for(self, request: gr.Request, key: str | None = None) -> Session:
+        """The caller's session (by ``key``, else its session hash); the caller's owner cookie
+        may download its runs from now on."""
+        session = self.store.get(key or request.session_hash or "")
+        owner = request_owner(request)
+        if owner is not None:
+            with session.lock:
+                session.owners.add(owner)
+        return session
 
     def _fail(self, label: str | None, session: Session, exc: Exception, path: Path | None = None) -> Updates:
         """The error as the Status sentence and a toast; every other widget keeps its value."""
@@ -217,7 +272,7 @@ class UiEvents:
             key = secrets.token_urlsafe(BROWSER_KEY_BYTES)
         if early and early != key:
             self.store.alias(early, key)
-        session = self.store.get(key)
+        session = self.session_for(request, key)
         with session.lock:
             if not session.has_video:
                 return {
@@ -250,12 +305,12 @@ class UiEvents:
         """Gallery item clicked: load that example video."""
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
         if not 0 <= index < len(self.examples):
-            session = self._session(request)
+            session = self.session_for(request)
             return self._fail(None, session, InputError("that example does not exist: reload the page"))
         return self._load(self.examples[index], request)
 
     def _load(self, path: Path, request: gr.Request) -> Updates:
-        session = self._session(request)
+        session = self.session_for(request)
         try:
             with session.lock:
                 result = load_video(self.cfg, session, path)
@@ -271,7 +326,7 @@ class UiEvents:
 
     def remove_upload(self, request: gr.Request) -> Updates:
         """× on the upload: forget the video (its run folder stays in the recent-runs list)."""
-        session = self._session(request)
+        session = self.session_for(request)
         with session.lock:
             if not session.has_video:
                 return self._unchanged(self.w.status)
@@ -286,7 +341,7 @@ class UiEvents:
     def preview(self, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Updates:  # noqa: B008
         """After a load: the browser-playable preview video (nothing after a refused upload, which
         left the session as it was)."""
-        session = self._session(request)
+        session = self.session_for(request)
         with session.lock:
             if not session.has_video or session.preview_path is not None:
                 return self._unchanged(self.w.status)
@@ -309,7 +364,7 @@ class UiEvents:
         """A recent run picked: load it with its results."""
         if not run_id:
             return self._unchanged(self.w.status)
-        session = self._session(request)
+        session = self.session_for(request)
         if session.busy:
             return self._fail(None, session, InputError("a run is going: wait for it or press Cancel first"))
         try:
@@ -323,7 +378,7 @@ class UiEvents:
     # ------------------------------------------------------------------ frames and prompts
     def scrub(self, index: float, request: gr.Request) -> Updates:
         """Slider moved: show that frame."""
-        session = self._session(request)
+        session = self.session_for(request)
         with session.lock:
             if not session.has_video:
                 return self._unchanged(self.w.frame)
@@ -332,7 +387,7 @@ class UiEvents:
 
     def click(self, point_type: str, evt: gr.SelectData, request: gr.Request) -> Updates:
         """Frame clicked: record the point and redraw."""
-        session = self._session(request)
+        session = self.session_for(request)
         if not evt.index or len(evt.index) != 2:
             return self._unchanged(self.w.status)
         req = ClickRequest(float(evt.index[0]), float(evt.index[1]), point_type != NEGATIVE)
@@ -345,7 +400,7 @@ class UiEvents:
         return {self.w.frame: result.view.image, self.w.targets: targets, self.w.status: result.message}
 
     def _targets_event(self, action: Callable[[Session], str], request: gr.Request) -> Updates:
-        session = self._session(request)
+        session = self.session_for(request)
         try:
             with session.lock:
                 message = action(session)
@@ -386,7 +441,7 @@ class UiEvents:
 
     def begin_run(self, request: gr.Request) -> Updates:
         """A run button pressed: disable the run buttons and say whether the run waits for the GPU."""
-        session = self._session(request)
+        session = self.session_for(request)
         with session.lock:
             if not session.has_video:
                 return self._unchanged(self.w.status)  # the run itself says what is missing
@@ -405,14 +460,14 @@ class UiEvents:
 
     def end_run(self, request: gr.Request) -> Updates:
         """A run ended (done, failed or cancelled): the run buttons work again."""
-        session = self._session(request)
+        session = self.session_for(request)
         return {**self._run_buttons(True), self.w.recent_runs: self._runs_choices(session), **self._system()}
 
     def _pipeline(
         self, label: str, blocker: str | None, request: gr.Request, action: Callable[..., Any]
     ) -> Any:
         """Run ``action(models, session)`` holding the GPU; the outcome, or Updates on failure."""
-        session = self._session(request)
+        session = self.session_for(request)
         with session.lock:
             session.pending = max(0, session.pending - 1)
         if blocker is not None or self.models is None:
@@ -421,7 +476,8 @@ class UiEvents:
         with self._gpu_lock:
             self._gpu_job = _GpuJob(session.session_id, label, time.monotonic())
         try:
-            return action(self.models, session)
+            with self.cleaning_after():
+                return action(self.models, session)
         except Cancelled:
             log.info("session %s: %s cancelled", session.session_id, label)
             return {self.w.status: _cancelled(label)}
@@ -491,7 +547,7 @@ class UiEvents:
 
     def show_result(self, choice: str | None, request: gr.Request) -> Updates:
         """4D Result shows: all people, or one person alone (their own video)."""
-        session = self._session(request)
+        session = self.session_for(request)
         with session.lock:
             run = session.run
         if run is None or not choice:
@@ -501,7 +557,7 @@ class UiEvents:
 
     def cancel(self, request: gr.Request) -> Updates:
         """Cancel clicked: stop this session's running or queued run."""
-        return {self.w.status: cancel_run(self._session(request))}
+        return {self.w.status: cancel_run(self.session_for(request))}
 
     def unload(self, request: gr.Request) -> None:
         """Browser tab closed or reloaded: release the session's decoder and tracker (reopened on

@@ -68,14 +68,13 @@ def _button(spec: ButtonSpec, elem_id: str, variant: str = "secondary") -> gr.Bu
     return gr.Button(spec.label, interactive=spec.interactive, elem_id=elem_id, variant=variant)
 
 
-def build_layout(spec: LayoutSpec, delete_cache: tuple[int, int] | None = None) -> tuple[gr.Blocks, Widgets]:
+def build_layout(spec: LayoutSpec) -> tuple[gr.Blocks, Widgets]:
     """Create the page; returns the Blocks and its widgets (no events bound yet).
 
     Args:
         spec: texts, gallery items and button states.
-        delete_cache: ``(every_s, older_than_s)`` clean-up of Gradio's file cache (None = never).
     """
-    with gr.Blocks(title=TITLE, delete_cache=delete_cache) as demo:
+    with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             "# body4d — 4D human mesh recovery from video\n"
             "Upload a video or pick an example, choose a frame, click on people (positive / negative "

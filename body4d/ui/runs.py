@@ -20,6 +20,7 @@ from body4d.driver import PipelineModels, reconstruct
 from body4d.errors import InputError
 from body4d.jobs import Cancelled, Job, ProgressFn
 from body4d.recipe import STAGES
+from body4d.retention import run_lock
 from body4d.run_dir import RunDir
 from body4d.session import Session
 from body4d.stages.complete import estimate
@@ -88,7 +89,8 @@ def running(session: Session) -> Iterator[RunDir]:
     """Hold the session's ``run_lock`` for a whole run (pipeline and zip); yields its run folder.
 
     A Cancel pressed while the run was queued stops it before it starts; the cancel flag is
-    cleared when the run ends, so it never stops a later run.
+    cleared when the run ends, so it never stops a later run. The run's retention lock is held
+    meanwhile (`body4d.retention.run_lock`): the run folder is never cleaned while it runs.
 
     Raises:
         InputError: no video loaded, or a run of this session is still going.
@@ -103,7 +105,8 @@ def running(session: Session) -> Iterator[RunDir]:
     try:
         if session.cancel.is_set():
             raise Cancelled("cancelled before it started")
-        yield run
+        with run_lock(run.root.parent, run.run_id):
+            yield run
     finally:
         session.cancel.clear()
         session.run_lock.release()
