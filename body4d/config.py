@@ -99,7 +99,7 @@ class VideoConfig:
 class LimitsConfig:
     """``limits:`` the largest input accepted; anything bigger is refused before any model loads."""
 
-    max_frame_pixels: int = 33_177_600
+    max_frame_pixels: int = 7680 * 4320  # 8K UHD (4x 4K): the largest frames cameras record
     max_people: int = 64
     max_clicks: int = 2000
 
