@@ -106,7 +106,7 @@ def _open_label_png(path: Path) -> Image.Image:
     except VideoError as exc:
         raise InputError(f"mask {exc}") from exc
     if im.format != "PNG" or im.mode not in LABEL_MODES:
-        found = f"{im.format or 'unknown'} data" if im.format != "PNG" else f"a {im.mode} PNG"
+        found = f"{im.format or 'unknown'} data" if im.format != "PNG" else f"a PNG of mode {im.mode}"
         im.close()
         raise InputError(
             f"mask {path} is {found}, not a label map: save masks as lossless palette ('P') or "
