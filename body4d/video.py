@@ -68,7 +68,7 @@ def probe(path: str | Path, *, folder_fps: Fraction = DEFAULT_FOLDER_FPS, max_pi
         path: video file (mp4/mov/avi/mkv/webm/m4v) or folder of jpg/jpeg/png/bmp frames.
         folder_fps: frame rate assigned to a frame folder.
         max_pixels: refuse frames of more pixels than this (``limits.max_frame_pixels``; 0 = no
-            limit: PIL's own decompression-bomb check still refuses images of 179 Mpx or more).
+            limit beyond PIL's own decompression-bomb check: twice its limit, 179 Mpx by default).
 
     Returns:
         `VideoInfo` with the exact fps, frame count and the displayed (rotated) size.
@@ -333,7 +333,7 @@ def check_regular_file(path: Path, what: str) -> None:
         )
 
 
-def check_frame_count(path: Path, n_frames: int, max_frames: int) -> None:
+def _check_frame_count(path: Path, n_frames: int, max_frames: int) -> None:
     """Refuse a video of more than ``max_frames`` frames (0 = no limit); the message names video.max_frames."""
     if max_frames and n_frames > max_frames:
         raise VideoError(
@@ -342,7 +342,7 @@ def check_frame_count(path: Path, n_frames: int, max_frames: int) -> None:
         )
 
 
-def check_frame_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+def _check_frame_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
     """Refuse frames of more than ``max_pixels`` pixels (0 = no limit); the message names limits.max_frame_pixels."""
     if max_pixels and width * height > max_pixels:
         raise VideoError(
@@ -382,7 +382,7 @@ def open_image(path: Path, max_pixels: int) -> Image.Image:
     except OSError as exc:
         raise VideoError(f"{path} is not a readable image ({exc}): replace or remove it") from exc
     try:
-        check_frame_pixels(path, *im.size, max_pixels)
+        _check_frame_pixels(path, *im.size, max_pixels)
     except VideoError:
         im.close()
         raise
@@ -402,7 +402,7 @@ class _FolderSource(_Source):
         )
         if not files:
             raise VideoError(f"folder {path} holds no frames: put {', '.join(IMAGE_EXTENSIONS)} images in it")
-        check_frame_count(path, len(files), max_frames)
+        _check_frame_count(path, len(files), max_frames)
         sizes: dict[tuple[int, int], str] = {}
         codecs = set()
         for f in files:
@@ -499,8 +499,8 @@ class _FileSource(_Source):
             time_base = stream.time_base
         finally:
             container.close()
-        check_frame_count(path, len(pts), max_frames)
-        check_frame_pixels(path, width, height, max_pixels)
+        _check_frame_count(path, len(pts), max_frames)
+        _check_frame_pixels(path, width, height, max_pixels)
         self.pts = sorted(pts)
         # Frame indices where decoding can start (a seek lands on the last one at or before its target).
         self.keyframes = sorted({_bisect(self.pts, p) for p in key_pts} | {0})
