@@ -22,41 +22,75 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from body4d.config import add_config_arguments
+from body4d.config import LimitsConfig, add_config_arguments
 from body4d.errors import EXIT_FAILURE, EXIT_OK, InputError, exit_code
 from body4d.types import Click, Prompts
 from models.frames import MAX_OBJ_ID
 
 log = logging.getLogger(__name__)
 
+# A click is ~50 bytes of JSON, pretty-printed ~100: a prompts file larger than this many bytes per
+# allowed click (limits.max_clicks) cannot be valid and is refused unread.
+PROMPT_BYTES_PER_CLICK = 1024
+
 
 class PromptFileError(InputError):
     """prompts.json is unreadable or malformed; the message names the entry and the fix."""
 
 
-def load_prompts(path: str | Path) -> Prompts:
+def load_prompts(path: str | Path, limits: LimitsConfig | None = None) -> Prompts:
     """Parse a prompts file ``{"<obj_id>": [{"frame", "x", "y", "positive"}, ...]}``.
 
     ``positive`` defaults to true. Coordinates are pixels of the original video.
 
+    Args:
+        path: the JSON file.
+        limits: ``limits.max_people`` and ``limits.max_clicks`` (default: the schema's defaults).
+
     Raises:
-        PromptFileError: missing file, invalid JSON, or an entry of the wrong shape.
+        PromptFileError: missing, non-regular or oversized file, invalid JSON, more targets or
+            clicks than the limits, or an entry of the wrong shape.
     """
+    from body4d.video import VideoError, check_regular_file
+
     path = Path(path)
+    limits = limits or LimitsConfig()
+    if not path.exists():
+        raise PromptFileError(f"prompts file {path} does not exist")
+    try:
+        check_regular_file(path, "prompts file")
+    except VideoError as exc:
+        raise PromptFileError(str(exc)) from exc
+    max_bytes = limits.max_clicks * PROMPT_BYTES_PER_CLICK
+    if path.stat().st_size > max_bytes:
+        raise PromptFileError(
+            f"prompts file {path} is {path.stat().st_size} bytes, more than {max_bytes} "
+            f"(limits.max_clicks={limits.max_clicks} clicks): give fewer clicks or raise limits.max_clicks"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise PromptFileError(f"prompts file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON's errors
         raise PromptFileError(f"prompts file {path} is not valid JSON ({exc})") from exc
     example = '{"1": [{"frame": 0, "x": 120, "y": 80, "positive": true}]}'
     if not isinstance(raw, dict) or not raw:
         raise PromptFileError(f"{path} must map object ids to lists of clicks, e.g. {example}")
+    if len(raw) > limits.max_people:
+        raise PromptFileError(
+            f"{path} prompts {len(raw)} targets, more than limits.max_people={limits.max_people}: "
+            f"prompt fewer people or raise the limit with --set limits.max_people={min(len(raw), MAX_OBJ_ID)}"
+        )
+    n_clicks = sum(len(items) for items in raw.values() if isinstance(items, list))
+    if n_clicks > limits.max_clicks:
+        raise PromptFileError(
+            f"{path} holds {n_clicks} clicks, more than limits.max_clicks={limits.max_clicks}: "
+            f"give fewer clicks or raise the limit with --set limits.max_clicks={n_clicks}"
+        )
     clicks: dict[int, tuple[Click, ...]] = {}
     for key, items in raw.items():
         try:
@@ -85,6 +119,12 @@ def _parse_click(path: Path, key: str, index: int, item: Any) -> Click:
     for name, value in (("x", x), ("y", y)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PromptFileError(f"{where}: {name} must be a number of pixels, got {value!r}")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
+            raise PromptFileError(f"{where}: {name} must be a finite number of pixels inside the frame")
     if not isinstance(positive, bool):
         raise PromptFileError(f"{where}: positive must be true or false, got {positive!r}")
     return Click(frame=frame, x=float(x), y=float(y), positive=positive)
@@ -155,6 +195,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from body4d.config import load_config
     from body4d.driver import load_models, reconstruct, repair_masks
+    from body4d.masks import check_mask_folder
     from body4d.recipe import STAGES
     from body4d.run_dir import RunDir
     from body4d.stages.segment import check_prompts
@@ -168,7 +209,7 @@ def run_command(args: argparse.Namespace) -> int:
         if stop_after not in STAGES:
             raise InputError(f"--stop-after {stop_after!r} is not a stage: use one of {', '.join(STAGES)}")
         last = STAGES.index(stop_after)
-        prompts = load_prompts(args.prompts) if args.prompts else None
+        prompts = load_prompts(args.prompts, cfg.limits) if args.prompts else None
         if args.repair is not None and (args.resume is None or prompts is None or args.force):
             raise InputError(
                 "--repair needs --resume RUN_ID and --prompts FILE with the target's clicks (and no --force)"
@@ -178,9 +219,12 @@ def run_command(args: argparse.Namespace) -> int:
             max_frames=cfg.video.max_frames,
             max_side=cfg.video.max_side,
             folder_fps=Fraction(cfg.video.folder_fps).limit_denominator(1001),
+            max_pixels=cfg.limits.max_frame_pixels,
         )
         if prompts is not None:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
+        if args.masks:
+            check_mask_folder(Path(args.masks), len(video), video.info.height, video.info.width)
         run = RunDir.open(output_dir, args.resume, cfg) if args.resume else None
         segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
         models = load_models(

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from body4d.errors import InputError
+from models.frames import MAX_OBJ_ID
 
 _SOURCE_TREE = Path(__file__).resolve().parent.parent
 # Relative paths in a config resolve against the source checkout when body4d runs from one (in place
@@ -45,6 +46,11 @@ REPO_ROOT = _SOURCE_TREE if (_SOURCE_TREE / "pyproject.toml").is_file() else Pat
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "body4d.yaml"
 CONFIG_ENV = "BODY4D_CONFIG"
 ENV_OVERRIDES = {"BODY4D_CKPT_ROOT": "paths.ckpt_root", "BODY4D_OUTPUT_DIR": "runtime.output_dir"}
+# The full shipped config is ~15 KB; a file far larger is a mistake (or a YAML bomb) and is
+# refused unread rather than parsed.
+MAX_CONFIG_BYTES = 2**18
+# libyaml's parser when PyYAML has it (about 10x faster on big files), else the pure-Python one.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ConfigError(InputError):
@@ -87,6 +93,15 @@ class VideoConfig:
     folder_fps: float = 30.0
     jpeg_quality: int = 95
     crf: int = 18
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """``limits:`` the largest input accepted; anything bigger is refused before any model loads."""
+
+    max_frame_pixels: int = 7680 * 4320  # 8K UHD (4x 4K): the largest frames cameras record
+    max_people: int = 64
+    max_clicks: int = 2000
 
 
 @dataclass(frozen=True)
@@ -241,6 +256,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     sam3: Sam3Config = field(default_factory=Sam3Config)
     repair: RepairConfig = field(default_factory=RepairConfig)
     sam_3d_body: Sam3DBodyConfig = field(default_factory=Sam3DBodyConfig)
@@ -275,12 +291,22 @@ _SCHEMA: dict[str, dict[str, Any]] = {
 _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("video", "max_frames"): (lambda v: v >= 0, "use 0 (unlimited) or a positive frame count"),
     ("video", "max_side"): (lambda v: v == 0 or v >= 16, "use 0 (native) or a side of at least 16 px"),
-    ("video", "folder_fps"): (lambda v: 0 < v <= 1000, "use a frame rate between 0 and 1000"),
+    ("video", "folder_fps"): (lambda v: 1 <= v <= 1000, "use a frame rate from 1 to 1000 fps"),
     ("video", "jpeg_quality"): (lambda v: 1 <= v <= 100, "use a JPEG quality between 1 and 100"),
     ("video", "crf"): (lambda v: 0 <= v <= 51, "use an H.264 CRF between 0 and 51"),
+    ("limits", "max_frame_pixels"): (lambda v: v >= 0, "use 0 (unlimited) or a pixel count such as 33177600"),
+    ("limits", "max_people"): (
+        lambda v: 1 <= v <= MAX_OBJ_ID,
+        f"use a number of people from 1 to {MAX_OBJ_ID}",
+    ),
+    ("limits", "max_clicks"): (lambda v: v >= 1, "use at least 1 click"),
     ("sam3", "detection_threshold"): (lambda v: 0 <= v <= 1, "use a score between 0 and 1"),
     ("sam3", "redetect_every"): (lambda v: v >= 0, "use 0 (first frame only) or a positive frame count"),
     ("sam3", "redetect_iou"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
+    ("sam3", "mask_threshold"): (
+        lambda v: -20 <= v <= 20,
+        "use a logit from -20 to 20 (0 = probability 0.5)",
+    ),
     ("sam3", "max_cached_frames"): (lambda v: v >= 0, "use 0 (keep all) or a positive frame count"),
     ("sam3", "vision_cache_frames"): (lambda v: v >= 1, "use at least 1 frame"),
     ("sam3", "frame_cache"): (lambda v: v >= 1, "use at least 1 frame"),
@@ -289,7 +315,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("repair", "agree_iou"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
     ("repair", "agree_frames"): (lambda v: v >= 1, "use at least 1 frame"),
     ("sam_3d_body", "batch_size"): (lambda v: v >= 1, "use a batch size of at least 1"),
-    ("sam_3d_body", "bbox_padding"): (lambda v: v >= 1.0, "use a padding factor of at least 1.0"),
+    ("sam_3d_body", "bbox_padding"): (lambda v: 1.0 <= v <= 10.0, "use a padding factor from 1.0 to 10.0"),
     ("sam_3d_body", "mask_value"): (lambda v: v in (1, 255), "use 1 (default) or 255"),
     ("camera", "num_frames"): (lambda v: v >= 1, "use at least 1 frame"),
     ("camera", "resolution_level"): (lambda v: 0 <= v <= 9, "use a level from 0 to 9"),
@@ -302,7 +328,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
         "use a multiple of 64 (512 = the release)",
     ),
     ("completion", "num_inference_steps"): (lambda v: v >= 1, "use at least 1 step"),
-    ("completion", "guidance_scale"): (lambda v: v >= 1.0, "use 1.0 (no guidance) or more"),
+    ("completion", "guidance_scale"): (lambda v: 1.0 <= v <= 100.0, "use 1.0 (no guidance) to 100.0"),
     ("completion", "fps"): (lambda v: v >= 1, "use a frame rate of at least 1"),
     ("completion", "motion_bucket_id"): (lambda v: 0 <= v <= 255, "use a motion bucket between 0 and 255"),
     ("completion", "noise_aug_strength"): (lambda v: 0 <= v <= 1, "use a strength between 0 and 1"),
@@ -311,6 +337,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("completion", "max_occ_len"): (lambda v: v >= 1, "use at least 1 frame"),
     ("completion", "window_pad"): (lambda v: v >= 0, "use 0 or more frames"),
     ("completion", "batch_windows"): (lambda v: v >= 1, "use at least 1 window per call"),
+    ("completion", "seed"): (lambda v: v >= 0, "use a non-negative integer seed"),
     ("completion", "iou_threshold"): (lambda v: 0 < v <= 1, "use an IoU in (0, 1]"),
     ("completion", "border_fraction"): (lambda v: 0 <= v < 0.5, "use a fraction in [0, 0.5)"),
     ("completion", "max_box_fraction"): (lambda v: 0 < v <= 1, "use a fraction in (0, 1]"),
@@ -327,7 +354,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("smoothing", "max_gap"): (lambda v: v >= 0, "use 0 or more frames"),
     ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
     ("bundle", "glb_max_frames"): (lambda v: v >= 2, "use at least 2 frames"),
-    ("runtime", "offload_margin_gb"): (lambda v: v >= 0, "use 0 or more GB of working memory"),
+    ("runtime", "offload_margin_gb"): (lambda v: 0 <= v <= 1024, "use 0 to 1024 GB of working memory"),
     ("export", "obj_workers"): (lambda v: v >= 0, "use 0 (one per spare core, at most 4) or a process count"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),
@@ -353,6 +380,9 @@ _PATH_KEYS = (
     ("app", "examples_dir"),
     ("app", "examples_list"),
 )
+
+# Longest value quoted in a problem (a pasted list or a huge number would drown the message).
+_SHOWN_CHARS = 80
 
 # What a value of each scalar type must look like (the wording of a type problem).
 _EXPECTED = {
@@ -442,10 +472,20 @@ def _file_leaves(file: Path, missing_fix: str, problems: list[str]) -> dict[tupl
     if not file.is_file():
         problems.append(f"config file {file} does not exist or is not a file: {missing_fix}")
         return {}
+    size = file.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        problems.append(
+            f"config file {file} is {size} bytes, more than the {MAX_CONFIG_BYTES} a config may have: "
+            "keep only the keys you change"
+        )
+        return {}
     try:
-        tree = yaml.safe_load(file.read_text(encoding="utf-8"))
+        tree = _parse_yaml(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"config file {file} cannot be read ({exc}): make it a readable UTF-8 YAML file")
+        return {}
+    except _AliasError as exc:
+        problems.append(f"{file} {exc}")
         return {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -466,10 +506,35 @@ def _parse_set(items: list[str], problems: list[str]) -> dict[str, Any]:
             problems.append(f"override {item!r} is not key=value: write e.g. --set sam3.redetect_every=10")
             continue
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            out[key.strip()] = _parse_yaml(value) if value.strip() else ""
+        except _AliasError as exc:
+            problems.append(f"override {item!r} {exc}")
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
+
+
+class _AliasError(yaml.YAMLError):
+    """A YAML anchor or alias in a config (the message continues a sentence naming the source)."""
+
+
+def _parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML (safe loader), refusing anchors and aliases.
+
+    No shipped config uses them, and they are how a few bytes of YAML expand into a recursive
+    structure or billions of nodes; the event scan is linear in the text, before anything is built.
+
+    Raises:
+        _AliasError: an ``&anchor`` or ``*alias``, with its line.
+        yaml.YAMLError: invalid YAML.
+    """
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            line = event.start_mark.line + 1
+            raise _AliasError(
+                f"uses a YAML anchor or alias at line {line}: write the values out (configs may not use & or *)"
+            )
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
 
 
 def _dotted_leaves(items: Mapping[str, Any], problems: list[str]) -> dict[tuple[str, str], Any]:
@@ -494,7 +559,11 @@ def _leaves(tree: Any, problems: list[str]) -> dict[tuple[str, str], Any]:
             problems.append(f"unknown section {name!r}: valid sections are {', '.join(_SCHEMA)}")
         elif isinstance(values, dict):
             for key, value in values.items():
-                if key in _SCHEMA[name]:
+                if key in _SCHEMA[name] and isinstance(value, dict | list):
+                    # Every key is a scalar; a container is refused here, since OmegaConf takes
+                    # seconds per 10,000 items to find that out.
+                    problems.append(_type_problem(f"{name}.{key}", value, _SCHEMA[name][key]))
+                elif key in _SCHEMA[name]:
                     leaves[(name, key)] = value
                 else:
                     problems.append(
@@ -545,11 +614,19 @@ def _tree(leaves: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
 def _type_problem(name: str, value: Any, hint: Any) -> str:
     """The problem of a value OmegaConf cannot convert to ``hint``, with what to write instead."""
     if isinstance(value, str) and "${" in value:
-        return f"{name} = {value!r} is not a valid interpolation: write it like ${{paths.ckpt_root}}/sam3"
+        return (
+            f"{name} = {_shown(value)} is not a valid interpolation: write it like ${{paths.ckpt_root}}/sam3"
+        )
     if typing.get_origin(hint) is Literal:
         choices = ", ".join(map(repr, typing.get_args(hint)))
-        return f"{name} = {value!r} is not one of {choices}: pick one of them"
-    return f"{name} = {value!r} {_EXPECTED[hint]}"
+        return f"{name} = {_shown(value)} is not one of {choices}: pick one of them"
+    return f"{name} = {_shown(value)} {_EXPECTED[hint]}"
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to `_SHOWN_CHARS`: a problem stays one readable line whatever was written."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
 def _value_problem(section: DictConfig, name: str, key: str, hint: Any, raw: Any) -> str | None:
@@ -558,13 +635,13 @@ def _value_problem(section: DictConfig, name: str, key: str, hint: Any, raw: Any
         value = section[key]
     except OmegaConfBaseException as exc:
         reason = str(exc).splitlines()[0]
-        return f"{name}.{key} = {raw!r} cannot be resolved ({reason}): fix the ${{...}} reference"
+        return f"{name}.{key} = {_shown(raw)} cannot be resolved ({reason}): fix the ${{...}} reference"
     check = _RANGES.get((name, key))
     if hint is float and not math.isfinite(value):
         fix = check[1] if check else "use a finite number"
-        return f"{name}.{key} = {raw!r} is not a finite number: {fix}"
+        return f"{name}.{key} = {_shown(raw)} is not a finite number: {fix}"
     if check and not check[0](value):
-        return f"{name}.{key} = {raw!r} is out of range: {check[1]}"
+        return f"{name}.{key} = {_shown(raw)} is out of range: {check[1]}"
     return None
 
 

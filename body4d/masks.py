@@ -18,11 +18,14 @@ from scipy import ndimage
 
 from body4d.errors import InputError
 from body4d.types import Click, MaskTrack, Segmentation
-from body4d.video import natural_key
+from body4d.video import VideoError, check_regular_file, natural_key, open_image
 from models.frames import MAX_OBJ_ID
 
 # Width in pixels of the white outline drawn around each object in overlays.
 CONTOUR_WIDTH = 2
+# Image modes a label map may have: palette, 8-bit greyscale, 1-bit, and 16-bit greyscale (values
+# must still be ids 0..255). RGB is refused: its values are colours, not ids.
+LABEL_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I")
 
 
 def _davis_palette() -> np.ndarray:
@@ -74,21 +77,89 @@ def encode_palette_png(labels: np.ndarray) -> bytes:
 
 
 def read_palette_png(path: str | Path) -> np.ndarray:
-    """Read a label map from a palette PNG (or a single-channel PNG): ``uint8[H, W]``.
+    """Read a label map from a palette PNG (or an 8/16-bit greyscale PNG): ``uint8[H, W]``.
 
     Raises:
-        ValueError: the file is an RGB image or otherwise not a label map.
+        InputError: the file is not a PNG (JPEG data under a .png name: its compression noise
+            would become object ids), is an RGB image, is damaged or truncated, or holds values
+            above 255.
     """
     path = Path(path)
-    with Image.open(path) as im:
-        if im.mode in ("P", "L"):
-            return np.asarray(im, dtype=np.uint8).copy()
-        if im.mode == "1":
-            return np.asarray(im, dtype=np.uint8).copy()
-        raise ValueError(
-            f"{path} is a {im.mode} image, not a label map: save masks as palette ('P') or "
-            "greyscale ('L') PNGs whose pixel values are object ids"
+    with _open_label_png(path) as im:
+        try:
+            values = np.asarray(im)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged or cut data
+            raise InputError(f"mask {path} is damaged or truncated ({exc}): export it again") from exc
+    if values.dtype != np.uint8:
+        if values.size and int(values.max()) > MAX_OBJ_ID:
+            raise InputError(
+                f"mask {path} holds the value {int(values.max())}: object ids are 0..{MAX_OBJ_ID}"
+            )
+        values = values.astype(np.uint8)
+    return values.copy()
+
+
+def _open_label_png(path: Path) -> Image.Image:
+    """Open a mask lazily (header only): a PNG in one of `LABEL_MODES`, else an `InputError`."""
+    try:
+        im = open_image(path, 0)  # the frame size is checked against the header by the caller
+    except VideoError as exc:
+        raise InputError(f"mask {exc}") from exc
+    if im.format != "PNG" or im.mode not in LABEL_MODES:
+        found = f"{im.format or 'unknown'} data" if im.format != "PNG" else f"a PNG of mode {im.mode}"
+        im.close()
+        raise InputError(
+            f"mask {path} is {found}, not a label map: save masks as lossless palette ('P') or "
+            "greyscale PNGs whose pixel values are object ids (JPEG noise would become ids)"
         )
+    return im
+
+
+def check_mask_folder(folder: Path, n_frames: int, height: int, width: int) -> list[Path]:
+    """Check a masks folder from headers only, before any model loads: one PNG label map per frame.
+
+    Every file's format, mode and size are read from its header, and its chunks' checksums are
+    verified (a cut or damaged file fails here); no pixel is decompressed.
+
+    Args:
+        folder: the ``--masks`` folder.
+        n_frames: frames of the video.
+        height: frame height in pixels.
+        width: frame width in pixels.
+
+    Returns:
+        The mask files in frame order (natural sort).
+
+    Raises:
+        InputError: not a folder, a different number of PNGs than frames, a file that is not a
+            regular file or not a PNG label map, of another size, or damaged.
+    """
+    if not folder.is_dir():
+        raise InputError(f"--masks {folder} is not a folder: pass a folder of one PNG per frame")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() == ".png"), key=lambda p: natural_key(p.name)
+    )
+    if len(files) != n_frames:
+        raise InputError(
+            f"--masks {folder} holds {len(files)} PNG masks but the video has {n_frames} frames: "
+            "give exactly one mask per frame (sorted by name)"
+        )
+    for path in files:
+        try:
+            check_regular_file(path, "mask")
+        except VideoError as exc:
+            raise InputError(f"mask {exc}") from exc
+        with _open_label_png(path) as im:
+            if im.size != (width, height):
+                raise InputError(
+                    f"mask {path.name} is {im.size[0]}x{im.size[1]} but the video is "
+                    f"{width}x{height}: masks must have the frame size"
+                )
+            try:
+                im.verify()
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise InputError(f"mask {path} is damaged or truncated ({exc}): export it again") from exc
+    return files
 
 
 def masks_to_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -129,28 +200,13 @@ def read_mask_folder(folder: Path, labels: np.ndarray) -> Segmentation:
         the masks as a segmentation (mode ``"imported"``; first frame = where each id first appears).
 
     Raises:
-        InputError: not a folder, a different number of PNGs than frames, a mask of another size,
-            or every mask empty (each message names the problem and the fix).
+        InputError: as `check_mask_folder`, or every mask empty (each message names the problem
+            and the fix).
     """
-    if not folder.is_dir():
-        raise InputError(f"--masks {folder} is not a folder: pass a folder of one PNG per frame")
-    files = sorted(
-        (p for p in folder.iterdir() if p.suffix.lower() == ".png"), key=lambda p: natural_key(p.name)
-    )
-    n, height, width = labels.shape
-    if len(files) != n:
-        raise InputError(
-            f"--masks {folder} holds {len(files)} PNG masks but the video has {n} frames: "
-            "give exactly one mask per frame (sorted by name)"
-        )
+    files = check_mask_folder(folder, *labels.shape)
     first: dict[int, int] = {}
     for i, path in enumerate(files):
         lab = read_palette_png(path)
-        if lab.shape != (height, width):
-            raise InputError(
-                f"mask {path.name} is {lab.shape[1]}x{lab.shape[0]} but the video is "
-                f"{width}x{height}: masks must have the frame size"
-            )
         labels[i] = lab
         for obj_id in np.unique(lab):
             first.setdefault(int(obj_id), i)

@@ -20,7 +20,9 @@ import bisect
 import logging
 import os
 import re
+import stat
 import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -47,26 +49,35 @@ _MAX_SEEK_DECODE = 10_000
 # keeps them, bounded by REVERSE_CACHE_BYTES of RGB data (e.g. 64 frames at 720p, 42 at 1080p).
 REVERSE_BLOCK_FRAMES = 64
 REVERSE_CACHE_BYTES = 256 * 2**20
+# Files whose last frames were decoded once, by (path, size, mtime): reopening them (the app
+# reopens a session's video for every job) does not decode the last GOP again.
+_TAIL_CHECKED: set[tuple[str, int, int]] = set()
 
 
 class VideoError(InputError):
     """A video or frame folder that cannot be used; the message says why and what to do."""
 
 
-def probe(path: str | Path, *, folder_fps: Fraction = DEFAULT_FOLDER_FPS) -> VideoInfo:
-    """Describe a video file or a frame folder without decoding its frames.
+def probe(path: str | Path, *, folder_fps: Fraction = DEFAULT_FOLDER_FPS, max_pixels: int = 0) -> VideoInfo:
+    """Describe a video file or a frame folder, decoding only its first and last frames.
+
+    A file's frames from its last keyframe on are decoded once, so that a file cut short (whose
+    index still lists every frame, as a cut faststart mp4's does) is refused here.
 
     Args:
         path: video file (mp4/mov/avi/mkv/webm/m4v) or folder of jpg/jpeg/png/bmp frames.
         folder_fps: frame rate assigned to a frame folder.
+        max_pixels: refuse frames of more pixels than this (``limits.max_frame_pixels``; 0 = no
+            limit beyond PIL's own decompression-bomb check: twice its limit, 179 Mpx by default).
 
     Returns:
         `VideoInfo` with the exact fps, frame count and the displayed (rotated) size.
 
     Raises:
-        VideoError: missing path, unsupported extension, unreadable or truncated file, no frames.
+        VideoError: missing path, not a regular file, unsupported extension, unreadable or
+            truncated file, no frames, frames too large.
     """
-    return _open_source(Path(path), folder_fps).info
+    return _open_source(Path(path), folder_fps, max_pixels, 0).info
 
 
 def open_video(
@@ -75,26 +86,21 @@ def open_video(
     max_frames: int = 0,
     max_side: int = 0,
     folder_fps: Fraction = DEFAULT_FOLDER_FPS,
+    max_pixels: int = 0,
 ) -> Video:
     """Open a video or frame folder for lazy decoding.
 
     Args:
         path: video file or frame folder.
-        max_frames: refuse inputs with more frames than this (0 = no limit).
+        max_frames: refuse inputs with more frames than this (0 = no limit), before decoding any.
         max_side: downscale frames whose longer side exceeds this many pixels (0 = native).
         folder_fps: frame rate assigned to a frame folder.
+        max_pixels: as `probe`; reopening a video already checked needs no limit.
 
     Raises:
         VideoError: as `probe`, or the video is longer than ``max_frames``.
     """
-    source = _open_source(Path(path), folder_fps)
-    info = source.info
-    if max_frames and info.n_frames > max_frames:
-        raise VideoError(
-            f"{info.path} has {info.n_frames} frames, more than video.max_frames={max_frames}: "
-            f"trim the video or raise the limit with --set video.max_frames={info.n_frames}"
-        )
-    return Video(source, max_side)
+    return Video(_open_source(Path(path), folder_fps, max_pixels, max_frames), max_side)
 
 
 class Video:
@@ -289,17 +295,98 @@ class _Source(ABC):
         """Release decoder resources (reopened on the next access)."""
 
 
-def _open_source(path: Path, folder_fps: Fraction) -> _Source:
+def _open_source(path: Path, folder_fps: Fraction, max_pixels: int, max_frames: int) -> _Source:
+    """The source of ``path``; every limit is checked from headers and indexes before frames are decoded."""
     if not path.exists():
         raise VideoError(f"{path} does not exist: check the path of the video or frame folder")
+    if max_pixels:
+        # PIL's own decompression-bomb check follows the configured limit (it refuses images of
+        # twice it when opening them, wherever they are opened; `open_image` makes that a VideoError).
+        Image.MAX_IMAGE_PIXELS = max_pixels
     if path.is_dir():
-        return _FolderSource(path, Fraction(folder_fps))
-    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        source: _Source = _FolderSource(path, Fraction(folder_fps), max_pixels, max_frames)
+    else:
+        check_regular_file(path, "video")
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise VideoError(
+                f"{path.name} has the unsupported extension {path.suffix or '(none)'!r}: use a video "
+                f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of {', '.join(IMAGE_EXTENSIONS)} frames"
+            )
+        source = _FileSource(path, max_pixels, max_frames)
+    return source
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """Refuse a FIFO, device or socket: reading one blocks forever or never ends.
+
+    Args:
+        path: an existing path.
+        what: what the file should be, for the message ("video", "mask", "prompts file").
+
+    Raises:
+        VideoError: ``path`` is not a regular file.
+    """
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
         raise VideoError(
-            f"{path.name} has the unsupported extension {path.suffix or '(none)'!r}: use a video "
-            f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of {', '.join(IMAGE_EXTENSIONS)} frames"
+            f"{path} is not a regular file (a pipe, device or socket): pass the {what} as an ordinary file"
         )
-    return _FileSource(path)
+
+
+def _check_frame_count(path: Path, n_frames: int, max_frames: int) -> None:
+    """Refuse a video of more than ``max_frames`` frames (0 = no limit); the message names video.max_frames."""
+    if max_frames and n_frames > max_frames:
+        raise VideoError(
+            f"{path} has {n_frames} frames, more than video.max_frames={max_frames}: "
+            f"trim the video or raise the limit with --set video.max_frames={n_frames}"
+        )
+
+
+def _check_frame_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """Refuse frames of more than ``max_pixels`` pixels (0 = no limit); the message names limits.max_frame_pixels."""
+    if max_pixels and width * height > max_pixels:
+        raise VideoError(
+            f"{path} has {width}x{height} frames ({width * height} pixels), more than "
+            f"limits.max_frame_pixels={max_pixels}: downscale it (e.g. to 3840x2160) or raise the limit "
+            f"with --set limits.max_frame_pixels={width * height}"
+        )
+
+
+def open_image(path: Path, max_pixels: int) -> Image.Image:
+    """Open an image lazily (header only) and refuse it when it has more than ``max_pixels`` pixels.
+
+    Args:
+        path: the image file.
+        max_pixels: the largest pixel count accepted (0 = no limit beyond PIL's own check).
+
+    Returns:
+        The opened image; nothing is decoded yet (close it, e.g. ``with open_image(...) as im``).
+
+    Raises:
+        VideoError: not a regular file, not a readable image, or too many pixels (PIL's
+            decompression-bomb error included).
+    """
+    check_regular_file(path, "image")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its limit (the check below says it with the image's size); it
+            # refuses above twice its limit, before the size is known.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        limit = Image.MAX_IMAGE_PIXELS
+        raise VideoError(
+            f"{path} declares more than {2 * limit} pixels, twice the limit of {limit} "
+            "(limits.max_frame_pixels): downscale it or raise the limit with --set limits.max_frame_pixels=..."
+        ) from exc
+    except OSError as exc:
+        raise VideoError(f"{path} is not a readable image ({exc}): replace or remove it") from exc
+    try:
+        _check_frame_pixels(path, *im.size, max_pixels)
+    except VideoError:
+        im.close()
+        raise
+    return im
 
 
 def natural_key(name: str) -> list[object]:
@@ -308,22 +395,20 @@ def natural_key(name: str) -> list[object]:
 
 
 class _FolderSource(_Source):
-    def __init__(self, path: Path, fps: Fraction) -> None:
+    def __init__(self, path: Path, fps: Fraction, max_pixels: int, max_frames: int) -> None:
         files = sorted(
             (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
             key=lambda p: natural_key(p.name),
         )
         if not files:
             raise VideoError(f"folder {path} holds no frames: put {', '.join(IMAGE_EXTENSIONS)} images in it")
+        _check_frame_count(path, len(files), max_frames)
         sizes: dict[tuple[int, int], str] = {}
         codecs = set()
         for f in files:
-            try:
-                with Image.open(f) as im:
-                    size = _oriented_size(im)
-                    codecs.add((im.format or f.suffix[1:]).lower())
-            except OSError as exc:
-                raise VideoError(f"{f} is not a readable image ({exc}): replace or remove it") from exc
+            with open_image(f, max_pixels) as im:
+                size = _oriented_size(im)
+                codecs.add((im.format or f.suffix[1:]).lower())
             sizes.setdefault(size, f.name)
         if len(sizes) > 1:
             listed = "; ".join(f"{w}x{h} (e.g. {n})" for (w, h), n in sizes.items())
@@ -364,7 +449,7 @@ def _oriented_size(im: Image.Image) -> tuple[int, int]:
 class _FileSource(_Source):
     """A container file with a frame-index -> pts table built by demuxing (no decoding)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_pixels: int, max_frames: int) -> None:
         self.path = path
         self._container: av.container.InputContainer | None = None
         self._next_index = -1  # index of the frame the open decoder yields next
@@ -414,11 +499,14 @@ class _FileSource(_Source):
             time_base = stream.time_base
         finally:
             container.close()
+        _check_frame_count(path, len(pts), max_frames)
+        _check_frame_pixels(path, width, height, max_pixels)
         self.pts = sorted(pts)
         # Frame indices where decoding can start (a seek lands on the last one at or before its target).
         self.keyframes = sorted({_bisect(self.pts, p) for p in key_pts} | {0})
         self.time_base = time_base
         self._first_frame = self._decode_first()
+        self._check_tail()
         rotation = int(getattr(self._first_frame, "rotation", 0) or 0) % 360
         if rotation in (90, 270):
             width, height = height, width
@@ -443,6 +531,39 @@ class _FileSource(_Source):
                 f"{self.path} cannot be decoded ({_reason(exc)}): re-export it as H.264 mp4"
             ) from exc
         raise VideoError(f"{self.path} contains zero decodable frames: pick a video that has frames")
+
+    def _check_tail(self) -> None:
+        """Decode the frames from the last keyframe on (once per file version): a file cut inside
+        its last frames, whose index still lists them all, is refused before any work.
+
+        Raises:
+            VideoError: fewer frames decode than the index lists, or the decoder fails.
+        """
+        st = self.path.stat()
+        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns)
+        if key in _TAIL_CHECKED:
+            return
+        start = self.keyframes[-1]
+        decoded = 0
+        try:
+            with av.open(str(self.path)) as c:
+                stream = c.streams.video[0]
+                if start > 0:
+                    c.seek(self.pts[start], stream=stream, backward=True, any_frame=False)
+                for frame in c.decode(stream):
+                    # Leading frames of an open GOP come before the keyframe: not counted.
+                    if frame.pts is None or frame.pts >= self.pts[start]:
+                        decoded += 1
+        except av.FFmpegError as exc:
+            raise VideoError(
+                f"{self.path} is damaged in its last frames ({_reason(exc)}): re-download or re-export it"
+            ) from exc
+        if start + decoded < len(self.pts):
+            raise VideoError(
+                f"{self.path} is truncated: its index lists {len(self.pts)} frames but only "
+                f"{start + decoded} decode; re-download or re-export the file"
+            )
+        _TAIL_CHECKED.add(key)
 
     def close(self) -> None:
         if self._container is not None:

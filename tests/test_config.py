@@ -125,7 +125,7 @@ def test_every_problem_of_every_layer_reported_at_once(tmp_path: Path) -> None:
     assert "runtime.dtype = 'fp64' is not one of 'fp32', 'bf16', 'fp16': pick one of them" in text
     assert "sam_3d_body.batch_size = 'abc' must be an integer" in text
     assert (
-        "sam_3d_body.bbox_padding = inf is not a finite number: use a padding factor of at least 1.0" in text
+        "sam_3d_body.bbox_padding = inf is not a finite number: use a padding factor from 1.0 to 10.0" in text
     )
     assert "sam3.ckpt_path = '${nope}/sam3' cannot be resolved (Interpolation key 'nope' not found)" in text
     assert "override 'app.port' is not key=value: write e.g. --set sam3.redetect_every=10" in text

@@ -118,7 +118,10 @@ def apply_prompts(session: TrackerSession, prompts: Prompts) -> None:
         PromptError: a click outside the video or frame, a bad id, or negative-only clicks.
     """
     check_prompts(prompts, session.n_frames, session.height, session.width)
-    for obj_id in prompts.obj_ids:
+    for i, obj_id in enumerate(prompts.obj_ids):
+        # Every prompted frame runs the network once: with many targets this takes a while
+        # before the first tracked frame is reported, so each target is logged.
+        log.info("prompting target %d (%d of %d)", obj_id, i + 1, len(prompts.obj_ids))
         for frame, clicks in _clicks_by_frame(prompts.clicks[obj_id]):
             session.add_points(obj_id, frame, clicks)
 

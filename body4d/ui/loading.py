@@ -29,6 +29,8 @@ PLAYABLE_CONTAINERS = (".mp4", ".m4v", ".mov")
 # Name of the browser-playable copy of the input inside the run folder, and its quality
 # (x264 CRF: a preview needs less fidelity than results, and smaller files load faster).
 PREVIEW_CRF = 23
+# app.max_upload_mb is in MB of 2**20 bytes (as the upload widget's own limit in app.py).
+BYTES_PER_MB = 2**20
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def load_video(cfg: Config, session: Session, path: str | Path) -> LoadResult:
         path: the uploaded file.
 
     Raises:
-        VideoError: unreadable, unsupported or too long video (the message says why).
+        VideoError: unreadable, unsupported, too large (``app.max_upload_mb``,
+            ``limits.max_frame_pixels``) or too long video (the message says why).
         RunDirError: the output folder is not writable.
     """
     path = Path(path)
@@ -81,14 +84,26 @@ def load_video(cfg: Config, session: Session, path: str | Path) -> LoadResult:
         raise VideoError(
             f"{path.name} is not a video this app reads: upload one of {', '.join(VIDEO_EXTENSIONS)}"
         )
-    source = probe(path)
+    # The upload widget enforces this too; checked again here for uploads through the API.
+    max_mb = cfg.app.max_upload_mb
+    if max_mb and path.is_file() and path.stat().st_size > max_mb * BYTES_PER_MB:
+        raise VideoError(
+            f"{path.name} is {path.stat().st_size / BYTES_PER_MB:.1f} MB, more than the {max_mb:g} MB this "
+            "app accepts (app.max_upload_mb): upload a shorter or more compressed video"
+        )
+    source = probe(path, max_pixels=cfg.limits.max_frame_pixels)
     limit = cfg.app.max_video_seconds
     if limit and source.duration > limit:
         raise VideoError(
             f"{path.name} lasts {source.duration:.1f} s, longer than the {limit:g} s this app accepts "
             "(app.max_video_seconds): trim the video and upload it again"
         )
-    video = open_video(path, max_frames=cfg.video.max_frames, max_side=cfg.video.max_side)
+    video = open_video(
+        path,
+        max_frames=cfg.video.max_frames,
+        max_side=cfg.video.max_side,
+        max_pixels=cfg.limits.max_frame_pixels,
+    )
     try:
         run = RunDir.create(cfg.runtime.output_dir, input_path=path, config=cfg)
         run.set_video(video.info, source)
