@@ -74,7 +74,7 @@ def load_prompts(path: str | Path, limits: LimitsConfig | None = None) -> Prompt
             f"(limits.max_clicks={limits.max_clicks} clicks): give fewer clicks or raise limits.max_clicks"
         )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON's errors
         raise PromptFileError(f"prompts file {path} is not valid JSON ({exc})") from exc
     example = '{"1": [{"frame": 0, "x": 120, "y": 80, "positive": true}]}'
@@ -103,6 +103,20 @@ def load_prompts(path: str | Path, limits: LimitsConfig | None = None) -> Prompt
             raise PromptFileError(f"{path}: object {key} needs a non-empty list of clicks, e.g. {example}")
         clicks[obj_id] = tuple(_parse_click(path, key, i, item) for i, item in enumerate(items))
     return Prompts(clicks)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key written twice (JSON keeps only the last one silently).
+
+    Raises:
+        ValueError: a repeated key (reported as invalid JSON).
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice in one object: merge its clicks into one list")
+        out[key] = value
+    return out
 
 
 def _parse_click(path: Path, key: str, index: int, item: Any) -> Click:

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -354,6 +355,10 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("smoothing", "max_gap"): (lambda v: v >= 0, "use 0 or more frames"),
     ("smoothing", "tangent_window"): (lambda v: v >= 2, "use at least 2 frames"),
     ("bundle", "glb_max_frames"): (lambda v: v >= 2, "use at least 2 frames"),
+    ("runtime", "device"): (
+        lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+        "use auto, cpu, mps, cuda or cuda:N",
+    ),
     ("runtime", "offload_margin_gb"): (lambda v: 0 <= v <= 1024, "use 0 to 1024 GB of working memory"),
     ("export", "obj_workers"): (lambda v: v >= 0, "use 0 (one per spare core, at most 4) or a process count"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
@@ -487,6 +492,9 @@ def _file_leaves(file: Path, missing_fix: str, problems: list[str]) -> dict[tupl
     except _AliasError as exc:
         problems.append(f"{file} {exc}")
         return {}
+    except ValueError as exc:  # an integer of more digits than int() takes
+        problems.append(f"{file} holds an unusable number ({exc}): write a value of sensible size")
+        return {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -509,7 +517,7 @@ def _parse_set(items: list[str], problems: list[str]) -> dict[str, Any]:
             out[key.strip()] = _parse_yaml(value) if value.strip() else ""
         except _AliasError as exc:
             problems.append(f"override {item!r} {exc}")
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # ValueError: an integer of more digits than int() takes
             out[key.strip()] = value
     return out
 

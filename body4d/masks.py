@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,6 +21,9 @@ from body4d.errors import InputError
 from body4d.types import Click, MaskTrack, Segmentation
 from body4d.video import VideoError, check_regular_file, natural_key, open_image
 from models.frames import MAX_OBJ_ID
+
+# The frame number at the end of a mask's file name (``00012`` of ``frame_00012.png``).
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
 
 # Width in pixels of the white outline drawn around each object in overlays.
 CONTOUR_WIDTH = 2
@@ -144,6 +148,7 @@ def check_mask_folder(folder: Path, n_frames: int, height: int, width: int) -> l
             f"--masks {folder} holds {len(files)} PNG masks but the video has {n_frames} frames: "
             "give exactly one mask per frame (sorted by name)"
         )
+    _check_numbering(folder, files)
     for path in files:
         try:
             check_regular_file(path, "mask")
@@ -160,6 +165,26 @@ def check_mask_folder(folder: Path, n_frames: int, height: int, width: int) -> l
             except (OSError, ValueError, SyntaxError) as exc:
                 raise InputError(f"mask {path} is damaged or truncated ({exc}): export it again") from exc
     return files
+
+
+def _check_numbering(folder: Path, files: list[Path]) -> None:
+    """Numbered mask names (``00000.png``, ``mask_17.png``) must count up by one constant step: a gap
+    means the mask of one frame is missing, and every later mask would land on the frame before its own.
+
+    Raises:
+        InputError: two neighbouring files are further apart than the first two.
+    """
+    numbers = [_TRAILING_NUMBER.search(p.stem) for p in files]
+    if len(files) < 3 or not all(numbers):
+        return  # not numbered: natural order is all there is
+    values = [int(m.group(1)) for m in numbers if m]
+    step = values[1] - values[0]
+    for i in range(2, len(files)):
+        if values[i] - values[i - 1] != step:
+            raise InputError(
+                f"--masks {folder}: {files[i - 1].name} is followed by {files[i].name}, unlike the step of "
+                f"{step} before, so the masks are not one per frame in order: add the missing one"
+            )
 
 
 def masks_to_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:

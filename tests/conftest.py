@@ -150,3 +150,16 @@ def set_mp4_rotation(src: Path, dst: Path, clockwise_degrees: int) -> Path:
     data[off : off + 36] = struct.pack(">9i", *matrices[clockwise_degrees])
     dst.write_bytes(bytes(data))
     return dst
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many hostile inputs the fuzz suite (tests/test_fuzz.py) tried, and how many failed."""
+    outcomes = {
+        outcome: sum(
+            "test_fuzz.py::" in r.nodeid for r in terminalreporter.stats.get(outcome, []) if r.when == "call"
+        )
+        for outcome in ("passed", "failed")
+    }
+    tried = outcomes["passed"] + outcomes["failed"]
+    if tried:
+        terminalreporter.write_line(f"fuzz suite: {tried} hostile cases tried, {outcomes['failed']} failed")
