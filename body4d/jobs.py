@@ -1,8 +1,19 @@
-"""Progress and cancellation of long work: one `Job` per stage, one `Cancelled` for every stage."""
+"""Progress and cancellation of long work: one `Job` per stage, one `Cancelled` for every stage,
+and `interrupt_on_signals` turning SIGINT/SIGTERM into `Interrupted` for the commands."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+# What ``docker stop``, ``timeout`` and Ctrl-C send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # progress(stage, fraction in [0, 1], message)
 ProgressFn = Callable[[str, float, str], None]
@@ -11,6 +22,46 @@ CancelFn = Callable[[], bool]
 
 class Cancelled(Exception):  # noqa: N818 - the name says what happened, like KeyboardInterrupt
     """The user stopped the work; the stage that was running keeps none of its partial results."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process got a stop signal (`STOP_SIGNALS`); raised where the main thread was running.
+
+    A KeyboardInterrupt, so no ``except Exception`` swallows it and every cleanup on the way out
+    (temporary files, the manifest's stage status) runs as for Ctrl-C.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(self.signal_name)
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within the block, the first SIGINT or SIGTERM raises `Interrupted` in the main thread.
+
+    Later signals are logged and ignored until the block ends, so that the cleanup the first one
+    started is not cut short. Outside the main thread (where Python cannot set handlers) the
+    block runs with the handlers as they are.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if received:
+            log.warning("%s while stopping: still cleaning up", signal.Signals(signum).name)
+            return
+        received.append(signum)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Job:
