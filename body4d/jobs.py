@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,25 @@ class Job:
         stage: the stage name reported with every progress call.
         progress: ``progress(stage, fraction, message)``, or None.
         should_cancel: polled by `check`; True means stop.
+        notes: what the stage noted about how it ran (`note`); shared with its spans.
     """
 
-    def __init__(self, stage: str, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None):
+    def __init__(
+        self,
+        stage: str,
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+        notes: dict[str, Any] | None = None,
+    ):
         self.stage = stage
         self._progress = progress
         self._should_cancel = should_cancel
+        self.notes: dict[str, Any] = {} if notes is None else notes
+
+    def note(self, key: str, value: Any) -> None:
+        """Note how the stage ran (e.g. the batch size that fitted in memory); a stage's save
+        returns `notes` among its manifest fields."""
+        self.notes[key] = value
 
     def report(self, fraction: float, message: str = "") -> None:
         """Tell the user how far the stage is (``fraction`` in [0, 1])."""
@@ -91,7 +105,7 @@ class Job:
         def report(_stage: str, fraction: float, message: str) -> None:
             parent.report(start + (end - start) * fraction, message)
 
-        return Job(self.stage, report, self._should_cancel)
+        return Job(self.stage, report, self._should_cancel, self.notes)
 
     def check(self) -> None:
         """Raise `Cancelled` when the user asked to stop."""
