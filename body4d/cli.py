@@ -61,7 +61,11 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     report = checkpoint_report(cfg)
     print(report.text())
-    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+    if not report.ok:
+        names = ", ".join(i.name for i in report.missing)
+        print(f"body4d check: missing {names}: run the fix printed above", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
