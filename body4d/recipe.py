@@ -210,7 +210,7 @@ def _complete(inputs: Inputs, models: Any, section: Any, job: Job) -> Completion
     return complete_occlusions(video.frame, seg.track, inputs["recover"], models, section, job)
 
 
-def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs, _job: Job) -> dict[str, Any]:
+def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs, job: Job) -> dict[str, Any]:
     run.save_completion(completion)
     report = completion.report
     work = {key: report[key] for key in ("enabled", "unet_evaluations", "person_frames_completed")}
@@ -221,7 +221,7 @@ def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs, _job:
             amodal_windows=report["amodal"]["windows"],
             completion_windows=report["completion"]["windows"],
         )
-    return work
+    return {**work, **job.notes}  # the batch_windows used, when the networks ran
 
 
 # ----------------------------------------------------------------------------------- refine
