@@ -169,7 +169,7 @@ def test_help_of_every_command_lists_the_exit_codes(command: list[str]) -> None:
         assert "1 a checkpoint is missing, a model failed or a figure is out of range" in text
 
 
-def test_version_imports_nothing_heavy() -> None:
+def test_version_and_probe_import_nothing_heavy(vtest: Path) -> None:
     code = (
         "import sys\n"
         "from body4d.cli import main\n"
@@ -177,9 +177,13 @@ def test_version_imports_nothing_heavy() -> None:
         "    main(['--version'])\n"
         "except SystemExit as exit:\n"
         "    assert exit.code == 0\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'cv2', 'av', 'gradio') if m in sys.modules)\n"
-        "print(','.join(heavy) or 'none')\n"
+        "heavy = ('torch', 'transformers', 'cv2', 'gradio')\n"
+        "print(','.join(m for m in heavy if m in sys.modules) or 'none')\n"
+        f"assert main(['probe', {str(vtest)!r}]) == 0\n"
+        "print(','.join(m for m in heavy if m in sys.modules) or 'none')\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == ["body4d 0.1.0", "none"]
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["body4d 0.1.0", "none"] and lines[-1] == "none"
+    assert json.loads(lines[2])["frames"] == 795
