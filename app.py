@@ -16,14 +16,20 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from body4d.config import Config, ConfigError, add_config_arguments, load_config
+from body4d.jobs import STOP_SIGNALS
 
 if TYPE_CHECKING:
+    import gradio as gr
+
     from body4d.checkpoints import CheckpointReport
     from body4d.driver import PipelineModels
 
@@ -170,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         OwnerGate, store=store, output_dir=output_dir, cache_dir=Path(os.environ["GRADIO_TEMP_DIR"])
     )
     log.info("outputs in %s; serving on http://%s:%d", output_dir, cfg.app.host, cfg.app.port)
-    demo.launch(
+    serve_until_stopped(
+        demo,
         server_name=cfg.app.host,
         server_port=cfg.app.port,
         allowed_paths=[str(output_dir)],
@@ -180,6 +187,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         app_kwargs={"middleware": [gate]},
     )
     return 0
+
+
+def serve_until_stopped(demo: gr.Blocks, **launch: Any) -> None:
+    """Serve ``demo`` until SIGINT or SIGTERM (``docker stop``), then close the server and return.
+
+    A signal only sets an event, so one arriving while Gradio is still starting up cannot cut
+    the start-up short with an exception; the server is closed once it is up.
+
+    Args:
+        demo: the app.
+        launch: keyword arguments of ``demo.launch``.
+    """
+    stop = threading.Event()
+    received: list[str] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        demo.launch(prevent_thread_lock=True, **launch)
+        stop.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        demo.close()
+    log.info("%s: server stopped", received[0])
 
 
 if __name__ == "__main__":

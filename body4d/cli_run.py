@@ -14,7 +14,8 @@ clicks of ``ID`` in ``fix.json`` re-propagate that target alone from the earlies
 
 Without prompts, people are found automatically (``sam3.detection_prompt``, re-detected every
 ``sam3.redetect_every`` frames). Exit codes (`body4d.errors`): 0 done, 1 a bug, 2 bad input,
-3 out of memory, 4 interrupted; every failure prints one line on stderr.
+3 out of memory, 4 interrupted (Ctrl-C or SIGTERM: the running stage is recorded as interrupted,
+its partial files are removed, ``--resume`` continues); every failure prints one line on stderr.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from body4d.config import LimitsConfig, add_config_arguments
-from body4d.errors import EXIT_FAILURE, EXIT_OK, InputError, exit_code
+from body4d.errors import (
+    EXIT_CODES_HELP,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    InputError,
+    exit_code,
+    one_line,
+    require_folder_path,
+)
 from body4d.types import Click, Prompts
 from models.frames import MAX_OBJ_ID
 
@@ -147,7 +157,9 @@ def _parse_click(path: Path, key: str, index: int, item: Any) -> Click:
 def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``run`` subcommand on ``subparsers`` (``set_defaults(func=run_command)``)."""
     p = subparsers.add_parser(
-        "run", help="process a video offline: masks, camera, bodies, smoothing, exports"
+        "run",
+        help="process a video offline: masks, camera, bodies, smoothing, exports",
+        epilog=f"{EXIT_CODES_HELP}; on 4 the running stage is recorded as interrupted: --resume continues",
     )
     p.add_argument(
         "--input_video", "--input-video", dest="input_video", required=True, help="video file or frame folder"
@@ -193,14 +205,33 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     return p
 
 
-def _fail(exc: BaseException) -> int:
-    """Report ``exc`` on stderr as one line (a traceback in the log for bugs); return its exit code."""
+def _fail(exc: BaseException, run: Any = None) -> int:
+    """Report ``exc`` on stderr as one line (a traceback in the log for bugs); return its exit code.
+
+    Args:
+        exc: what stopped the run.
+        run: the `body4d.run_dir.RunDir` by then, or None; an interruption names its stage and
+            how to continue.
+    """
     code = exit_code(exc)
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(exc)
     if code == EXIT_FAILURE:
         log.exception("body4d run failed unexpectedly")
+    if code == EXIT_INTERRUPTED and isinstance(exc, KeyboardInterrupt):
+        text = f"interrupted by {text} {_where_interrupted(run)}"
     print(f"body4d run: {text}", file=sys.stderr)
     return code
+
+
+def _where_interrupted(run: Any) -> str:
+    """Which stage an interruption stopped and how to continue, for `_fail`."""
+    from body4d.recipe import STAGES
+
+    if run is None:
+        return "before the run folder was created: nothing was written"
+    stopped = [name for name in STAGES if run.stage_status(name) == "interrupted"]
+    during = f"during stage {stopped[-1]}" if stopped else "between stages"
+    return f"{during}: finished stages are kept in {run.root}; continue with --resume {run.run_id}"
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -216,9 +247,16 @@ def run_command(args: argparse.Namespace) -> int:
     from body4d.video import open_video
 
     hf_logging.disable_progress_bar()  # headless logs: one line per event, no weight-loading bars
+    run = None
     try:
         cfg = load_config(args.config, overrides=args.set)
         output_dir = args.output_dir or cfg.runtime.output_dir
+        require_folder_path(Path(output_dir), "--output_dir" if args.output_dir else "runtime.output_dir")
+        if args.force and args.resume is None:
+            raise InputError(
+                "--force redoes the stages of an existing run: use it with --resume RUN_ID "
+                "(a new run does every stage anyway)"
+            )
         stop_after = args.stop_after or STAGES[-1]
         if stop_after not in STAGES:
             raise InputError(f"--stop-after {stop_after!r} is not a stage: use one of {', '.join(STAGES)}")
@@ -239,7 +277,7 @@ def run_command(args: argparse.Namespace) -> int:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
         if args.masks:
             check_mask_folder(Path(args.masks), len(video), video.info.height, video.info.width)
-        run = RunDir.open(output_dir, args.resume, cfg) if args.resume else None
+        run = RunDir.open(output_dir, args.resume, cfg) if args.resume is not None else None
         segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
         models = load_models(
             cfg,
@@ -267,7 +305,7 @@ def run_command(args: argparse.Namespace) -> int:
                 force=args.force,
             )
     except (Exception, KeyboardInterrupt) as exc:
-        return _fail(exc)
+        return _fail(exc, run)
     print(
         json.dumps(
             {

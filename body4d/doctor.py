@@ -50,7 +50,7 @@ import numpy as np
 
 from body4d import __version__
 from body4d.config import REPO_ROOT, add_config_arguments
-from body4d.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from body4d.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, InputError, one_line, require_folder_path
 
 if TYPE_CHECKING:
     import torch
@@ -875,9 +875,13 @@ def format_report(report: DoctorReport) -> str:
 
 # ---------------------------------------------------------------------------------------- CLI
 def _positive_int(text: str) -> int:
-    value = int(text)
+    """``--frames``: a whole number of frames, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of frames")
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of frames: use e.g. --frames 16")
     return value
 
 
@@ -886,6 +890,9 @@ def add_doctor_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = subparsers.add_parser(
         "doctor",
         help="check this machine: environment, checkpoints, each model loaded and run on a real clip",
+        epilog="exit codes: 0 ready, 1 a checkpoint is missing, a model failed or a figure is out of "
+        "range (each named on stderr), 2 bad config, device, video or --json path, "
+        "4 interrupted (Ctrl-C or SIGTERM)",
     )
     p.add_argument(
         "--input_video",
@@ -917,6 +924,10 @@ def doctor_command(args: argparse.Namespace) -> int:
 
     overrides = [*args.set, *([f"runtime.device={args.device}"] if args.device else [])]
     try:
+        if args.json:
+            if Path(args.json).is_dir():
+                raise InputError(f"--json {args.json} is a folder: pass the path of the report file to write")
+            require_folder_path(Path(args.json).parent, "--json folder")
         cfg = load_config(args.config, overrides=overrides)
         device = resolve_device(cfg.runtime.device)
         with open_video(
@@ -926,8 +937,8 @@ def doctor_command(args: argparse.Namespace) -> int:
         ) as video:
             frames = list(video.iter_range(0, args.frames))
             info = video.info
-    except ValueError as exc:  # a ConfigError, a VideoError, or runtime.device unusable here
-        print(f"body4d doctor: {' '.join(str(exc).split())}", file=sys.stderr)
+    except ValueError as exc:  # an InputError, ConfigError, VideoError, or runtime.device unusable here
+        print(f"body4d doctor: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if len(frames) < args.frames:
         log.info("%s has only %d frames: using them all", info.path, len(frames))

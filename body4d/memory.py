@@ -22,15 +22,21 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from body4d.errors import one_line
 
 if TYPE_CHECKING:
     import torch
 
     from body4d.config import RuntimeConfig
     from body4d.driver import PipelineModels
+    from body4d.jobs import Job
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 log = logging.getLogger(__name__)
 
@@ -365,3 +371,62 @@ def for_stage(models: PipelineModels, model: str | None) -> Iterator[dict[str, s
         return
     with placement.on_device():
         yield {"memory_plan": placement.plan.mode}
+
+
+class HalvingBatch:
+    """A batch size that halves when the device runs out of memory, down to 1, and stays there.
+
+    Every batched network call of a stage goes through one instance (`map`): a batch that raises
+    ``torch.OutOfMemoryError`` is retried whole at half the size, after the allocator's cache is
+    emptied; batches already done are kept. The results must not depend on how the items are
+    batched (each stage using it says why they do not). The size in use is noted on the stage's
+    job under ``key`` (the manifest's stage entry), beside ``<key>_configured``.
+
+    Args:
+        size: the configured batch size (at least 1).
+        key: the config key it comes from (e.g. ``batch_size``), for the log and the manifest.
+        job: the stage's job, or None.
+    """
+
+    def __init__(self, size: int, key: str, job: Job | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"{key} = {size}: a batch holds at least 1 item")
+        self.size = size
+        self.key = key
+        self._job = job
+        if job is not None:
+            job.note(f"{key}_configured", size)
+            job.note(key, size)
+
+    def map(
+        self, call: Callable[[Sequence[Item], int], Sequence[Result]], items: Sequence[Item]
+    ) -> list[Result]:
+        """``call(batch, size)`` over ``items`` in batches of at most `size`; one result per item, in order.
+
+        Raises:
+            torch.OutOfMemoryError: even a batch of 1 does not fit.
+        """
+        import torch
+
+        out: list[Result] = []
+        start = 0
+        while start < len(items):
+            batch = items[start : start + self.size]
+            try:
+                out.extend(call(batch, self.size))
+                start += len(batch)
+                continue
+            except torch.OutOfMemoryError as exc:
+                if self.size == 1:
+                    raise
+                reason = one_line(exc)
+            # Out of the except block: the error's traceback, and the tensors it holds, are freed.
+            self._halve(reason)
+            torch.cuda.empty_cache()  # a no-op without CUDA; else hands the failed batch's blocks back
+        return out
+
+    def _halve(self, reason: str) -> None:
+        old, self.size = self.size, max(1, self.size // 2)
+        log.warning("out of memory with %s=%d (%s): retrying with %d", self.key, old, reason, self.size)
+        if self._job is not None:
+            self._job.note(self.key, self.size)

@@ -185,9 +185,10 @@ def _recover(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Bod
     )
 
 
-def _save_recovered(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, _job: Job) -> dict[str, Any]:
-    """``bodies_raw.npz`` and how many person-frames SAM-3D-Body estimated in this run (each
-    estimate is one valid row: every valid row of a whole run, the changed ones of an incremental run)."""
+def _save_recovered(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, job: Job) -> dict[str, Any]:
+    """``bodies_raw.npz``, how many person-frames SAM-3D-Body estimated in this run (each
+    estimate is one valid row: every valid row of a whole run, the changed ones of an incremental
+    run) and the batch size used (`Job.notes`)."""
     run.save_tracks(RunDir.BODIES_RAW, tracks)
     incremental: Incremental | None = inputs["incremental"]
     estimated = 0
@@ -196,7 +197,7 @@ def _save_recovered(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, _
         if incremental is not None:
             rows = rows & np.isin(track.frames, list(incremental.changed.get(obj_id, ())))
         estimated += int(rows.sum())
-    return {"person_frames_estimated": estimated}
+    return {"person_frames_estimated": estimated, **job.notes}
 
 
 # --------------------------------------------------------------------------------- complete
@@ -209,7 +210,7 @@ def _complete(inputs: Inputs, models: Any, section: Any, job: Job) -> Completion
     return complete_occlusions(video.frame, seg.track, inputs["recover"], models, section, job)
 
 
-def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs, _job: Job) -> dict[str, Any]:
+def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs, job: Job) -> dict[str, Any]:
     run.save_completion(completion)
     report = completion.report
     work = {key: report[key] for key in ("enabled", "unet_evaluations", "person_frames_completed")}
@@ -220,7 +221,7 @@ def _save_completion(run: RunDir, completion: Completion, _inputs: Inputs, _job:
             amodal_windows=report["amodal"]["windows"],
             completion_windows=report["completion"]["windows"],
         )
-    return work
+    return {**work, **job.notes}  # the batch_windows used, when the networks ran
 
 
 # ----------------------------------------------------------------------------------- refine
@@ -240,9 +241,9 @@ def _refine(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Body
     )
 
 
-def _save_refined(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, _job: Job) -> dict[str, Any]:
+def _save_refined(run: RunDir, tracks: dict[int, BodyTrack], inputs: Inputs, job: Job) -> dict[str, Any]:
     run.save_tracks(RunDir.BODIES_COMPLETED, tracks)
-    return {"person_frames_recovered": len(inputs["complete"].frames)}
+    return {"person_frames_recovered": len(inputs["complete"].frames), **job.notes}
 
 
 # ----------------------------------------------------------------------------------- smooth

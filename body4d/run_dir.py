@@ -720,7 +720,7 @@ class RunDir:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         """Record a stage: status ``running`` → ``done`` (with seconds) or ``failed``/``cancelled``
-        (with the error). Yields a dict whose items land in the stage's manifest entry when done.
+        (the user's Cancel)/``interrupted`` (Ctrl-C, SIGTERM), with the error. Yields a dict whose items land in the stage's manifest entry when done.
         Earlier outputs are never touched on failure.
         """
         from body4d.jobs import Cancelled
@@ -731,7 +731,13 @@ class RunDir:
         try:
             yield extra
         except BaseException as exc:
-            status = "cancelled" if isinstance(exc, KeyboardInterrupt | Cancelled) else "failed"
+            status = (
+                "interrupted"
+                if isinstance(exc, KeyboardInterrupt)
+                else "cancelled"
+                if isinstance(exc, Cancelled)
+                else "failed"
+            )
             self._set_stage(
                 name,
                 status=status,

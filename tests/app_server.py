@@ -27,7 +27,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(root: Path, ckpt: Path, args: Sequence[str] = ()) -> Iterator[dict[str, object]]:
-    """`python app.py` on a free port with checkpoints from ``ckpt``; yields url, ckpt, out, log.
+    """`python app.py` on a free port with checkpoints from ``ckpt``; yields url, ckpt, out, log, proc.
 
     Args:
         root: folder for the app's outputs (``root/out``) and its log (``root/app.log``).
@@ -73,7 +73,7 @@ def serve(root: Path, ckpt: Path, args: Sequence[str] = ()) -> Iterator[dict[str
                         f"app.py did not answer on {url} within {APP_START_TIMEOUT_S} s:\n{log_path.read_text()}"
                     )
                 time.sleep(0.25)
-            yield {"url": url, "ckpt": ckpt, "out": out, "log": log_path}
+            yield {"url": url, "ckpt": ckpt, "out": out, "log": log_path, "proc": proc}
         finally:
             proc.terminate()
             try:

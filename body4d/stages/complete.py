@@ -18,7 +18,8 @@ Windows shorter than ``min_frames`` are widened with real neighbouring frames (t
 temporal context) where the video has them; results are used only inside the window. Windows of
 the same sampled length are batched, ``batch_windows`` per call; each (person, window, pass)
 samples from its own generator seeded from ``seed``, so results do not depend on batching or
-order. The report counts the work: UNet frame-evaluations (sampled frames x steps x guidance
+order: a batch that runs out of GPU memory is retried at half the size (`body4d.memory.HalvingBatch`;
+the manifest's stage entry records the ``batch_windows`` used). The report counts the work: UNet frame-evaluations (sampled frames x steps x guidance
 branches), windows, depth frames and person-frames completed.
 """
 
@@ -38,6 +39,7 @@ from PIL import Image
 
 from body4d.jobs import Job
 from body4d.masks import encode_palette_png
+from body4d.memory import HalvingBatch
 from body4d.stages.occlusion import (
     MaskStats,
     amodal_from_rgb,
@@ -236,17 +238,21 @@ def complete_occlusions(
     amodal: dict[tuple[int, int], np.ndarray] = {}  # (obj_id, frame) -> bool[h, w] at det_hw
     verdicts: dict[int, dict[int, tuple[bool, float, str]]] = {i: {} for i in obj_ids}
     amodal_evals = 0
-    for batch in batches(amodal_windows, section.batch_windows):
-        job.check()
-        cond_a = np.stack([mask_video(volume, w, det_hw) for w in batch])
-        cond_b = np.stack([depth_video(depth, w) for w in batch])
+    # One size for both passes: halved once for either network, it stays down for the other.
+    per_call = HalvingBatch(section.batch_windows, "batch_windows", job)
+
+    def sample_amodal(part: Sequence[Window], _size: int) -> list[np.ndarray]:
         out = models.amodal.sample(
-            torch.from_numpy(cond_a),
-            torch.from_numpy(cond_b),
-            [_generator(section.seed, w, AMODAL) for w in batch],
+            torch.from_numpy(np.stack([mask_video(volume, w, det_hw) for w in part])),
+            torch.from_numpy(np.stack([depth_video(depth, w) for w in part])),
+            [_generator(section.seed, w, AMODAL) for w in part],
             opts,
         )
-        for w, video in zip(batch, _to_uint8(out), strict=True):
+        return list(_to_uint8(out))
+
+    for batch in batches(amodal_windows, section.batch_windows):
+        job.check()
+        for w, video in zip(batch, per_call.map(sample_amodal, batch), strict=True):
             masks = amodal_from_rgb(video)
             for i in range(w.start, w.stop):
                 am = masks[i - w.context_start]
@@ -272,16 +278,23 @@ def complete_occlusions(
     counter.total = amodal_evals + sum(opts.unet_evaluations(w.sampled) for w in content_windows)
     completed: list[CompletedFrame] = []
     content_evals = 0
+
+    def sample_content(
+        part: Sequence[tuple[Window, tuple[np.ndarray, np.ndarray]]], _size: int
+    ) -> list[np.ndarray]:
+        out = models.content.sample(
+            torch.from_numpy(np.stack([p[0] for _, p in part])),
+            torch.from_numpy(np.stack([p[1] for _, p in part])),
+            [_generator(section.seed, w, CONTENT) for w, _ in part],
+            opts,
+        )
+        return list(_to_uint8(out))
+
     for batch in batches(content_windows, section.batch_windows):
         job.check()
         pairs = [content_video(frame, volume, amodal, w, comp_hw) for w in batch]
-        out = models.content.sample(
-            torch.from_numpy(np.stack([p[0] for p in pairs])),
-            torch.from_numpy(np.stack([p[1] for p in pairs])),
-            [_generator(section.seed, w, CONTENT) for w in batch],
-            opts,
-        )
-        for w, video, (_, cond_b) in zip(batch, _to_uint8(out), pairs, strict=True):
+        videos = per_call.map(sample_content, list(zip(batch, pairs, strict=True)))
+        for w, video, (_, cond_b) in zip(batch, videos, pairs, strict=True):
             for i in range(w.start, w.stop):
                 if not occluded[w.obj_id][i]:
                     continue

@@ -3,7 +3,9 @@
 For every frame and every object id present in that frame's label map, the crop box is the
 mask's tight box (the model pads it by ``sam_3d_body.bbox_padding``) and the mask is the
 prompt. Items are batched over frames x targets up to ``sam_3d_body.batch_size`` per network
-call; each person's result is independent of who else is in the batch (the port's choice).
+call; each person's result is independent of who else is in the batch (the port's choice), so
+a batch that runs out of GPU memory is retried at half the size (`body4d.memory.HalvingBatch`:
+the size used is noted in the stage's manifest entry) and gives the same estimates.
 Ids are whatever the masks hold: frames without anyone, non-contiguous ids, a person seen on a
 single frame, or a lower id vanishing while a higher one stays are all ordinary cases.
 """
@@ -21,6 +23,7 @@ from PIL import Image
 
 from body4d.jobs import Job
 from body4d.masks import mask_box
+from body4d.memory import HalvingBatch
 from body4d.types import BodyTrack, CompletedFrame, Intrinsics
 from models.sam_3d_body.mhr_layout import NUM_KP
 
@@ -67,7 +70,7 @@ def recover_bodies(
         n_frames: total number of frames (for progress).
         intrinsics: the video's camera (one K for all frames).
         model: the loaded SAM-3D-Body port.
-        batch_size: crops per network call.
+        batch_size: crops per network call (halved on out-of-memory, noted on ``job``).
         inference_type: ``"full"`` or ``"body"``.
         job: progress after each batch, cancellation checked per frame.
 
@@ -139,12 +142,14 @@ def _estimates(
     pending: list[tuple[int, int, BodyItem]] = []
     results: dict[int, dict[int, BodyEstimate]] = {}
     last_index = -1
+    batch = HalvingBatch(batch_size, "batch_size", job)
 
     def flush() -> None:
         if not pending:
             return
-        estimates = model.predict(
-            [it for _, _, it in pending], inference_type=inference_type, batch_size=batch_size
+        estimates = batch.map(
+            lambda items, size: model.predict(items, inference_type=inference_type, batch_size=size),
+            [it for _, _, it in pending],
         )
         for (frame, obj_id, _), est in zip(pending, estimates, strict=True):
             results.setdefault(obj_id, {})[frame] = est
@@ -273,6 +278,7 @@ def recover_completed(
         return dict(tracks)
     K = np.asarray(intrinsics.K, dtype=np.float64)
     results: dict[int, dict[int, BodyEstimate]] = {}
+    batch = HalvingBatch(batch_size, "batch_size", job)
     for start in range(0, len(completed), batch_size):
         if job is not None:
             job.check()
@@ -284,9 +290,10 @@ def recover_completed(
             items.append(
                 BodyItem(image=image, box=np.asarray(mask_box(mask), dtype=np.float32), mask=mask, K=K)
             )
-        for c, est in zip(
-            chunk, model.predict(items, inference_type=inference_type, batch_size=batch_size), strict=True
-        ):
+        estimates = batch.map(
+            lambda part, size: model.predict(part, inference_type=inference_type, batch_size=size), items
+        )
+        for c, est in zip(chunk, estimates, strict=True):
             results.setdefault(c.obj_id, {})[c.frame] = est
         if job is not None:
             job.report(min(start + batch_size, len(completed)) / len(completed), "completed person-frames")
