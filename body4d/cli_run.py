@@ -181,7 +181,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
         if prompts is not None:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
-        run = RunDir.open(output_dir, args.resume, cfg) if args.resume else None
+        run = RunDir.open(output_dir, args.resume, cfg, video=video) if args.resume else None
         segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
         models = load_models(
             cfg,
