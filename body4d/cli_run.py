@@ -277,7 +277,7 @@ def run_command(args: argparse.Namespace) -> int:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
         if args.masks:
             check_mask_folder(Path(args.masks), len(video), video.info.height, video.info.width)
-        run = RunDir.open(output_dir, args.resume, cfg) if args.resume is not None else None
+        run = RunDir.open(output_dir, args.resume, cfg, video=video) if args.resume is not None else None
         segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
         models = load_models(
             cfg,

@@ -1,11 +1,14 @@
 """The driver shared by the app and the CLI: walks the stage table (`body4d.recipe.RECIPE`).
 
-For every row up to ``stop_after``: a row already done in the run folder with the same settings
-(its config section's fingerprint) is skipped and its saved result is read back only if a later
-row needs it (resume); otherwise the row's artefacts are
-cleared, it runs with the results it needs (handed on in memory), is saved, and every later row
-is marked stale. Progress, cancellation (`body4d.jobs.Cancelled`) and the manifest's stage
-records are handled here, once.
+The input video is checked first (`RunDir.bind_input`): a run folder is resumed only with the
+video it was made from. For every row up to ``stop_after``: a row already done in the run folder
+with the same settings (its config section's fingerprint) and the same inputs (the identities of
+what it read: the input video, earlier rows' results) is skipped and its saved result is read
+back only if a later row needs it (resume); otherwise the row's artefacts are cleared, it runs
+with the results it needs (handed on in memory), is saved with a new result identity, and the
+rows that read it (directly or through others) are marked stale; rows that do not read it stay
+done. Progress, cancellation (`body4d.jobs.Cancelled`) and the manifest's stage records are
+handled here, once.
 
 Mask repairs (`repair_masks`: one target corrected after the masks stage) mark the rows that read
 the masks stale while keeping the masks revision each last ran on. Such a row with an
@@ -23,7 +26,8 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +38,7 @@ from body4d.config import Config
 from body4d.errors import InputError
 from body4d.jobs import CancelFn, Job, ProgressFn
 from body4d.recipe import RECIPE, STAGES, Incremental, Stage
-from body4d.run_dir import MASKS_REVISION, RunDir, frame_runs
+from body4d.run_dir import MASKS_REVISION, RunDir, RunDirError, disk_full, frame_runs
 from body4d.stages.repair import MaskRepair, repair_target
 from body4d.stages.segment import apply_prompts
 from body4d.types import Click, MaskTrack, Prompts, RunResult, Segmentation
@@ -160,7 +164,7 @@ def reconstruct(
     names = [s.name for s in recipe]
     if stop_after not in names:
         raise ValueError(f"stop_after must be one of {', '.join(names)}, got {stop_after!r}")
-    run.set_video(video.info, video.source_info)
+    run.bind_input(video)
     ckpts = checkpoint_report(cfg)
     run.set_checkpoints(
         {i.name: {"path": str(i.path), "present": i.present, "tiny": i.tiny} for i in ckpts.items}
@@ -174,28 +178,30 @@ def reconstruct(
         "masks_dir": masks_dir,
         "scratch": run.scratch,
     }
-    loaders: dict[str, Callable[[RunDir], Any]] = {}
+    loaders: dict[str, Stage] = {}  # done rows, read back when a later row needs them
 
     def value(name: str) -> Any:
         if name not in results:
-            results[name] = loaders.pop(name)(run)
+            results[name] = _load(loaders.pop(name), run)
         return results[name]
 
     done: list[str] = []
     try:
-        for k, stage in enumerate(recipe[: names.index(stop_after) + 1]):
+        for stage in recipe[: names.index(stop_after) + 1]:
             section = getattr(cfg, stage.section) if stage.section else None
             settings = settings_fingerprint(section) if stage.rerun_on_change else None
-            recorded = run.stage_settings(stage.name)
-            if run.is_done(stage.name) and not force and recorded in (None, settings):
+            read = _input_identities(stage, run, names)
+            changed = _changed_inputs(run.stage_inputs(stage.name), read)
+            settings_kept = run.stage_settings(stage.name) in (None, settings)
+            if run.is_done(stage.name) and not force and settings_kept and not changed:
                 log.info("stage %s already done in %s: skipped", stage.name, run.run_id)
-                loaders[stage.name] = stage.load
+                loaders[stage.name] = stage
             else:
                 if run.is_done(stage.name) and not force:
                     log.info(
-                        "stage %s: its %s settings changed since it ran: running it again",
+                        "stage %s: %s changed since it ran: running it again",
                         stage.name,
-                        stage.section,
+                        f"its {stage.section} settings" if not settings_kept else " and ".join(changed),
                     )
                 inputs = {name: value(name) for name in stage.needs}
                 model = getattr(models, stage.model) if stage.model else None
@@ -219,11 +225,17 @@ def reconstruct(
                     extra.update(stage.save(run, result, inputs, job.span(1.0 - share, 1.0)) or {})
                     if settings is not None:
                         extra["settings"] = settings
+                    extra["inputs"] = read
                     if stage.incremental is not None:
                         extra[MASKS_REVISION] = run.masks_revision()
                         extra["incremental"] = incremental is not None
                 run.record_artefacts(stage.name, stage.artefacts)
-                run.invalidate(*names[k + 1 :], changes_known=incremental is not None)
+                readers = _readers_of(stage.name, recipe)
+                run.invalidate(*readers, changes_known=incremental is not None)
+                if incremental is None:  # their results are of inputs that are gone (e.g. people)
+                    for reader in recipe:
+                        if reader.name in readers:
+                            run.clear(reader.name, reader.artefacts)
                 results[stage.name] = result
             done.append(stage.name)
     finally:
@@ -244,7 +256,48 @@ def _incremental(
         return None
     if run.stage_settings(stage.name) not in (None, settings):
         return None
-    return Incremental(stage.load(run), run.mask_changes_since(revision))
+    return Incremental(_load(stage, run), run.mask_changes_since(revision))
+
+
+def _input_identities(stage: Stage, run: RunDir, names: Sequence[str]) -> dict[str, str | None]:
+    """The identity of everything ``stage`` reads that a resume keeps: the input video's
+    fingerprint and the results of earlier rows (the run's other inputs, prompts and a masks
+    folder, are only read by a masks stage that runs, which a resume does not repeat)."""
+    return {
+        name: run.input_identity() if name == "video" else run.stage_output(name)
+        for name in stage.needs
+        if name == "video" or name in names
+    }
+
+
+def _changed_inputs(recorded: dict[str, str | None] | None, current: dict[str, str | None]) -> list[str]:
+    """The inputs whose identity differs from the one recorded (none for a stage that recorded none)."""
+    if recorded is None:
+        return []
+    return [f"its input {name!r}" for name, identity in current.items() if recorded.get(name) != identity]
+
+
+def _load(stage: Stage, run: RunDir) -> Any:
+    """The saved result of a done ``stage``, or `RunDirError` naming its files and the fix.
+
+    A stage that a resume can redo (``rerun_on_change``) is marked stale first, so that resuming
+    again redoes it; the masks need ``--force`` with what they were made from.
+    """
+    try:
+        return stage.load(run)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, RunDirError) or disk_full(exc) is not None:
+            raise
+        files = ", ".join(run.rel(run.path(a)) for a in stage.artefacts)
+        if stage.rerun_on_change:
+            run.invalidate(stage.name)
+            fix = f"it will run again: resume with body4d run --resume {run.run_id}"
+        else:
+            fix = f"redo it with body4d run --resume {run.run_id} --force, or start a new run"
+        raise RunDirError(
+            f"the saved result of stage {stage.name} in {run.root} ({files}) cannot be read "
+            f"({type(exc).__name__}: {exc}): {fix}"
+        ) from exc
 
 
 def repair_masks(
@@ -289,6 +342,7 @@ def repair_masks(
         PromptError: a click outside the video, a bad id, or only negative clicks for a new target.
         body4d.jobs.Cancelled: ``should_cancel`` returned True (nothing was written).
     """
+    run.check_input(video)
     if not run.is_done("masks"):
         raise InputError(
             "there are no finished masks to correct yet: run Mask Generation first "

@@ -16,12 +16,22 @@ name. ``manifest.json`` has one writer per section: ``video`` (`set_video`), ``c
 (`record_artefacts`). A stage's artefacts are removed (`clear`) before it runs again, so a re-run
 never leaves files of frames or people that are gone; a stage that redoes only the people a mask
 repair changed removes just their files (`clear_people`). ``.scratch/`` holds run-time temporaries (e.g. a memory-mapped
-label volume) and is emptied when the run folder is opened again.
+label volume); it and the ``.part`` files of a killed process are removed when the run folder is
+opened to resume it.
+
+The ``video`` section holds a fingerprint of the input (`input_fingerprint`): a resume with another
+video is refused before anything is written (`bind_input`). Every finished stage records the
+identity of what it read (``inputs``: the input's fingerprint, earlier stages' ``output``) and a
+new ``output`` identity of its own, so that a changed input re-runs exactly the stages that read
+it. ``.reserve`` is a small file deleted to make room for the manifest when the disk fills up, so
+that the manifest can still record which stage failed (`DiskFullError`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import io
 import json
 import logging
@@ -33,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,7 +68,7 @@ from body4d.types import (
     Segmentation,
     VideoInfo,
 )
-from body4d.video import VideoWriter, encode_video
+from body4d.video import Video, VideoWriter, encode_video
 from models.frames import FrameSource
 
 log = logging.getLogger(__name__)
@@ -75,10 +86,89 @@ LABELS_IN_MEMORY_MAX_BYTES = 1 << 30
 # Most threads encoding images/, masks/ and masks_vis/ beside the overlay video encoder.
 MAX_SAVE_WORKERS = 4
 _VERSIONED = ("body4d", "torch", "torchvision", "transformers", "diffusers", "gradio", "av", "numpy")
+# The reserve file: deleted when the disk is full so that the manifest can still be rewritten.
+# Why a reserve rather than pre-allocating the manifest: the manifest is saved atomically (a new
+# file renamed over the old), so it needs fresh blocks on every save, and it grows with mask
+# repairs. 256 KiB holds a manifest with hundreds of repairs (one is ~200 bytes) several times.
+RESERVE = ".reserve"
+RESERVE_BYTES = 256 << 10
+# errno values meaning "the disk (or the user's quota) is full" and "this folder cannot be written".
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+# Decoded frames hashed into the input fingerprint: the first, middle and last (cheap, and a
+# different video of the same length and size differs in them).
+FINGERPRINT_FRAMES = 3
+# Temporary files of the atomic writers (`atomic_write_bytes`, `atomic_path`, `VideoWriter`):
+# ``.<name>.<random>.part`` and ``.<name>.<random>.part.mp4``.
+_PART_GLOBS = (".*.part", ".*.part.mp4")
 
 
 class RunDirError(InputError):
     """A run folder that cannot be created, opened or written; the message says why."""
+
+
+class DiskFullError(RunDirError):
+    """The disk (or quota) holding a run folder is full; the message names the folder, the free
+    space, what the failed write needed (when known) and the fix.
+
+    Args:
+        folder: where the write failed.
+        needed: bytes the failed write needed, if known.
+        run_id: the run to resume once there is space (named in the fix).
+    """
+
+    def __init__(self, folder: Path, needed: int | None = None, run_id: str | None = None) -> None:
+        self.folder = folder
+        self.needed = needed
+        try:
+            free = f"{_megabytes(shutil.disk_usage(folder).free)} free"
+        except OSError:
+            free = "free space unknown"
+        need = f", the write needed {_megabytes(needed)}" if needed else ""
+        then = f", then resume with body4d run --resume {run_id}" if run_id else ""
+        super().__init__(
+            f"the disk holding {folder} is full ({free}{need}): free some space or set "
+            f"runtime.output_dir to a bigger disk{then}"
+        )
+
+
+def disk_full(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain (itself, its cause or context) that says the disk or quota
+    is full (a `DiskFullError` or an OSError ENOSPC/EDQUOT), else None."""
+    for e in _chain(exc):
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in _DISK_FULL):
+            return e
+    return None
+
+
+def _read_only(exc: BaseException) -> OSError | None:
+    """The OSError in ``exc``'s chain saying the folder cannot be written (read-only, no permission)."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in _NOT_WRITABLE:
+            return e
+    return None
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} bytes"
+
+
+def _not_writable(folder: Path, reason: str, run_id: str | None) -> RunDirError:
+    """The error of a run folder that cannot be written (``reason``: the system's words)."""
+    where = f"run {run_id} in {folder}" if run_id else str(folder)
+    return RunDirError(
+        f"cannot write to {where} ({reason}): a read-only disk or folder; copy the run "
+        "folder to a writable disk and resume it there (body4d run --resume ID --output_dir "
+        "THAT_PARENT_FOLDER), or make the folder writable"
+    )
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -100,16 +190,23 @@ def validate_run_id(run_id: str) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder + rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        if disk_full(exc):
+            raise DiskFullError(path.parent, len(data)) from exc
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if disk_full(exc):
+            raise DiskFullError(path.parent, len(data)) from exc
         raise
     return path
 
@@ -127,6 +224,69 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+# Fingerprints of opened videos: computed once per `Video` (a resume checks, then records it).
+_FINGERPRINTS: weakref.WeakKeyDictionary[Video, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def input_fingerprint(video: Video) -> dict[str, Any]:
+    """What tells one input from another, cheaply: its size in bytes, frame count, frame sizes
+    (as delivered and in the file) and the SHA-256 of a few decoded frames (first, middle, last).
+
+    Args:
+        video: the opened input (a file or a frame folder).
+
+    Returns:
+        ``{"file_size", "n_frames", "width", "height", "source_width", "source_height",
+        "frames_sha256": {"<index>": hex}}`` (JSON-ready); computed once per `Video`.
+    """
+    cached = _FINGERPRINTS.get(video)
+    if cached is not None:
+        return cached
+    info, n = video.info, len(video)
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, FINGERPRINT_FRAMES)}) if n else []
+    cached = {
+        "file_size": _input_bytes(Path(info.path)),
+        "n_frames": n,
+        "width": info.width,
+        "height": info.height,
+        "source_width": video.source_info.width,
+        "source_height": video.source_info.height,
+        "frames_sha256": {
+            str(i): hashlib.sha256(np.ascontiguousarray(video.frame(i)).tobytes()).hexdigest() for i in picks
+        },
+    }
+    _FINGERPRINTS[video] = cached
+    return cached
+
+
+def _input_bytes(path: Path) -> int:
+    """The size of a video file, or the total size of the files of a frame folder."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size
+
+
+def _fingerprint_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints (only the fields ``recorded`` has), as phrases."""
+    out = []
+    if "n_frames" in recorded and recorded["n_frames"] != current["n_frames"]:
+        out.append(f"{recorded['n_frames']} frames, now {current['n_frames']}")
+    for prefix, what in (("source_", "frame size in the file"), ("", "frame size as processed")):
+        w, h = recorded.get(f"{prefix}width"), recorded.get(f"{prefix}height")
+        if w is not None and (w, h) != (current[f"{prefix}width"], current[f"{prefix}height"]):
+            out.append(f"{what} {w}x{h}, now {current[f'{prefix}width']}x{current[f'{prefix}height']}")
+    if len(out) == 1 and out[0].startswith("frame size as processed"):
+        out[0] += " (video.max_side differs from the run's)"
+    same_shape = not out
+    if "file_size" in recorded and recorded["file_size"] != current["file_size"]:
+        out.append(f"file size {recorded['file_size']} bytes, now {current['file_size']} bytes")
+    frames = recorded.get("frames_sha256") or {}
+    changed = [i for i, digest in frames.items() if current["frames_sha256"].get(i) != digest]
+    if changed and same_shape:  # frames of other sizes differ anyway: not worth saying
+        out.append(f"frame{'s' if len(changed) > 1 else ''} {', '.join(changed)} show other pictures")
+    return out
 
 
 def frame_file(index: int, suffix: str) -> str:
@@ -220,11 +380,20 @@ class RunDir:
         }
         run = cls(root, manifest, jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
         run._save_manifest()
+        run._make_reserve()
         log.info("run folder %s", root)
         return run
 
     @classmethod
-    def open(cls, output_dir: str | Path, run_id: str, config: Any, *, clean_scratch: bool = True) -> RunDir:
+    def open(
+        cls,
+        output_dir: str | Path,
+        run_id: str,
+        config: Any,
+        *,
+        clean_scratch: bool = True,
+        video: Video | None = None,
+    ) -> RunDir:
         """Open an existing run folder (to resume it or read its results).
 
         Args:
@@ -232,21 +401,109 @@ class RunDir:
             run_id: the run folder's name (validated).
             config: the `body4d.config.Config` in force (its ``video`` section sets the quality
                 of what is written from now on).
-            clean_scratch: empty ``.scratch/`` (a crashed process's leftovers); False when a run of
-                this process may be using the folder (the app lists and reopens runs meanwhile).
+            clean_scratch: resume: remove what a killed process left (``.scratch/``, ``.part``
+                files) and make sure the disk-full reserve exists; False when a run of this
+                process may be using the folder (the app lists and reopens runs meanwhile).
+            video: the input to resume with: refused (`check_input`) before anything is written
+                when it is not the video the run was made from.
+
+        Raises:
+            RunDirError: no such run, a damaged manifest, another video, or a folder that cannot
+                be written (the message names the file and the fix).
         """
         root = Path(output_dir) / validate_run_id(run_id)
         path = root / MANIFEST
         if not path.is_file():
             raise RunDirError(f"no run {run_id} under {output_dir}: {path} is missing")
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{path} is not valid JSON ({exc}): the run cannot be resumed") from exc
-        run = cls(root, manifest, jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
+        run = cls(root, _read_manifest(path), jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
+        if video is not None:
+            run.check_input(video)
         if clean_scratch:
-            shutil.rmtree(run.path(cls.SCRATCH), ignore_errors=True)
+            if not os.access(root, os.W_OK):  # refused now, not after the models are loaded
+                raise _not_writable(root, "no write access", run_id)
+            run._clean_leftovers()
+            run._make_reserve()
         return run
+
+    def check_input(self, video: Video) -> None:
+        """Refuse ``video`` if it is not the input this run was made from (nothing is written).
+
+        Compares `input_fingerprint` with the recorded one; a run folder without one (made before
+        fingerprints) is compared on the frame count and sizes of its ``video`` section.
+
+        Raises:
+            RunDirError: another video; the message says which run, which video it was made
+                from, what differs and the fix.
+        """
+        with self._lock:
+            recorded = dict(self._manifest.get("video") or {})
+        recorded = recorded.get("fingerprint") or {
+            key: recorded[key]
+            for key in ("n_frames", "width", "height", "source_width", "source_height")
+            if key in recorded
+        }
+        if not recorded:
+            return
+        differences = _fingerprint_differences(recorded, input_fingerprint(video))
+        if differences:
+            path = video.info.path
+            raise RunDirError(
+                f"run {self.run_id} was made from {self._manifest.get('input') or 'another video'}, "
+                f"and {path} is not that video ({'; '.join(differences)}): resume it with the video it "
+                f"was made from, or start a new run for {path} (body4d run --input_video {path} "
+                "without --resume)"
+            )
+
+    def bind_input(self, video: Video) -> None:
+        """`check_input`, then record the input's fingerprint and the ``video`` section (once)."""
+        self.check_input(video)
+        section = _video_section(video.info, video.source_info, input_fingerprint(video))
+        with self._lock:
+            if self._manifest.get("video") != section:
+                self._manifest["video"] = section
+                self._save_manifest()
+
+    def input_identity(self) -> str | None:
+        """A short hash of the recorded input fingerprint (what a stage that read the video records)."""
+        with self._lock:
+            fingerprint = (self._manifest.get("video") or {}).get("fingerprint")
+        if fingerprint is None:
+            return None
+        return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _clean_leftovers(self) -> None:
+        """Remove ``.scratch/`` and the atomic writers' ``.part`` files: only a killed process
+        leaves them, and this folder's run is being resumed by this one."""
+        shutil.rmtree(self.path(self.SCRATCH), ignore_errors=True)
+        parts = [p for pattern in _PART_GLOBS for p in self.root.rglob(pattern) if p.is_file()]
+        for part in parts:
+            part.unlink(missing_ok=True)
+        if parts:
+            log.info("removed %d unfinished file(s) of a killed run from %s", len(parts), self.root)
+
+    def _make_reserve(self) -> None:
+        """Write ``.reserve`` (`RESERVE_BYTES`) unless it exists: refuses a full or read-only
+        folder now, before a stage starts."""
+        path = self.root / RESERVE
+        if path.is_file() and path.stat().st_size >= RESERVE_BYTES:
+            return
+        try:
+            atomic_write_bytes(path, bytes(RESERVE_BYTES))
+        except DiskFullError as exc:
+            raise DiskFullError(self.root, RESERVE_BYTES, self.run_id) from exc
+        except OSError as exc:
+            if (cause := _read_only(exc)) is not None:
+                raise _not_writable(self.root, cause.strerror or str(cause), self.run_id) from exc
+            raise
+
+    def _release_reserve(self) -> bool:
+        """Delete ``.reserve`` to make room (True if there was one)."""
+        try:
+            (self.root / RESERVE).unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("disk full under %s: used the reserve to save the manifest", self.root)
+        return True
 
     # ------------------------------------------------------------------ paths
     def path(self, rel: str | Path) -> Path:
@@ -378,6 +635,7 @@ class RunDir:
             entry = self._manifest["stages"]["masks"]
             entry.setdefault("repairs", []).append(record)
             entry["obj_ids"] = list(seg.track.obj_ids)
+            entry["output"] = secrets.token_hex(8)  # the masks changed: their readers run again
             self.invalidate(*stale, changes_known=True)
             self._save_manifest()
         self._write_mask_frames(seg.track, frames, fps, rewrite, images=False)
@@ -458,7 +716,14 @@ class RunDir:
         n, height, width = self._video_shape()
         labels = self.label_volume(n, height, width)
         for i in range(n):
-            labels[i] = masklib.read_palette_png(self.mask_path(i))
+            path = self.mask_path(i)
+            if not path.is_file():
+                raise RunDirError(
+                    f"{path} is missing: the masks of run {self.run_id} are incomplete; make them "
+                    f"again with body4d run --resume {self.run_id} --force (with the --prompts or "
+                    "--masks they were made from), or start a new run"
+                )
+            labels[i] = masklib.read_palette_png(path)
         track = MaskTrack(obj_ids=tuple(int(i) for i in info["obj_ids"]), labels=labels)
         first = {int(k): int(v) for k, v in info["first_frames"].items()}
         return Segmentation(track, first, info["mode"])
@@ -632,20 +897,13 @@ class RunDir:
         with self._lock:
             return json.loads(json.dumps(self._manifest, default=_json_default))
 
-    def set_video(self, delivered: VideoInfo, source: VideoInfo) -> None:
-        """The ``video`` section: the frames as the stages see them and the file they came from."""
-        section = {
-            "n_frames": delivered.n_frames,
-            "fps": f"{delivered.fps.numerator}/{delivered.fps.denominator}",
-            "width": delivered.width,
-            "height": delivered.height,
-            "codec": delivered.codec,
-            "rotation": delivered.rotation,
-            "source_width": source.width,
-            "source_height": source.height,
-        }
+    def set_video(
+        self, delivered: VideoInfo, source: VideoInfo, fingerprint: dict[str, Any] | None = None
+    ) -> None:
+        """The ``video`` section: the frames as the stages see them, the file they came from and
+        its `input_fingerprint` (recorded by `bind_input` when not given here)."""
         with self._lock:
-            self._manifest["video"] = section
+            self._manifest["video"] = _video_section(delivered, source, fingerprint)
             self._save_manifest()
 
     def set_checkpoints(self, checkpoints: dict[str, dict[str, Any]]) -> None:
@@ -738,17 +996,47 @@ class RunDir:
                 if isinstance(exc, Cancelled)
                 else "failed"
             )
-            self._set_stage(
-                name,
-                status=status,
-                seconds=round(time.time() - started, 3),
-                error=f"{type(exc).__name__}: {exc}",
-                finished=_now(),
-            )
+            error = self._write_failure(exc)
+            try:
+                self._set_stage(
+                    name,
+                    status=status,
+                    seconds=round(time.time() - started, 3),
+                    error=f"{type(error).__name__}: {error}",
+                    finished=_now(),
+                )
+            except RunDirError:
+                if error is exc:
+                    raise
+                log.warning("stage %s failed and the manifest could not record it: %s", name, error)
+            if error is not exc:
+                raise error from exc
             raise
+        # A new identity of what the stage wrote: stages that read it record it (``inputs``).
+        extra.setdefault("output", secrets.token_hex(8))
         self._set_stage(
             name, status="done", seconds=round(time.time() - started, 3), finished=_now(), **extra
         )
+
+    def _write_failure(self, exc: BaseException) -> BaseException:
+        """``exc`` as the clear error of a full disk or an unwritable folder, if it is one; else ``exc``."""
+        if (full := disk_full(exc)) is not None:
+            return DiskFullError(self.root, getattr(full, "needed", None), self.run_id)
+        if (cause := _read_only(exc)) is not None:
+            return _not_writable(self.root, cause.strerror or str(cause), self.run_id)
+        return exc
+
+    def stage_output(self, name: str) -> str | None:
+        """The identity of a finished stage's result (``output`` in its entry; new each time it ran)."""
+        with self._lock:
+            st = self._manifest["stages"].get(name)
+            return st.get("output") if st else None
+
+    def stage_inputs(self, name: str) -> dict[str, str | None] | None:
+        """What a finished stage read (``inputs``: name -> identity), if it recorded it."""
+        with self._lock:
+            st = self._manifest["stages"].get(name)
+            return dict(st["inputs"]) if st and isinstance(st.get("inputs"), dict) else None
 
     def _set_stage(self, name: str, **fields: Any) -> None:
         with self._lock:
@@ -766,10 +1054,83 @@ class RunDir:
             ) from exc
 
     def _save_manifest(self) -> None:
-        atomic_write_bytes(
-            self.root / MANIFEST,
-            (json.dumps(self._manifest, indent=2, default=_json_default) + "\n").encode("utf-8"),
+        """Save the manifest atomically; on a full disk the reserve is deleted to make room once.
+
+        Raises:
+            DiskFullError: no room even so. RunDirError: the folder cannot be written.
+        """
+        data = (json.dumps(self._manifest, indent=2, default=_json_default) + "\n").encode("utf-8")
+        try:
+            try:
+                atomic_write_bytes(self.root / MANIFEST, data)
+            except DiskFullError:
+                if not self._release_reserve():
+                    raise
+                atomic_write_bytes(self.root / MANIFEST, data)
+                # The manifest took no more room than before; the full disk was a passing write
+                # (removed when it failed), so the reserve usually fits again for the next time.
+                with contextlib.suppress(OSError):
+                    self._make_reserve()
+        except DiskFullError as exc:
+            raise DiskFullError(self.root, len(data), self.run_id) from exc
+        except OSError as exc:
+            if (cause := _read_only(exc)) is not None:
+                raise _not_writable(self.root, cause.strerror or str(cause), self.run_id) from exc
+            raise
+
+
+def _video_section(
+    delivered: VideoInfo, source: VideoInfo, fingerprint: dict[str, Any] | None
+) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "n_frames": delivered.n_frames,
+        "fps": f"{delivered.fps.numerator}/{delivered.fps.denominator}",
+        "width": delivered.width,
+        "height": delivered.height,
+        "codec": delivered.codec,
+        "rotation": delivered.rotation,
+        "source_width": source.width,
+        "source_height": source.height,
+    }
+    if fingerprint is not None:
+        section["fingerprint"] = fingerprint
+    return section
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed manifest, or `RunDirError` naming the damage and the fix (a new run)."""
+    fix = "start a new run (body4d run --input_video VIDEO, without --resume)"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path} is not valid JSON ({exc}): the run cannot be resumed; {fix}") from exc
+    except OSError as exc:
+        raise RunDirError(f"cannot read {path} ({exc.strerror}): make it readable, or {fix}") from exc
+    if not isinstance(manifest, dict):
+        problem = f"it holds a JSON {type(manifest).__name__}, not the manifest object"
+    else:
+        problem = next(
+            (
+                f"its {key!r} section is missing or not an object"
+                for key in ("stages", "artefacts")
+                if not isinstance(manifest.get(key), dict)
+            ),
+            None,
         )
+        if problem is None and not isinstance(manifest.get("video"), dict | None):
+            problem = "its 'video' section is not an object"
+        if problem is None:
+            problem = next(
+                (
+                    f"stage {name!r} has no status"
+                    for name, entry in manifest["stages"].items()
+                    if not isinstance(entry, dict) or not isinstance(entry.get("status"), str)
+                ),
+                None,
+            )
+    if problem is not None:
+        raise RunDirError(f"{path} is damaged ({problem}): the run cannot be resumed; {fix}")
+    return manifest
 
 
 def frame_runs(frames: Iterable[int]) -> list[list[int]]:

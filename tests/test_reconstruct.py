@@ -285,11 +285,13 @@ def test_new_masks_make_later_stages_stale(scene, ckpt_root: Path, tmp_path: Pat
         == 0
     )
     stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert [stages[s]["status"] for s in ("camera", "recover", "smooth", "export")] == ["stale"] * 4
+    assert [stages[s]["status"] for s in ("recover", "smooth", "export")] == ["stale"] * 3
+    assert stages["camera"] == first["camera"], "the camera reads only the video: still done"
     assert _run(["--input_video", str(video), "--resume", run.name], ckpt_root, tmp_path) == 0
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert all(stages[s]["status"] == "done" for s in stages)
     assert stages["export"]["started"] > first["export"]["started"], "stale stages run again"
+    assert stages["camera"]["finished"] == first["camera"]["finished"]
 
 
 def test_frame_folder_input_uses_configured_rate(scene, ckpt_root: Path, tmp_path: Path, capsys) -> None:
@@ -370,14 +372,16 @@ def test_in_process_run_decodes_each_pass_once_and_resumes_a_finished_run(scene,
     assert result.done == STAGES
     assert result.obj_ids == (1, 3, 5, 7) and result.root == run.root
     assert result.artefacts["export"] == ["mesh_4d_individual", "focal_4d_individual"]
-    # One pass writes the mask outputs, one feeds SAM-3D-Body, one is drawn on by the render; the
-    # camera decodes forward to its last sampled frame (select_frames(12, 5) ends at 10) instead of
-    # seeking for each: 12 + 11 + 12 + 12.
-    assert decoded == 47
+    # The input's fingerprint decodes frames 0, 6 and 11 (forward: all 12 of this short clip; a
+    # long video seeks). One pass writes the mask outputs, one feeds SAM-3D-Body, one is drawn on
+    # by the render; the camera decodes forward to its last sampled frame (select_frames(12, 5)
+    # ends at 10) instead of seeking for each: 12 + 12 + 11 + 12 + 12.
+    assert decoded == 59
     stages = run.manifest["stages"]
-    # Resuming a finished run (pressing 4D Generation again) reads nothing back and redoes nothing.
+    # Resuming a finished run (pressing 4D Generation again) checks the input's fingerprint, reads
+    # nothing back and redoes nothing.
     again, decoded = _reconstruct(video, RunDir.open(tmp_path, run.run_id, cfg), tiny_models)
-    assert again.done == result.done and decoded == 0
+    assert again.done == result.done and decoded == 12
     assert RunDir.open(tmp_path, run.run_id, cfg).manifest["stages"] == stages
     video_section = run.manifest["video"]
     assert (video_section["n_frames"], video_section["source_width"], video_section["rotation"]) == (T, W, 0)
@@ -395,7 +399,9 @@ def test_a_rerun_stage_leaves_no_files_of_frames_or_people_that_are_gone(scene, 
     result, _ = _reconstruct(video, run, tiny_models, masks_dir=masks_dir, force=True, stop_after="masks")
     assert result.done == ("masks",)
     stale = run.manifest["stages"]
-    assert [stale[s]["status"] for s in ("camera", "recover", "smooth", "export")] == ["stale"] * 4
+    assert [stale[s]["status"] for s in ("recover", "smooth", "export")] == ["stale"] * 3
+    assert stale["camera"]["status"] == "done"  # it reads only the video
+    assert not any(p.exists() for p in ghost), "the stale stages' files of gone people are removed"
     _reconstruct(video, run, tiny_models)
     assert not any(p.exists() for p in ghost)
     assert run.manifest["stages"]["export"]["started"] > stages_before["export"]["started"]

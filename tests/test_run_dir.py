@@ -12,7 +12,15 @@ import pytest
 from body4d.config import load_config
 from body4d.jobs import Cancelled
 from body4d.masks import read_palette_png
-from body4d.run_dir import RunDir, RunDirError, atomic_write_bytes, validate_run_id
+from body4d.run_dir import (
+    RESERVE,
+    RESERVE_BYTES,
+    DiskFullError,
+    RunDir,
+    RunDirError,
+    atomic_write_bytes,
+    validate_run_id,
+)
 from body4d.types import BodyTrack, MaskTrack, Segmentation, VideoInfo
 from models.frames import ArrayFrames
 
@@ -132,11 +140,36 @@ def test_tracks_load_only_their_fields(tmp_path: Path) -> None:
     assert all(np.array_equal(getattr(back, k), v) for k, v in track.arrays().items())
 
 
-def test_scratch_is_emptied_when_the_run_is_opened_again(tmp_path: Path) -> None:
+def test_scratch_and_part_files_are_removed_when_the_run_is_opened_to_resume(tmp_path: Path) -> None:
     run = _run(tmp_path)
     (run.scratch / "labels_x.npy").write_bytes(b"left by a killed run")
+    leftovers = [run.path(".camera.json.a1b2.part"), run.path("mesh_4d_individual/3/.00000001.obj.x9.part")]
+    leftovers.append(run.path(".4d_x.mp4.k2.part.mp4"))
+    for path in leftovers:
+        run.write_bytes(path, b"half")
+    kept = run.write_bytes("mesh_4d_individual/3/00000000.obj", b"v 0 0 0")
+    RunDir.open(tmp_path, run.run_id, CFG, clean_scratch=False)  # the app reading: nothing removed
+    assert all(p.exists() for p in leftovers) and run.path(RunDir.SCRATCH).exists()
     RunDir.open(tmp_path, run.run_id, CFG)
     assert not run.path(RunDir.SCRATCH).exists()
+    assert not any(p.exists() for p in leftovers) and kept.read_bytes() == b"v 0 0 0"
+
+
+def test_a_full_disk_uses_the_reserve_to_record_the_failed_stage(tmp_path: Path) -> None:
+    from tests.test_resume_safety import _fill, _mounted_tmpfs
+
+    with _mounted_tmpfs(tmp_path / "disk", "2m") as disk:
+        run = RunDir.create(disk, CFG)
+        assert run.path(RESERVE).stat().st_size == RESERVE_BYTES
+        _fill(disk, 0)
+        with pytest.raises(DiskFullError) as caught, run.stage("export"):
+            run.write_bytes("big.bin", bytes(1_000_000))
+        message = str(caught.value)
+        assert message.startswith(f"the disk holding {run.root} is full (")
+        assert "the write needed 1.0 MB" in message and f"body4d run --resume {run.run_id}" in message
+        entry = json.loads(run.path("manifest.json").read_text())["stages"]["export"]
+        assert entry["status"] == "failed" and entry["error"] == f"DiskFullError: {message}"
+        assert not run.path("big.bin").exists() and not list(run.root.glob(".*.part"))
 
 
 def test_atomic_write_survives_simulated_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
