@@ -41,7 +41,6 @@ PORT_ENV = "BODY4D_PORT"
 # Gradio's file cache (uploads) lives beside the runs so one volume holds both; `app.retention_*`
 # cleans both (body4d.retention).
 GRADIO_CACHE_DIRNAME = ".gradio_cache"
-BYTES_PER_MB = 2**20
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -132,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from body4d.ui.events import UiEvents
     from body4d.ui.examples import example_thumbnails, find_examples
     from body4d.ui.layout import build_layout
+    from body4d.ui.loading import BYTES_PER_MB
     from body4d.ui.status import capabilities, layout_spec, upload_limits
     from body4d.ui.system import probe_platform, system_status
 

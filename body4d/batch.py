@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -219,19 +218,15 @@ def process_video(
         Its `VideoResult` (``attempts`` 1).
     """
     from body4d.driver import reconstruct
+    from body4d.retention import run_lock
     from body4d.run_dir import RunDir
     from body4d.stages.segment import check_prompts
-    from body4d.video import open_video
+    from body4d.video import open_configured
 
     started = time.monotonic()
     run: RunDir | None = None
     try:
-        video = open_video(
-            item.video,
-            max_frames=cfg.video.max_frames,
-            max_side=cfg.video.max_side,
-            folder_fps=Fraction(cfg.video.folder_fps).limit_denominator(1001),
-        )
+        video = open_configured(item.video, cfg)
         with video:
             if item.prompts is not None:
                 check_prompts(item.prompts, len(video), video.info.height, video.info.width)
@@ -239,7 +234,8 @@ def process_video(
                 run = RunDir.open(output_dir, resume, cfg)
             else:
                 run = RunDir.create(output_dir, cfg, input_path=item.video)
-            result = reconstruct(video, run, cfg, models, prompts=item.prompts, stop_after=stop_after)
+            with run_lock(run.root.parent, run.run_id):  # retention never deletes a run in progress
+                result = reconstruct(video, run, cfg, models, prompts=item.prompts, stop_after=stop_after)
     except (Exception, KeyboardInterrupt) as exc:
         code = exit_code(exc)
         if code == EXIT_FAILURE:

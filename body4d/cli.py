@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from body4d import __version__
 from body4d.config import add_config_arguments
-from body4d.errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, one_line
+from body4d.errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, InputError, one_line
 from body4d.jobs import interrupt_on_signals
 
 
@@ -30,11 +30,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from body4d.video import VideoError, probe
+    from body4d.config import load_config
+    from body4d.video import folder_rate, probe
 
     try:
-        info = probe(args.video)
-    except VideoError as exc:
+        cfg = load_config(args.config, overrides=args.set)
+        info = probe(args.video, folder_fps=folder_rate(cfg), max_pixels=cfg.limits.max_frame_pixels)
+    except InputError as exc:  # a VideoError or a ConfigError
         print(f"body4d probe: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     out = {
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     p.add_argument("video", help="video file or frame folder")
+    add_config_arguments(p)  # video.folder_fps and limits.max_frame_pixels apply, as in `body4d run`
     p.set_defaults(func=_probe)
 
     c = sub.add_parser(

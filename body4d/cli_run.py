@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -242,9 +241,10 @@ def run_command(args: argparse.Namespace) -> int:
     from body4d.driver import load_models, reconstruct, repair_masks
     from body4d.masks import check_mask_folder
     from body4d.recipe import STAGES
+    from body4d.retention import run_lock
     from body4d.run_dir import RunDir
     from body4d.stages.segment import check_prompts
-    from body4d.video import open_video
+    from body4d.video import open_configured
 
     hf_logging.disable_progress_bar()  # headless logs: one line per event, no weight-loading bars
     run = None
@@ -266,13 +266,7 @@ def run_command(args: argparse.Namespace) -> int:
             raise InputError(
                 "--repair needs --resume RUN_ID and --prompts FILE with the target's clicks (and no --force)"
             )
-        video = open_video(
-            args.input_video,
-            max_frames=cfg.video.max_frames,
-            max_side=cfg.video.max_side,
-            folder_fps=Fraction(cfg.video.folder_fps).limit_denominator(1001),
-            max_pixels=cfg.limits.max_frame_pixels,
-        )
+        video = open_configured(args.input_video, cfg)
         if prompts is not None:
             check_prompts(prompts, len(video), video.info.height, video.info.width)
         if args.masks:
@@ -289,7 +283,8 @@ def run_command(args: argparse.Namespace) -> int:
         )
         if run is None:
             run = RunDir.create(output_dir, cfg, input_path=args.input_video)
-        with video:
+        # Held until the run ends: retention (body4d.retention) never deletes a run in progress.
+        with video, run_lock(run.root.parent, run.run_id):
             if args.repair is not None:
                 assert prompts is not None
                 repair_masks(video, run, cfg, models, args.repair, prompts.clicks.get(args.repair, ()))

@@ -42,7 +42,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -919,7 +918,7 @@ def doctor_command(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from body4d.config import load_config
-    from body4d.video import open_video
+    from body4d.video import folder_rate, open_video
     from models.devices import resolve_device
 
     overrides = [*args.set, *([f"runtime.device={args.device}"] if args.device else [])]
@@ -933,7 +932,8 @@ def doctor_command(args: argparse.Namespace) -> int:
         with open_video(
             args.input_video,
             max_side=cfg.video.max_side,
-            folder_fps=Fraction(cfg.video.folder_fps).limit_denominator(1001),
+            folder_fps=folder_rate(cfg),
+            max_pixels=cfg.limits.max_frame_pixels,
         ) as video:
             frames = list(video.iter_range(0, args.frames))
             info = video.info

@@ -6,10 +6,11 @@ larger than ``app.retention_gb``, the oldest of what is left goes. A run in prog
 deleted, nor anything the caller names as in use (the runs and uploads of live app sessions).
 
 A run is in progress when a stage of its manifest says ``running`` and its owner is alive. The
-app holds `run_lock` for every run it makes: an ``flock`` on ``<output_dir>/.locks/<run_id>.lock``,
-released by the kernel when the owner dies, so a run whose manifest says ``running`` while
-nobody holds its lock is stale (its process crashed) and may go. A run made by a process that
-takes no lock (the CLI) counts as in progress while it wrote a file within `UNLOCKED_RUN_GRACE_S`.
+app, ``body4d run`` and ``body4d batch`` hold `run_lock` for every run they make: an ``flock`` on
+``<output_dir>/.locks/<run_id>.lock``, released by the kernel when the owner dies, so a run whose
+manifest says ``running`` while nobody holds its lock is stale (its process crashed) and may go. A
+run made by a process that takes no lock (a library call of `body4d.driver.reconstruct`) counts as
+in progress while it wrote a file within `UNLOCKED_RUN_GRACE_S`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from body4d.run_dir import MANIFEST, RUN_ID_RE
 log = logging.getLogger(__name__)
 
 LOCKS_DIRNAME = ".locks"
-# A run that takes no lock (made by `body4d run`) but says ``running`` is treated as alive while
+# A run that takes no lock (made by a library call) but says ``running`` is treated as alive while
 # it wrote a file this recently: every stage writes per-frame files far more often than hourly.
 UNLOCKED_RUN_GRACE_S = 60 * 60
 # Gradio names each cache entry by the SHA-256 of its content (64 hex digits); nothing else in

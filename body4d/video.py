@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -35,6 +35,9 @@ from PIL import Image, ImageOps
 
 from body4d.errors import InputError
 from body4d.types import VideoInfo
+
+if TYPE_CHECKING:
+    from body4d.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,27 @@ def open_video(
         VideoError: as `probe`, or the video is longer than ``max_frames``.
     """
     return Video(_open_source(Path(path), folder_fps, max_pixels, max_frames), max_side)
+
+
+def folder_rate(cfg: Config) -> Fraction:
+    """``video.folder_fps`` as the exact rate a frame folder gets (29.97 becomes 30000/1001)."""
+    return Fraction(cfg.video.folder_fps).limit_denominator(1001)
+
+
+def open_configured(path: str | Path, cfg: Config) -> Video:
+    """`open_video` with the config's ``video.*`` settings and ``limits.max_frame_pixels``: how every
+    entry point (``body4d run``, ``body4d batch``, the app) opens a user's video.
+
+    Raises:
+        VideoError: as `open_video`.
+    """
+    return open_video(
+        path,
+        max_frames=cfg.video.max_frames,
+        max_side=cfg.video.max_side,
+        folder_fps=folder_rate(cfg),
+        max_pixels=cfg.limits.max_frame_pixels,
+    )
 
 
 class Video:
@@ -317,7 +341,7 @@ def _open_source(path: Path, folder_fps: Fraction, max_pixels: int, max_frames: 
 
 
 def check_regular_file(path: Path, what: str) -> None:
-    """Refuse a FIFO, device or socket: reading one blocks forever or never ends.
+    """Refuse a folder, FIFO, device or socket (reading a FIFO blocks forever, a device never ends).
 
     Args:
         path: an existing path.
@@ -327,6 +351,8 @@ def check_regular_file(path: Path, what: str) -> None:
         VideoError: ``path`` is not a regular file.
     """
     mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise VideoError(f"{path} is a folder: pass the {what} as a file")
     if not stat.S_ISREG(mode):
         raise VideoError(
             f"{path} is not a regular file (a pipe, device or socket): pass the {what} as an ordinary file"

@@ -78,7 +78,11 @@ BAD_ARGUMENTS = [
     (["run", "--input_video", "{dir}"], 2, "holds no frames"),
     (["run", "--input_video", "{clip}", "--prompts", "{tmp}/missing.json"], 2, "missing.json does not exist"),
     (["run", "--input_video", "{clip}", "--prompts", "{file}"], 2, "is not valid JSON"),
-    (["run", "--input_video", "{clip}", "--prompts", "{dir}"], 2, "is not valid JSON"),
+    (
+        ["run", "--input_video", "{clip}", "--prompts", "{dir}"],
+        2,
+        "is a folder: pass the prompts file as a file",
+    ),
     (
         ["run", "--input_video", "{clip}", "--output_dir", "{file}"],
         2,
@@ -108,7 +112,11 @@ BAD_ARGUMENTS = [
     (["doctor", "--input_video", "{tmp}/missing.mp4"], 2, "missing.mp4 does not exist"),
     (["doctor", "--frames", "0"], 2, "argument --frames: 0 is not a positive number of frames: use e.g."),
     (["doctor", "--frames", "abc"], 2, "argument --frames: abc is not a positive number of frames"),
-    (["doctor", "--device", "bogus"], 2, "runtime.device='bogus' is not a device: use auto, cpu, cuda"),
+    (
+        ["doctor", "--device", "bogus"],
+        2,
+        "runtime.device = 'bogus' is out of range: use auto, cpu, mps, cuda or cuda:N",
+    ),
     (["doctor", "--device", "cuda:7"], 2, "but CUDA is not available here"),
     (["doctor", "--json", "{dir}"], 2, "is a folder: pass the path of the report file to write"),
     (["doctor", "--json", "{file}/report.json"], 2, "--json folder "),

@@ -230,3 +230,32 @@ def test_run_reports_oom_interrupt_and_bugs_by_exit_code(
     ]
     assert main(args) == code
     assert says in capsys.readouterr().err
+
+
+def test_run_holds_its_run_lock_while_it_works(
+    clip: Path, ckpt_root: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention (body4d.retention) never deletes a CLI run in progress: the run's flock is held."""
+    import body4d.driver
+    from body4d.retention import _lock_held, lock_path
+
+    seen: dict[str, bool] = {}
+
+    def work(_video, run, *_args, **_kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen[run.run_id] = _lock_held(lock_path(tmp_path, run.run_id))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(body4d.driver, "reconstruct", work)
+    args = [
+        "run",
+        "--input_video",
+        str(clip),
+        "--output_dir",
+        str(tmp_path),
+        "--set",
+        f"paths.ckpt_root={ckpt_root}",
+    ]
+    assert main(args) == 4
+    ((run_id, held),) = seen.items()
+    assert held, "the lock was not held while the stages ran"
+    assert not _lock_held(lock_path(tmp_path, run_id)), "the lock outlived the run"

@@ -19,7 +19,7 @@ from body4d.run_dir import RunDir
 from body4d.session import Session
 from body4d.types import VideoInfo
 from body4d.ui.display import FrameView, format_fps, format_time, show_frame
-from body4d.video import VIDEO_EXTENSIONS, Video, VideoError, open_video, probe
+from body4d.video import VIDEO_EXTENSIONS, Video, VideoError, open_configured, open_video, probe
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,7 @@ def load_video(cfg: Config, session: Session, path: str | Path) -> LoadResult:
             f"{path.name} lasts {source.duration:.1f} s, longer than the {limit:g} s this app accepts "
             "(app.max_video_seconds): trim the video and upload it again"
         )
-    video = open_video(
-        path,
-        max_frames=cfg.video.max_frames,
-        max_side=cfg.video.max_side,
-        max_pixels=cfg.limits.max_frame_pixels,
-    )
+    video = open_configured(path, cfg)
     try:
         run = RunDir.create(cfg.runtime.output_dir, input_path=path, config=cfg)
         run.set_video(video.info, source)
