@@ -241,7 +241,7 @@ def main() -> None:
         if original and name in measured:
             figures[f"{name} speed-up vs the original"] = original / measured[name]
     skipped = [str(r["backend"]) for r in rows if "skipped" in r]
-    headline("render_bench", figures, note=f"skipped: {', '.join(skipped)}" if skipped else "")
+    headline("render_bench", figures, note=f"skipped: {'; '.join(skipped)}" if skipped else "")
 
 
 if __name__ == "__main__":
