@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from report import headline
 
 from body4d.config import CompletionConfig
 from body4d.stages.complete import (
@@ -229,6 +230,17 @@ def main() -> None:
                 f"| {s.name} | {r['depth_s']:.1f} | {r['amodal_s']:.1f} | {r['completion_s']:.1f} | {r['total_s']:.1f} |"
             )
         print(f"\nwall time, original / ours: {times['original (all)'] / times['ours (candidates)']:.1f}x")
+    headline(
+        "completion_schedule",
+        {
+            "UNet frame-evals ours": ours,
+            "UNet frame-evals original": orig,
+            "UNet frame-evals original / ours": orig / ours,
+            f"wall s ours ({args.steps} steps)": times["ours (candidates)"],
+            f"wall s original ({args.steps} steps)": times["original (all)"],
+            "wall time original / ours": times["original (all)"] / times["ours (candidates)"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import time
 
 import numpy as np
+from report import headline
 
 from body4d.export import obj_meshes
 
@@ -29,11 +30,14 @@ def main() -> None:
     base = rng.normal(size=(V, 3)).astype(np.float32)
     items = [(k, base + 0.01 * k, (200, 80, 40)) for k in range(args.meshes)]
     print("| formatting | meshes | total s | ms per mesh |\n|---|---|---|---|")
+    ms_per_mesh = {}
     for label, workers in (("in process", 1), (f"pool of {args.workers}", args.workers)):
         start = time.perf_counter()
         n = sum(1 for _ in obj_meshes(iter(items), faces, workers=workers, expected=len(items)))
         seconds = time.perf_counter() - start
-        print(f"| {label} | {n} | {seconds:.2f} | {1000 * seconds / n:.1f} |")
+        ms_per_mesh[label] = 1000 * seconds / n
+        print(f"| {label} | {n} | {seconds:.2f} | {ms_per_mesh[label]:.1f} |")
+    headline("obj_export", {f"{label} ms/mesh": ms for label, ms in ms_per_mesh.items()})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import headline  # noqa: E402
+
 from body4d import export  # noqa: E402
 from body4d.config import SmoothingConfig, load_config  # noqa: E402
 from body4d.masks import mask_box  # noqa: E402
@@ -120,6 +122,11 @@ def main() -> None:
     for name, sec in timings.items():
         print(f"| {name} | {1000 * sec:.1f} |")
     print(f"| total | {1000 * sum(timings.values()):.1f} |")
+    headline(
+        "reconstruct_cpu",
+        {f"{name} ms/frame": 1000 * sec for name, sec in timings.items()}
+        | {"total ms/frame": 1000 * sum(timings.values())},
+    )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import headline  # noqa: E402
+
 from body4d.masks import color_for  # noqa: E402
 from body4d.render import MeshRenderer  # noqa: E402
 
@@ -230,6 +232,16 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    measured = {str(r["backend"]): float(r["median_ms"]) for r in rows if "median_ms" in r}
+    figures = {f"{name} median ms": ms for name, ms in measured.items()}
+    original = measured.get("pyrender 0.1.45, new renderer per frame (the original)")
+    for name in ("body4d egl", "body4d egl, 4x MSAA"):
+        if reference and name in measured:
+            figures[f"{name} speed-up vs pyrender reused"] = reference["median_ms"] / measured[name]
+        if original and name in measured:
+            figures[f"{name} speed-up vs the original"] = original / measured[name]
+    skipped = [str(r["backend"]) for r in rows if "skipped" in r]
+    headline("render_bench", figures, note=f"skipped: {'; '.join(skipped)}" if skipped else "")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from report import headline
 from torch.utils.flop_counter import FlopCounterMode
 
 from body4d.testing.tiny_sam3dbody import FOLDER, TinyMHR, write_tiny_sam3dbody
@@ -43,7 +44,12 @@ def flops_per_crop() -> dict[str, float]:
     meta = torch.device("meta")
     with meta:
         net = SAM3DBodyNet(cfg).eval()
-        mhr = TinyMHR()
+    # Built on the CPU and then moved: its skeleton tree is plain ints (sampled when built, listed
+    # in forward kinematics), which meta tensors do not hold, so the parents stay on the CPU.
+    mhr = TinyMHR()
+    parents = mhr.character_torch.skeleton.joint_parents
+    mhr = mhr.to(meta)
+    mhr.character_torch.skeleton.joint_parents = parents
     s = cfg.image_size
     out: dict[str, float] = {}
     with torch.inference_mode():
@@ -95,10 +101,20 @@ def cpu_ms_tiny(n_people: int = 4, repeats: int = 5) -> dict[str, float]:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log.info("threads: %d", torch.get_num_threads())
-    for k, v in flops_per_crop().items():
+    flops = flops_per_crop()
+    for k, v in flops.items():
         log.info("TFLOP %-13s %.3f", k, v)
-    for k, v in cpu_ms_tiny().items():
+    tiny_ms = cpu_ms_tiny()
+    for k, v in tiny_ms.items():
         log.info("tiny CPU ms/crop %-5s %.1f", k, v)
+    headline(
+        "sam3dbody_bench",
+        {
+            "body mode TFLOP": flops["body_mode"],
+            "full mode TFLOP": flops["full_mode"],
+            **{f"tiny {mode} ms/crop": ms for mode, ms in tiny_ms.items()},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from report import headline
 
 from body4d.config import SmoothingConfig
 from body4d.stages.smooth import PoseSequence, axis_angle_to_matrix, matrix_to_axis_angle, smooth_track
@@ -105,8 +106,13 @@ def _sequence(
     )
 
 
-def quality_table(cfg: SmoothingConfig, n_frames: int = 300) -> list[str]:
-    """Markdown rows of the jitter / error table."""
+# The cases whose figures head the README's reading: jitter cut on slow motion, over-smoothing on fast.
+HEADLINE_NOISE = "medium"
+HEADLINE_MOTIONS = ("slow 0.3 Hz", "fast 2 Hz")
+
+
+def quality_table(cfg: SmoothingConfig, figures: dict[str, float], n_frames: int = 300) -> list[str]:
+    """Markdown rows of the jitter / error table; the headline cases' figures go into ``figures``."""
     rng = np.random.default_rng(SEED)
     t = np.arange(n_frames) / FPS
     rows = [
@@ -132,11 +138,18 @@ def quality_table(cfg: SmoothingConfig, n_frames: int = 300) -> list[str]:
                 f"| {mname} | {nname} ({rn}, {tn}) | {ra:.1f} → {rb:.1f} | {ra / rb:.1f} | {ca:.2f} → {cb:.2f} "
                 f"| {ca / cb:.1f} | {ea:.2f} → {eb:.2f} | {ta:.1f} → {tb:.1f} |"
             )
+            if nname == HEADLINE_NOISE and mname in HEADLINE_MOTIONS:
+                figures[f"{mname} {nname} rot accel ×less"] = ra / rb
+                figures[f"{mname} {nname} rot err raw °"] = ea
+                figures[f"{mname} {nname} rot err smooth °"] = eb
     return rows
 
 
-def timing_table(cfg: SmoothingConfig, n_frames: int, n_people: int, repeats: int = 3) -> list[str]:
-    """Markdown rows of CPU ms per frame (best of ``repeats``) for ``n_people`` tracks."""
+def timing_table(
+    cfg: SmoothingConfig, n_frames: int, n_people: int, figures: dict[str, float], repeats: int = 3
+) -> list[str]:
+    """Markdown rows of CPU ms per frame (best of ``repeats``) for ``n_people`` tracks; ms per
+    person-frame of each case go into ``figures``."""
     rng = np.random.default_rng(SEED + 1)
     t = np.arange(n_frames) / FPS
     rv, cam = _walk(t)
@@ -158,6 +171,7 @@ def timing_table(cfg: SmoothingConfig, n_frames: int, n_people: int, repeats: in
             f"| {n_people} people × {n_frames} frames, {label} | {ms:.0f} | {ms / n_frames:.3f} "
             f"| {ms / (n_frames * n_people):.4f} |"
         )
+        figures[f"{label} ms/person-frame"] = ms / (n_frames * n_people)
     return rows
 
 
@@ -170,9 +184,11 @@ def main() -> None:
     args = parser.parse_args()
     cfg = SmoothingConfig(min_cutoff=args.min_cutoff, beta=args.beta)
     print(f"SmoothingConfig: {cfg}\n")
-    print("\n".join(quality_table(cfg)))
+    figures: dict[str, float] = {}
+    print("\n".join(quality_table(cfg, figures)))
     print()
-    print("\n".join(timing_table(cfg, args.frames, args.people)))
+    print("\n".join(timing_table(cfg, args.frames, args.people, figures)))
+    headline("smoothing", figures)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import headline, skip  # noqa: E402
+
 from body4d.video import encode_video, open_video  # noqa: E402
 
 VTEST = ROOT.parent / "shared" / "data" / "vtest.avi"
@@ -90,6 +92,8 @@ def main() -> None:
     if args.rss_child:
         _stream_rss_child(args.rss_child)
         return
+    if not VTEST.exists():
+        skip("video_io", f"{VTEST} not found (the shared test clip the RSS rows stream)")
     io = bench_encode_decode(args.frames)
     rss = bench_rss()
     print(f"machine: {platform.machine()}, {platform.python_version()}, frames={args.frames} at 1280x720")
@@ -100,6 +104,16 @@ def main() -> None:
         print(f"| peak RSS streaming {limit} frames of vtest.avi (MB) | {mb:.0f} |")
     if args.json:
         args.json.write_text(json.dumps({"io": io, "rss_mb": rss}, indent=2))
+    headline(
+        "video_io",
+        {
+            "encode ms/frame": io["encode_ms_per_frame"],
+            "decode ms/frame": io["decode_ms_per_frame"],
+            "random access ms/frame": io["random_access_ms_per_frame"],
+            "backward read ms/frame": io["backward_read_ms_per_frame"],
+            **{f"peak RSS {limit} frames MB": mb for limit, mb in rss.items()},
+        },
+    )
 
 
 if __name__ == "__main__":
