@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -114,6 +115,7 @@ def obj_meshes(
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_worker, initargs=(faces,)
     ) as pool:
+        _start_workers(pool, workers)
         pending: deque = deque()
         for key, vertices, color in items:
             pending.append((key, pool.submit(_worker_mesh, vertices, color)))
@@ -123,6 +125,22 @@ def obj_meshes(
         while pending:
             done_key, future = pending.popleft()
             yield done_key, future.result()
+
+
+def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the pool's ``workers`` processes now, with SIGINT blocked while they are made.
+
+    They inherit the blocked mask, so a Ctrl-C at a terminal (sent to the whole process group)
+    reaches only this process, which stops the pool and reports the interrupt once, instead of
+    every worker printing a ``KeyboardInterrupt`` traceback. A Ctrl-C meanwhile waits, not lost.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        # Submitted back to back, before any worker is up and idle, each task starts a process.
+        for started in [pool.submit(os.getpid) for _ in range(workers)]:
+            started.result()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 _WORKER_WRITER: ObjWriter | None = None

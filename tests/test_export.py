@@ -85,3 +85,50 @@ def test_obj_pool_gives_the_same_bytes_in_order_and_reports_errors() -> None:
     with pytest.raises(ValueError, match="NaN or inf"):
         list(obj_meshes(iter(bad), faces, workers=2, expected=len(bad)))
     assert obj_workers(3) == 3 and 1 <= obj_workers(0) <= 4
+
+
+CTRL_C_HARNESS = """
+import sys
+import numpy as np
+from body4d.export import obj_meshes
+
+faces = np.array([[0, 1, 2]] * 20000, np.int32)
+vertices = np.random.default_rng(0).random((20000, 3)).astype(np.float32)
+items = (((i,), vertices, (200, 100, 50)) for i in range(100000))
+try:
+    for n, _ in enumerate(obj_meshes(items, faces, workers=2, expected=100000)):
+        if n == 0:
+            print("pool running", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr, flush=True)
+    sys.exit(4)
+"""
+
+
+def test_ctrl_c_at_a_terminal_stops_the_obj_pool_without_worker_tracebacks(tmp_path) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: only the parent may answer it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_HARNESS],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "pool running"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 4
+    assert err.strip() == "interrupted", err
