@@ -91,6 +91,30 @@ def gradient_frames(n: int, height: int, width: int) -> list[np.ndarray]:
     return frames
 
 
+def two_people_frames(n: int, height: int, width: int) -> list[np.ndarray]:
+    """``n`` grey frames (at least 64x96) with two coloured "people": a red box moving right by
+    2 px a frame and a still blue one, for the pipeline's end-to-end tests."""
+    frames = []
+    for t in range(n):
+        f = np.full((height, width, 3), 128, np.uint8)
+        f[10:40, 5 + 2 * t : 30 + 2 * t] = (220, 40, 40)
+        f[30:60, 60:90] = (40, 80, 230)
+        frames.append(f)
+    return frames
+
+
+def tiny_cpu_args(ckpt_root: Path) -> list[str]:
+    """``--set`` arguments of a body4d command on the tiny checkpoints at ``ckpt_root``, CPU, fp32."""
+    return [
+        "--set",
+        f"paths.ckpt_root={ckpt_root}",
+        "--set",
+        "runtime.device=cpu",
+        "--set",
+        "runtime.dtype=fp32",
+    ]
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random checkpoints of every model in the real folder layout, written once per session."""

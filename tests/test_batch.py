@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from body4d.batch import VideoResult, collect_inputs, read_list, with_retry
 from body4d.cli import main
 from body4d.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_MEMORY
 from body4d.video import encode_video
+from tests.conftest import tiny_cpu_args, two_people_frames
 
 T, H, W = 6, 64, 96
 PROMPTS_A = {"1": [{"frame": 0, "x": 15, "y": 25}], "2": [{"frame": 2, "x": 75, "y": 45}]}
@@ -25,12 +25,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``a.mp4`` and ``b.mp4`` (two coloured boxes, one moving), ``c.mp4`` cut in half (a truncated
     file: bad input), and ``prompts/a.json``."""
     folder = tmp_path_factory.mktemp("batch_clips")
-    frames = []
-    for t in range(T):
-        f = np.full((H, W, 3), 128, np.uint8)
-        f[10:40, 5 + 2 * t : 30 + 2 * t] = (220, 40, 40)
-        f[30:60, 60:90] = (40, 80, 230)
-        frames.append(f)
+    frames = two_people_frames(T, H, W)
     a = encode_video(frames, folder / "a.mp4", Fraction(25))
     b = encode_video(frames[::-1], folder / "b.mp4", Fraction(25))
     whole = encode_video(frames, folder / "whole_c.mp4", Fraction(25)).read_bytes()
@@ -46,12 +41,7 @@ def batch(args: list[str], ckpt_root: Path, capsys: pytest.CaptureFixture[str]) 
         [
             "batch",
             *args,
-            "--set",
-            f"paths.ckpt_root={ckpt_root}",
-            "--set",
-            "runtime.device=cpu",
-            "--set",
-            "runtime.dtype=fp32",
+            *tiny_cpu_args(ckpt_root),
         ]
     )
     out, err = capsys.readouterr()

@@ -15,6 +15,7 @@ from body4d.cli import main
 from body4d.cli_run import PromptFileError, load_prompts
 from body4d.masks import read_palette_png
 from body4d.video import encode_video, probe
+from tests.conftest import tiny_cpu_args, two_people_frames
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W = 8, 64, 96
@@ -28,12 +29,7 @@ def ckpt_root(tiny_ckpt_root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    frames = []
-    for t in range(T):
-        f = np.full((H, W, 3), 128, np.uint8)
-        f[10:40, 5 + 2 * t : 30 + 2 * t] = (220, 40, 40)
-        f[30:60, 60:90] = (40, 80, 230)
-        frames.append(f)
+    frames = two_people_frames(T, H, W)
     return encode_video(frames, tmp_path_factory.mktemp("video") / "clip.mp4", FPS)
 
 
@@ -47,12 +43,7 @@ def run(args: list[str], ckpt_root: Path, capsys: pytest.CaptureFixture[str]) ->
         [
             "run",
             *args,
-            "--set",
-            f"paths.ckpt_root={ckpt_root}",
-            "--set",
-            "runtime.device=cpu",
-            "--set",
-            "runtime.dtype=fp32",
+            *tiny_cpu_args(ckpt_root),
         ]
     )
     out, err = capsys.readouterr()

@@ -29,6 +29,7 @@ from PIL import Image
 from body4d.cli import main
 from body4d.errors import EXIT_BAD_INPUT, EXIT_OK
 from body4d.video import encode_video
+from tests.conftest import tiny_cpu_args
 
 REPO = Path(__file__).resolve().parents[1]
 # No case may take longer (seconds): a bad input is refused before any work.
@@ -269,12 +270,7 @@ def run_args(ckpt_root: Path, out: Path, *args: str) -> list[str]:
         *args,
         "--output_dir",
         str(out),
-        "--set",
-        f"paths.ckpt_root={ckpt_root}",
-        "--set",
-        "runtime.device=cpu",
-        "--set",
-        "runtime.dtype=fp32",
+        *tiny_cpu_args(ckpt_root),
     ]
 
 

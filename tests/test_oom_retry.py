@@ -22,6 +22,7 @@ from body4d.stages.recover import FrameInput, recover_bodies
 from body4d.types import Intrinsics
 from body4d.video import encode_video
 from models.sam_3d_body import SAM3DBody
+from tests.conftest import tiny_cpu_args, two_people_frames
 
 T, H, W = 6, 64, 96
 FITS = 2  # the largest batch the injected fault lets through
@@ -111,12 +112,7 @@ def test_recover_after_out_of_memory_matches_an_unbatched_run(
 def test_run_records_the_batch_size_used_in_the_manifest(
     tiny_ckpt_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    frames = []
-    for t in range(T):
-        f = np.full((H, W, 3), 128, np.uint8)
-        f[10:40, 5 + 2 * t : 30 + 2 * t] = (220, 40, 40)
-        f[30:60, 60:90] = (40, 80, 230)
-        frames.append(f)
+    frames = two_people_frames(T, H, W)
     clip = encode_video(frames, tmp_path / "clip.mp4", Fraction(25))
     prompts = tmp_path / "prompts.json"
     prompts.write_text(
@@ -136,12 +132,7 @@ def test_run_records_the_batch_size_used_in_the_manifest(
             str(tmp_path / "out"),
             "--stop-after",
             "recover",
-            "--set",
-            f"paths.ckpt_root={tiny_ckpt_root}",
-            "--set",
-            "runtime.device=cpu",
-            "--set",
-            "runtime.dtype=fp32",
+            *tiny_cpu_args(tiny_ckpt_root),
             "--set",
             "sam_3d_body.batch_size=8",
         ]

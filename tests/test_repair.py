@@ -28,6 +28,7 @@ from body4d.types import Click
 from body4d.ui.loading import load_video
 from body4d.ui.repair import repair_target
 from body4d.video import encode_video, open_video
+from tests.conftest import two_people_frames
 
 T, H, W = 10, 64, 96
 FPS = Fraction(10)
@@ -37,13 +38,9 @@ AGREE = {"repair.agree_frames": 2, "repair.agree_iou": 0.9}
 
 
 def frames() -> list[np.ndarray]:
-    out = []
-    for t in range(T):
-        f = np.full((H, W, 3), 128, np.uint8)
-        f[10:40, 5 + 2 * t : 30 + 2 * t] = (220, 40, 40)
-        f[30:60, 60:90] = (40, 80, 230)
-        f[2:12, 70:90] = (40, 200, 60)
-        out.append(f)
+    out = two_people_frames(T, H, W)
+    for f in out:
+        f[2:12, 70:90] = (40, 200, 60)  # a third, small target
     return out
 
 
