@@ -50,7 +50,10 @@ def test_probe_platform_describes_device_precision_and_the_renderer_in_use(
     assert probe_platform(cfg) == Platform("cpu", "float32", RENDERER_NUMPY)
     monkeypatch.setenv("BODY4D_RENDERER", "vulkan")
     assert probe_platform(cfg).renderer.startswith("unavailable: ")
-    bad = probe_platform(cfg.replace(**{"runtime.device": "tpu"}))
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA
+    bad = probe_platform(cfg.replace(**{"runtime.device": "cuda"}))
     assert bad.device.startswith("unusable: ") and bad.dtype == "bf16"
 
 
