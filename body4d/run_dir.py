@@ -1068,8 +1068,9 @@ class RunDir:
                     raise
                 atomic_write_bytes(self.root / MANIFEST, data)
                 # The manifest took no more room than before; the full disk was a passing write
-                # (removed when it failed), so the reserve usually fits again for the next time.
-                with contextlib.suppress(OSError):
+                # (removed when it failed), so the reserve usually fits again for the next time;
+                # when it does not, the manifest is saved all the same.
+                with contextlib.suppress(OSError, RunDirError):
                     self._make_reserve()
         except DiskFullError as exc:
             raise DiskFullError(self.root, len(data), self.run_id) from exc

@@ -103,6 +103,13 @@ def two_people_frames(n: int, height: int, width: int) -> list[np.ndarray]:
     return frames
 
 
+def run_folders(output_dir: Path) -> list[Path]:
+    """The run folders under ``output_dir``, sorted (not ``.locks`` or other hidden entries)."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(p for p in output_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def tiny_cpu_args(ckpt_root: Path) -> list[str]:
     """``--set`` arguments of a body4d command on the tiny checkpoints at ``ckpt_root``, CPU, fp32."""
     return [

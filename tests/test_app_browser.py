@@ -30,6 +30,7 @@ from tests.browser_page import (
     require_chromium,
     shots_folder,
 )
+from tests.conftest import run_folders
 
 pytestmark = pytest.mark.browser
 
@@ -229,7 +230,7 @@ def test_click_masks_and_mask_generation_with_tiny_models(
             " return v && v.readyState >= 1 && v.videoWidth === w && !v.error; }",
             arg=CLIP_W,
         )
-        runs = [p for p in Path(str(tiny_app["out"])).iterdir() if p.is_dir() and not p.name.startswith(".")]
+        runs = run_folders(Path(str(tiny_app["out"])))
         assert len(runs) == 1 and len(list((runs[0] / "masks").glob("*.png"))) == CLIP_FRAMES
 
         # 4D Generation: people and meshes in the status, the zip among the downloads.

@@ -29,7 +29,7 @@ from PIL import Image
 from body4d.cli import main
 from body4d.errors import EXIT_BAD_INPUT, EXIT_OK
 from body4d.video import encode_video
-from tests.conftest import tiny_cpu_args
+from tests.conftest import run_folders, tiny_cpu_args
 
 REPO = Path(__file__).resolve().parents[1]
 # No case may take longer (seconds): a bad input is refused before any work.
@@ -277,7 +277,7 @@ def run_args(ckpt_root: Path, out: Path, *args: str) -> list[str]:
 def check_outputs(out: Path, code: int) -> None:
     """Nothing half-written anywhere; a refused input made no run folder; a finished run is done."""
     assert not leftovers(out), f"temporary files left: {leftovers(out)}"
-    runs = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")] if out.exists() else []
+    runs = run_folders(out)
     if code == EXIT_BAD_INPUT:
         assert not runs, f"a refused input left run folders {runs}"
     elif code == EXIT_OK:

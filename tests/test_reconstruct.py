@@ -17,6 +17,7 @@ from body4d.masks import encode_palette_png, mask_box, read_palette_png
 from body4d.recipe import STAGES
 from body4d.run_dir import RunDir
 from body4d.video import encode_video, probe
+from tests.conftest import run_folders
 from tests.conftest_sam3dbody import load_folder
 from tests.test_bvh import parse_bvh
 
@@ -77,7 +78,7 @@ def _run(args: list[str], ckpt_root: Path, out: Path) -> int:
 
 
 def _run_dir(out: Path) -> Path:
-    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    (run,) = run_folders(out)
     return run
 
 

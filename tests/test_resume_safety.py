@@ -21,6 +21,7 @@ from body4d.masks import encode_palette_png
 from body4d.recipe import STAGES
 from body4d.run_dir import MANIFEST, RESERVE, RunDir
 from body4d.video import encode_video
+from tests.conftest import run_folders
 
 T, H, W = 6, 64, 96
 FPS = Fraction(10)
@@ -104,7 +105,7 @@ def finished(inputs: dict[str, Path], tiny_ckpt_root: Path, tmp_path_factory: py
         ]
     )
     assert code == 0
-    (run,) = out.iterdir()
+    (run,) = run_folders(out)
     return run
 
 
@@ -386,7 +387,7 @@ def test_a_full_disk_is_a_clear_error_and_the_manifest_records_the_failed_stage(
             capsys,
         )
         assert code == 0, err
-        (run,) = [p for p in disk.iterdir() if p.is_dir()]
+        (run,) = run_folders(disk)
         assert (run / RESERVE).stat().st_size > 0
         filler = _fill(disk, 4096)
         args = ["--input_video", str(inputs["a"]), "--resume", run.name]

@@ -161,8 +161,8 @@ def test_a_full_disk_uses_the_reserve_to_record_the_failed_stage(tmp_path: Path)
     with _mounted_tmpfs(tmp_path / "disk", "2m") as disk:
         run = RunDir.create(disk, CFG)
         assert run.path(RESERVE).stat().st_size == RESERVE_BYTES
-        _fill(disk, 0)
         with pytest.raises(DiskFullError) as caught, run.stage("export"):
+            _fill(disk, 0)  # the disk fills up while the stage runs
             run.write_bytes("big.bin", bytes(1_000_000))
         message = str(caught.value)
         assert message.startswith(f"the disk holding {run.root} is full (")
