@@ -83,6 +83,7 @@ class RuntimeConfig:
     dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
     offload: Literal["auto", "never", "always"] = "auto"
     offload_margin_gb: float = 6.0
+    queue_depth: int = 4
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
         "use auto, cpu, mps, cuda or cuda:N",
     ),
     ("runtime", "offload_margin_gb"): (lambda v: 0 <= v <= 1024, "use 0 to 1024 GB of working memory"),
+    ("runtime", "queue_depth"): (lambda v: 0 <= v <= 64, "use 0 (one step after another) to 64 items"),
     ("export", "obj_workers"): (lambda v: v >= 0, "use 0 (one per spare core, at most 4) or a process count"),
     ("app", "port"): (lambda v: 1 <= v <= 65535, "use a TCP port between 1 and 65535"),
     ("app", "max_video_seconds"): (lambda v: v >= 0, "use 0 (unlimited) or a positive duration"),

@@ -177,6 +177,7 @@ def reconstruct(
         "prompts": prompts,
         "masks_dir": masks_dir,
         "scratch": run.scratch,
+        "queue_depth": cfg.runtime.queue_depth,
     }
     loaders: dict[str, Stage] = {}  # done rows, read back when a later row needs them
 

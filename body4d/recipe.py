@@ -10,8 +10,8 @@
     render   the 4D result videos: meshes over the footage, all people and each alone
     bundle   per person: animated GLB, npz, json (which frames are real); the scene GLB
 
-A row names what it reads (the run's inputs ``video``, ``prompts``, ``masks_dir``, ``scratch``, or
-earlier rows by name), the network and config section it takes, a ``run`` function
+A row names what it reads (the run's inputs ``video``, ``prompts``, ``masks_dir``, ``scratch``,
+``queue_depth`` (`body4d.overlap`), or earlier rows by name), the network and config section it takes, a ``run`` function
 ``(inputs, model, section, job) -> result`` that writes nothing, and how its result is saved to and
 loaded from the run folder (`body4d.run_dir.RunDir`, which owns every path, including the row's
 ``artefacts``). Adding a stage is adding a row.
@@ -173,7 +173,12 @@ def _recover(inputs: Inputs, body: Any, section: Any, job: Job) -> dict[int, Bod
         )
     _require_body(body)
     labels = seg.track.labels
-    options = {"batch_size": section.batch_size, "inference_type": section.inference_type, "job": job}
+    options = {
+        "batch_size": section.batch_size,
+        "inference_type": section.inference_type,
+        "job": job,
+        "queue_depth": inputs["queue_depth"],
+    }
     incremental: Incremental | None = inputs["incremental"]
     if incremental is None:
         frames = (FrameInput(i, frame, np.asarray(labels[i])) for i, frame in enumerate(video))
@@ -441,7 +446,7 @@ RECIPE: tuple[Stage, ...] = (
     ),
     Stage(
         "recover",
-        needs=("video", "masks", "camera"),
+        needs=("video", "masks", "camera", "queue_depth"),
         run=_recover,
         save=_save_recovered,
         load=lambda run: run.load_tracks(RunDir.BODIES_RAW),

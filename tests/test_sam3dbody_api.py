@@ -80,6 +80,49 @@ def test_batch_invariance(port: SAM3DBody, mode: str) -> None:
     assert together[1].focal_length == pytest.approx(250.0)
 
 
+def _two_people() -> list[BodyItem]:
+    img = _image(3)
+    mask = np.zeros(img.shape[:2], dtype=bool)
+    mask[20:200, 40:190] = True
+    return [BodyItem(img, BOXES[0], mask), BodyItem(img, np.array([-30.0, 100.0, 120.0, 330.0]))]
+
+
+@pytest.mark.parametrize("mode", ["body", "full"])
+def test_crops_prepared_beforehand_give_the_same_estimates(port: SAM3DBody, mode: str) -> None:
+    """`prepare` (run ahead in another thread by the recover stage) then `predict(prepared=...)`
+    is `predict` alone; crops of other items are refused."""
+    items = _two_people()
+    direct = port.predict(items, inference_type=mode)
+    prepared = port.predict(items, inference_type=mode, prepared=port.prepare(items))
+    for a, b in zip(direct, prepared, strict=True):
+        assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.body_pose, b.body_pose)
+    with pytest.raises(ValueError, match="prepared crops of 1 items given for 2 items"):
+        port.predict(items, prepared=port.prepare(items[:1]))
+    with pytest.raises(ValueError, match="batch_size=1"):
+        port.predict(items, batch_size=1, prepared=port.prepare(items))
+
+
+def test_crops_cut_on_the_device_match_opencv(port: SAM3DBody, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched `grid_sample` crops (used on a GPU; forced here on the CPU) sample the same
+    points as OpenCV's: crop pixels within 2/255, masks within 1 of 255, and the estimates agree."""
+    from models.sam_3d_body.preprocess import build_crops
+
+    items = _two_people()
+    host = port.prepare(items)
+    images, specs = host.images, host.specs
+    device = build_crops(images, specs, port.crop_size, port.device, port.mask_value, on_device=True)
+    assert (device[0] - host.img).abs().max() <= 2 / 255
+    assert (device[1] - host.mask).abs().max() <= 1.0 and host.mask.amax() == port.mask_value
+    assert torch.equal(device[2], host.has_mask) and torch.equal(device[3].rays, host.crops.rays)
+    on_host = {mode: port.predict(items, inference_type=mode) for mode in ("body", "full")}
+    monkeypatch.setattr(SAM3DBody, "_crops_on_device", True)  # body and hand crops
+    for mode, estimates in on_host.items():
+        on_device = port.predict(items, inference_type=mode)
+        for a, b in zip(estimates, on_device, strict=True):
+            assert np.abs(a.vertices - b.vertices).max() < 1e-2, mode
+            assert not np.array_equal(a.vertices, b.vertices), "the device crops were not used"
+
+
 def test_input_validation(port: SAM3DBody) -> None:
     img = _image(0)
     with pytest.raises(ValueError, match="inference_type"):

@@ -24,11 +24,13 @@ from PIL import Image
 from body4d.jobs import Job
 from body4d.masks import mask_box
 from body4d.memory import HalvingBatch
+from body4d.overlap import prefetch
 from body4d.types import BodyTrack, CompletedFrame, Intrinsics
 from models.sam_3d_body.mhr_layout import NUM_KP
 
 if TYPE_CHECKING:
-    from models.sam_3d_body import BodyEstimate, SAM3DBody
+    from models.sam_3d_body import BodyEstimate, BodyItem, SAM3DBody
+    from models.sam_3d_body.predictor import PreparedCrops
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def recover_bodies(
     batch_size: int,
     inference_type: str,
     job: Job | None = None,
+    queue_depth: int = 0,
 ) -> dict[int, BodyTrack]:
     """Estimate every target on every frame where its mask is present.
 
@@ -73,12 +76,15 @@ def recover_bodies(
         batch_size: crops per network call (halved on out-of-memory, noted on ``job``).
         inference_type: ``"full"`` or ``"body"``.
         job: progress after each batch, cancellation checked per frame.
+        queue_depth: batches read and cropped ahead of the network calls, in a thread (0: none).
 
     Returns:
         ``{obj_id: BodyTrack}`` spanning each id's first to last frame; frames where the id is
         absent are invalid rows (NaN).
     """
-    results = _estimates(frames, n_frames, intrinsics, model, None, batch_size, inference_type, job)
+    results = _estimates(
+        frames, n_frames, intrinsics, model, None, batch_size, inference_type, job, queue_depth
+    )
     return {obj_id: _track(obj_id, per_frame) for obj_id, per_frame in sorted(results.items())}
 
 
@@ -93,6 +99,7 @@ def recover_changed(
     batch_size: int,
     inference_type: str,
     job: Job | None = None,
+    queue_depth: int = 0,
 ) -> dict[int, BodyTrack]:
     """`recover_bodies` after a mask repair: only the changed person-frames are estimated again.
 
@@ -105,12 +112,15 @@ def recover_changed(
         previous: the tracks recovered from the masks before the repair.
         frames: the frames holding a changed person-frame, in increasing index order.
         changed: ``{obj_id: frames}`` whose mask changed.
-        n_frames, intrinsics, model, batch_size, inference_type, job: as `recover_bodies`.
+        n_frames, intrinsics, model, batch_size, inference_type, job, queue_depth: as
+            `recover_bodies`.
 
     Returns:
         ``{obj_id: BodyTrack}`` on the repaired masks.
     """
-    results = _estimates(frames, n_frames, intrinsics, model, changed, batch_size, inference_type, job)
+    results = _estimates(
+        frames, n_frames, intrinsics, model, changed, batch_size, inference_type, job, queue_depth
+    )
     out: dict[int, BodyTrack] = {}
     for obj_id in sorted(set(previous) | set(results)):
         per_frame = results.get(obj_id, {})
@@ -125,6 +135,23 @@ def recover_changed(
     return out
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One network call's worth of person-frames, cut ahead of the call.
+
+    Attributes:
+        keys: ``(frame, obj_id)`` of each item.
+        items: the items.
+        prepared: their crops (`SAM3DBody.prepare`).
+        last_index: every person-frame up to this frame is in this batch or an earlier one.
+    """
+
+    keys: list[tuple[int, int]]
+    items: list[BodyItem]
+    prepared: PreparedCrops
+    last_index: int
+
+
 def _estimates(
     frames: Iterable[FrameInput],
     n_frames: int,
@@ -134,28 +161,62 @@ def _estimates(
     batch_size: int,
     inference_type: str,
     job: Job | None,
+    queue_depth: int,
 ) -> dict[int, dict[int, BodyEstimate]]:
-    """``{obj_id: {frame: estimate}}`` of every present person-frame (only ``wanted`` ones if given)."""
+    """``{obj_id: {frame: estimate}}`` of every present person-frame (only ``wanted`` ones if given).
+
+    Reading the frames, finding the people in the label maps and cutting their crops run in a
+    thread up to ``queue_depth`` batches ahead of the network calls (`body4d.overlap.prefetch`;
+    0 = one after the other), so the device does not wait for them.
+    """
+    results: dict[int, dict[int, BodyEstimate]] = {}
+    batch = HalvingBatch(batch_size, "batch_size", job)
+    last_index = -1
+    made = _batches(frames, intrinsics, model, wanted, batch, job)
+    for b in prefetch(made, queue_depth, "body4d-recover-crops"):
+        if job is not None:
+            job.check()
+
+        def call(part: Sequence[BodyItem], size: int, b: _Batch = b) -> list[BodyEstimate]:
+            prepared = b.prepared if len(part) == len(b.items) else None  # a halved part: cut again
+            return model.predict(
+                list(part), inference_type=inference_type, batch_size=size, prepared=prepared
+            )
+
+        for (frame, obj_id), est in zip(b.keys, batch.map(call, b.items), strict=True):
+            results.setdefault(obj_id, {})[frame] = est
+        last_index = b.last_index
+        if job is not None:
+            job.report((last_index + 1) / max(n_frames, 1), f"frame {last_index + 1}/{n_frames}")
+    if job is not None and last_index + 1 < n_frames:  # trailing frames without anyone
+        job.report(1.0, f"frame {n_frames}/{n_frames}")
+    return results
+
+
+def _batches(
+    frames: Iterable[FrameInput],
+    intrinsics: Intrinsics,
+    model: SAM3DBody,
+    wanted: Mapping[int, Collection[int]] | None,
+    batch: HalvingBatch,
+    job: Job | None,
+) -> Iterator[_Batch]:
+    """The present person-frames of ``frames`` in batches of ``batch.size`` items (the last one
+    smaller), each with its crops cut (the size is read as each batch is made: it halves when a
+    batch runs out of memory)."""
     from models.sam_3d_body import BodyItem
 
     K = np.asarray(intrinsics.K, dtype=np.float64)
-    pending: list[tuple[int, int, BodyItem]] = []
-    results: dict[int, dict[int, BodyEstimate]] = {}
+    keys: list[tuple[int, int]] = []
+    items: list[BodyItem] = []
     last_index = -1
-    batch = HalvingBatch(batch_size, "batch_size", job)
 
-    def flush() -> None:
-        if not pending:
-            return
-        estimates = batch.map(
-            lambda items, size: model.predict(items, inference_type=inference_type, batch_size=size),
-            [it for _, _, it in pending],
-        )
-        for (frame, obj_id, _), est in zip(pending, estimates, strict=True):
-            results.setdefault(obj_id, {})[frame] = est
-        pending.clear()
-        if job is not None:
-            job.report((last_index + 1) / max(n_frames, 1), f"frame {last_index + 1}/{n_frames}")
+    def made(n: int, done: int) -> _Batch:
+        """The first ``n`` pending items, all frames up to ``done`` being in them or before."""
+        chunk = items[:n]
+        out = _Batch(keys[:n], chunk, model.prepare(chunk), done)
+        del keys[:n], items[:n]
+        return out
 
     for fi in frames:
         if job is not None:
@@ -170,13 +231,13 @@ def _estimates(
             if np.count_nonzero(mask) < MIN_MASK_PIXELS:
                 continue
             box = np.asarray(mask_box(mask), dtype=np.float32)
-            pending.append((fi.index, obj_id, BodyItem(image=fi.image, box=box, mask=mask, K=K)))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    if job is not None and last_index + 1 < n_frames:  # trailing frames without anyone
-        job.report(1.0, f"frame {n_frames}/{n_frames}")
-    return results
+            keys.append((fi.index, obj_id))
+            items.append(BodyItem(image=fi.image, box=box, mask=mask, K=K))
+        while len(items) >= batch.size:
+            size = batch.size
+            yield made(size, fi.index if len(items) == size else keys[size][0] - 1)
+    if items:
+        yield made(len(items), last_index)
 
 
 # BodyTrack field -> (value of one estimate, per-row shape).

@@ -118,6 +118,26 @@ class BodyEstimate:
     hand_used: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class PreparedCrops:
+    """The person crops of one batch of items (`SAM3DBody.prepare`), on the model's device.
+
+    Attributes:
+        count: how many items they are of.
+        images: the distinct source images (items of one frame share theirs).
+        specs: one crop per item.
+        img, mask, has_mask, crops: `build_crops` of ``specs``.
+    """
+
+    count: int
+    images: list[np.ndarray]
+    specs: list[CropSpec]
+    img: torch.Tensor
+    mask: torch.Tensor
+    has_mask: torch.Tensor
+    crops: CropBatch
+
+
 # `BodyEstimate` array field -> the `PoseOutput` tensor it is read from, per item.
 _ESTIMATE_FIELDS = {
     "cam_t": "cam_t",
@@ -265,39 +285,19 @@ class SAM3DBody:
         t = [torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device) for a in arrays]
         return self.net.body.pose_head.run_mhr(self.mhr, t[0], t[1], t[2], t[4], t[3], t[5])
 
-    def predict(
-        self, items: list[BodyItem], inference_type: InferenceType = "full", batch_size: int = 64
-    ) -> list[BodyEstimate]:
-        """Estimate one MHR body per item.
+    def prepare(self, items: list[BodyItem]) -> PreparedCrops:
+        """Check ``items`` and cut their person crops, masks and rays, ready for `predict`.
 
-        Results reach the host in one device->host transfer per chunk of ``batch_size`` items
-        ("body" mode); "full" mode adds one more per chunk, of the body decoder's hand boxes,
-        which the hand crops are cut with (OpenCV, on the host images). Nothing is copied per item.
+        This is the per-item work before the network (warps, host-to-device copies); a caller
+        that overlaps it with the network calls of the previous batch (`body4d.stages.recover`)
+        makes it here, in another thread, and passes the result to `predict`. On a CUDA device
+        the crops are cut there (`build_crops` ``on_device``).
 
-        Args:
-            items: people to estimate, any mix of images and intrinsics.
-            inference_type: "body" (body decoder only) or "full" (adds the hand decoder on
-                hand crops, a keypoint-prompted second body pass and the hand splice).
-            batch_size: crops per network call.
-        Returns:
-            one estimate per item, in order.
         Raises:
-            ValueError: invalid inference type, batch size or item.
+            ValueError: an invalid item.
         """
-        if inference_type not in ("full", "body"):
-            raise ValueError(f"inference_type must be 'full' or 'body', got {inference_type!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for i, item in enumerate(items):
             _check_item(i, item)
-        out: list[BodyEstimate] = []
-        with torch.inference_mode():
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                out.extend(self._predict_chunk(chunk, inference_type))
-        return out
-
-    def _predict_chunk(self, items: list[BodyItem], inference_type: InferenceType) -> list[BodyEstimate]:
         images: list[np.ndarray] = []
         index: dict[int, int] = {}
         specs = []
@@ -310,13 +310,74 @@ class SAM3DBody:
             K = default_intrinsics(h, w) if item.K is None else np.asarray(item.K, dtype=np.float64)
             center, size = crop_box(np.asarray(item.box, dtype=np.float64), self.bbox_padding)
             specs.append(CropSpec(index[key], center, size, K, item.mask))
-        img, mask, has_mask, crops = build_crops(images, specs, self.crop_size, self.device, self.mask_value)
-        feats = self.net.encode(img, mask, has_mask)
+        with torch.inference_mode():
+            img, mask, has_mask, crops = build_crops(
+                images, specs, self.crop_size, self.device, self.mask_value, on_device=self._crops_on_device
+            )
+        return PreparedCrops(len(items), images, specs, img, mask, has_mask, crops)
+
+    @property
+    def _crops_on_device(self) -> bool:
+        return self.device.type == "cuda"
+
+    def predict(
+        self,
+        items: list[BodyItem],
+        inference_type: InferenceType = "full",
+        batch_size: int = 64,
+        prepared: PreparedCrops | None = None,
+    ) -> list[BodyEstimate]:
+        """Estimate one MHR body per item.
+
+        Results reach the host in one device->host transfer per chunk of ``batch_size`` items
+        ("body" mode); "full" mode adds one more per chunk, of the body decoder's hand boxes,
+        which the hand crops are cut with (on the host images; on the device with CUDA).
+        Nothing is copied per item.
+
+        Args:
+            items: people to estimate, any mix of images and intrinsics.
+            inference_type: "body" (body decoder only) or "full" (adds the hand decoder on
+                hand crops, a keypoint-prompted second body pass and the hand splice).
+            batch_size: crops per network call.
+            prepared: `prepare` of these very ``items`` (at most ``batch_size`` of them), made
+                beforehand; None: the crops are cut here.
+        Returns:
+            one estimate per item, in order.
+        Raises:
+            ValueError: invalid inference type, batch size or item, or ``prepared`` of other items.
+        """
+        if inference_type not in ("full", "body"):
+            raise ValueError(f"inference_type must be 'full' or 'body', got {inference_type!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if prepared is not None:
+            if prepared.count != len(items) or len(items) > batch_size:
+                raise ValueError(
+                    f"prepared crops of {prepared.count} items given for {len(items)} items with "
+                    f"batch_size={batch_size}: prepare the items of one batch"
+                )
+            with torch.inference_mode():
+                return self._predict_chunk(items, prepared, inference_type)
+        for i, item in enumerate(items):
+            _check_item(i, item)
+        out: list[BodyEstimate] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            crops = self.prepare(chunk)
+            with torch.inference_mode():
+                out.extend(self._predict_chunk(chunk, crops, inference_type))
+        return out
+
+    def _predict_chunk(
+        self, items: list[BodyItem], prepared: PreparedCrops, inference_type: InferenceType
+    ) -> list[BodyEstimate]:
+        p = prepared
+        feats = self.net.encode(p.img, p.mask, p.has_mask)
         prompts = _dummy_prompts(len(items), self.device)
-        body, hand_boxes = self.net.decode(self.net.body, feats, crops, prompts, None, self.mhr)
+        body, hand_boxes = self.net.decode(self.net.body, feats, p.crops, prompts, None, self.mhr)
         if inference_type == "body":
             return _estimates(items, body)
-        return self._full(items, images, specs, feats, crops, body, hand_boxes)
+        return self._full(items, p.images, p.specs, feats, p.crops, body, hand_boxes)
 
     def _hand_specs(
         self, images: list[np.ndarray], specs: list[CropSpec], crops: CropBatch, hand_boxes: torch.Tensor
@@ -364,7 +425,12 @@ class SAM3DBody:
         widths = torch.tensor([images[s.image].shape[1] for s in specs], dtype=torch.float32, device=dev)
         all_images, left_specs, right_specs = self._hand_specs(images, specs, crops, hand_boxes)
         h_img, h_mask, h_has, h_crops = build_crops(
-            all_images, left_specs + right_specs, self.crop_size, dev, self.mask_value
+            all_images,
+            left_specs + right_specs,
+            self.crop_size,
+            dev,
+            self.mask_value,
+            on_device=self._crops_on_device,
         )
         h_feats = self.net.encode(h_img, h_mask, h_has)
         hands, _ = self.net.decode(

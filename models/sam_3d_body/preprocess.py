@@ -77,6 +77,8 @@ def build_crops(
     crop_size: int,
     device: torch.device,
     mask_value: int,
+    *,
+    on_device: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, CropBatch]:
     """Warp crops, masks and rays.
 
@@ -86,27 +88,21 @@ def build_crops(
         crop_size: S.
         device: where the tensors go.
         mask_value: person pixels of a mask are this value before the (bilinear) warp.
+        on_device: cut the crops on ``device`` (one batched `grid_sample` per image size: the
+            source images and masks are copied there, not the crops), as with a GPU; else per
+            crop with OpenCV on the host (bit-identical to the released preprocessing). Both
+            sample bilinearly with a black border at the same points; they differ by OpenCV's
+            fixed-point weights and uint8 rounding (at most 2/255 per crop pixel).
     Returns:
         images [B, 3, S, S] in [0, 1], masks [B, 1, S, S] in [0, mask_value], has_mask [B]
         bool, crop geometry.
     """
-    n = len(specs)
-    crops = np.empty((n, crop_size, crop_size, 3), dtype=np.uint8)
-    masks = np.zeros((n, crop_size, crop_size), dtype=np.uint8)
-    has_mask = np.zeros(n, dtype=bool)
-    affines = np.empty((n, 2, 3))
-    for i, spec in enumerate(specs):
-        m = warp_matrix(spec.center, spec.size, crop_size)
-        affines[i] = m
-        crops[i] = cv2.warpAffine(images[spec.image], m, (crop_size, crop_size), flags=cv2.INTER_LINEAR)
-        if spec.mask is not None:
-            masks[i] = cv2.warpAffine(
-                spec.mask.astype(np.uint8) * np.uint8(mask_value),
-                m,
-                (crop_size, crop_size),
-                flags=cv2.INTER_LINEAR,
-            )
-            has_mask[i] = True
+    affines = np.stack([warp_matrix(s.center, s.size, crop_size) for s in specs])
+    has_mask = np.array([s.mask is not None for s in specs], dtype=bool)
+    if on_device:
+        img, mask = _warp_on_device(images, specs, affines, crop_size, device, mask_value)
+    else:
+        img, mask = _warp_on_host(images, specs, affines, crop_size, device, mask_value)
     affine = torch.as_tensor(affines, dtype=torch.float32, device=device)
     K = torch.as_tensor(np.stack([s.K for s in specs]), dtype=torch.float32, device=device)
     geometry = CropBatch(
@@ -117,9 +113,76 @@ def build_crops(
         rays=crop_rays(affine, K, crop_size),
         crop_size=crop_size,
     )
+    return img, mask, torch.as_tensor(has_mask, device=device), geometry
+
+
+def _warp_on_host(
+    images: list[np.ndarray],
+    specs: list[CropSpec],
+    affines: np.ndarray,
+    crop_size: int,
+    device: torch.device,
+    mask_value: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(specs)
+    crops = np.empty((n, crop_size, crop_size, 3), dtype=np.uint8)
+    masks = np.zeros((n, crop_size, crop_size), dtype=np.uint8)
+    size = (crop_size, crop_size)
+    for i, spec in enumerate(specs):
+        crops[i] = cv2.warpAffine(images[spec.image], affines[i], size, flags=cv2.INTER_LINEAR)
+        if spec.mask is not None:
+            person = spec.mask.astype(np.uint8) * np.uint8(mask_value)
+            masks[i] = cv2.warpAffine(person, affines[i], size, flags=cv2.INTER_LINEAR)
     img = torch.as_tensor(crops, device=device).permute(0, 3, 1, 2).float() / 255.0
     mask = torch.as_tensor(masks, device=device).float()[:, None]
-    return img, mask, torch.as_tensor(has_mask, device=device), geometry
+    return img, mask
+
+
+def _warp_on_device(
+    images: list[np.ndarray],
+    specs: list[CropSpec],
+    affines: np.ndarray,
+    crop_size: int,
+    device: torch.device,
+    mask_value: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every crop sampled on ``device``: crop pixel (u, v) takes the source pixel at the inverse
+    warp of (u, v), as `cv2.warpAffine` does (pixel centres at integer coordinates)."""
+    n = len(specs)
+    img = torch.empty(n, 3, crop_size, crop_size, device=device)
+    mask = torch.zeros(n, 1, crop_size, crop_size, device=device)
+    uv = torch.arange(crop_size, dtype=torch.float64, device=device)
+    v, u = torch.meshgrid(uv, uv, indexing="ij")
+    crop_pixels = torch.stack([u, v, torch.ones_like(u)], dim=-1)  # [S, S, 3]
+    sources = {}
+    for i, spec in enumerate(specs):
+        sources.setdefault(spec.image, []).append(i)
+    for image_index, rows in sources.items():
+        source = images[image_index]
+        h, w = source.shape[:2]
+        inverse = torch.as_tensor(
+            np.stack([cv2.invertAffineTransform(affines[i]) for i in rows]), device=device
+        )
+        full = torch.einsum("sti,nji->nstj", crop_pixels, inverse)  # [k, S, S, 2] source (x, y)
+        scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64, device=device)
+        grid = (full * scale - 1.0).float()
+        colour = torch.as_tensor(source, device=device).permute(2, 0, 1)[None].float() / 255.0
+        img[rows] = _sample(colour.expand(len(rows), -1, -1, -1), grid)
+        masked = [k for k, i in enumerate(rows) if specs[i].mask is not None]
+        if masked:
+            person = torch.as_tensor(np.stack([specs[rows[k]].mask for k in masked]), device=device)
+            mask[[rows[k] for k in masked]] = _sample(
+                person[:, None].float() * float(mask_value), grid[masked]
+            )
+    return img, mask
+
+
+def _sample(planes: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``planes`` [k, C, H, W] at ``grid`` [k, S, S, 2] (-1..1 = first..last
+    pixel centre), zero outside."""
+    return torch.nn.functional.grid_sample(
+        planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
 
 
 def crop_rays(affine: torch.Tensor, K: torch.Tensor, crop_size: int) -> torch.Tensor:
