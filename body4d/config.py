@@ -95,6 +95,9 @@ class VideoConfig:
     folder_fps: float = 30.0
     jpeg_quality: int = 95
     crf: int = 18
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = "veryfast"
 
 
 @dataclass(frozen=True)

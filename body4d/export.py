@@ -65,9 +65,9 @@ class ObjWriter:
         if color is None:
             body = _rows(f"v {OBJ_FLOAT_FORMAT} {OBJ_FLOAT_FORMAT} {OBJ_FLOAT_FORMAT}\n", vertices)
         else:
-            rgb = np.broadcast_to(np.asarray(color, dtype=np.float64) / 255.0, vertices.shape)
+            r, g, b = (float(c) / 255.0 for c in color)  # the same on every row: formatted once
             f = OBJ_FLOAT_FORMAT
-            body = _rows(f"v {f} {f} {f} %.4f %.4f %.4f\n", np.hstack([vertices, rgb]))
+            body = _rows(f"v {f} {f} {f} {r:.4f} {g:.4f} {b:.4f}\n", vertices)
         return OBJ_HEADER + body.encode("ascii") + self._faces
 
 

@@ -384,7 +384,14 @@ def _save_render(run: RunDir, rendering: Rendering | None, inputs: Inputs, _job:
         return {"frames": 0}
     fps = inputs["video"].info.fps
     ids = rendering.obj_ids
-    n = run.save_render(rendering.frames, fps, ids, individual=rendering.individual, jpgs=rendering.jpgs)
+    n = run.save_render(
+        rendering.frames,
+        fps,
+        ids,
+        individual=rendering.individual,
+        jpgs=rendering.jpgs,
+        queue_depth=inputs["queue_depth"],
+    )
     return {"frames": n, "individual": list(ids) if rendering.individual else []}
 
 
@@ -503,7 +510,7 @@ RECIPE: tuple[Stage, ...] = (
     ),
     Stage(
         "render",
-        needs=("video", "smooth", "camera"),
+        needs=("video", "smooth", "camera", "queue_depth"),
         run=_render,
         save=_save_render,
         load=lambda run: None,

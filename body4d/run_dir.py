@@ -58,6 +58,7 @@ from PIL import Image
 
 from body4d import masks as masklib
 from body4d.errors import InputError
+from body4d.overlap import OrderedWriter
 from body4d.types import (
     BodyTrack,
     CompletedFrame,
@@ -289,6 +290,12 @@ def _fingerprint_differences(recorded: dict[str, Any], current: dict[str, Any]) 
     return out
 
 
+def _quality(config: Any) -> dict[str, Any]:
+    """The `RunDir` arguments taken from the config's ``video`` section."""
+    video = config.video
+    return {"jpeg_quality": video.jpeg_quality, "crf": video.crf, "preset": video.preset}
+
+
 def frame_file(index: int, suffix: str) -> str:
     """``00000042.png``: the name of frame ``index`` in every per-frame folder."""
     return FRAME_NAME.format(index) + suffix
@@ -302,6 +309,7 @@ class RunDir:
         manifest: its parsed manifest.
         jpeg_quality: quality of ``images/*.jpg`` (``video.jpeg_quality``).
         crf: H.264 quality of the run's videos (``video.crf``).
+        preset: x264 speed preset of the run's videos (``video.preset``).
     """
 
     # ---------------------------------------------------------------- the schema
@@ -328,11 +336,14 @@ class RunDir:
     ZIP = "body4d_{run_id}.zip"
     SCRATCH = ".scratch"
 
-    def __init__(self, root: Path, manifest: dict[str, Any], *, jpeg_quality: int, crf: int) -> None:
+    def __init__(
+        self, root: Path, manifest: dict[str, Any], *, jpeg_quality: int, crf: int, preset: str
+    ) -> None:
         self.root = root
         self.run_id = root.name
         self.jpeg_quality = jpeg_quality
         self.crf = crf
+        self.preset = preset
         self._manifest = manifest
         self._lock = threading.RLock()
 
@@ -378,7 +389,7 @@ class RunDir:
             "stages": {},
             "artefacts": {},
         }
-        run = cls(root, manifest, jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
+        run = cls(root, manifest, **_quality(config))
         run._save_manifest()
         run._make_reserve()
         log.info("run folder %s", root)
@@ -415,7 +426,7 @@ class RunDir:
         path = root / MANIFEST
         if not path.is_file():
             raise RunDirError(f"no run {run_id} under {output_dir}: {path} is missing")
-        run = cls(root, _read_manifest(path), jpeg_quality=config.video.jpeg_quality, crf=config.video.crf)
+        run = cls(root, _read_manifest(path), **_quality(config))
         if video is not None:
             run.check_input(video)
         if clean_scratch:
@@ -581,7 +592,8 @@ class RunDir:
         self, rel: str, frames: Iterable[np.ndarray], fps: Fraction | float, crf: int | None = None
     ) -> Path:
         """Encode an H.264 mp4 ``rel`` (atomic) at the run's ``crf`` unless given."""
-        return encode_video(frames, self.path(rel), fps, crf=self.crf if crf is None else crf)
+        crf = self.crf if crf is None else crf
+        return encode_video(frames, self.path(rel), fps, crf=crf, preset=self.preset)
 
     def _check_inside(self, target: Path) -> None:
         if self.root not in target.parents:
@@ -839,29 +851,41 @@ class RunDir:
         *,
         individual: bool,
         jpgs: bool,
+        queue_depth: int = 0,
     ) -> int:
         """Encode ``(index, background, scene, {obj_id: person alone})`` items, one pass: the
         scene video, with ``individual`` one video per id (the background where the person is
-        absent), with ``jpgs`` every rendered frame as a JPG too. Returns the frames written."""
+        absent), with ``jpgs`` every rendered frame as a JPG too. Returns the frames written.
+
+        The encoding runs in a thread up to ``queue_depth`` frames behind the one making
+        ``frames`` (the renderer; `body4d.overlap.OrderedWriter`, 0 = in this thread)."""
         ids = list(obj_ids) if individual else []
         count = 0
         with contextlib.ExitStack() as stack:
-            scene = stack.enter_context(VideoWriter(self.path(self.RESULT_VIDEO), fps, crf=self.crf))
-            alone = {
-                i: stack.enter_context(VideoWriter(self.individual_video_path(i), fps, crf=self.crf))
-                for i in ids
+            videos = {"scene": self.path(self.RESULT_VIDEO)} | {i: self.individual_video_path(i) for i in ids}
+            writers = {
+                key: stack.enter_context(VideoWriter(path, fps, crf=self.crf, preset=self.preset))
+                for key, path in videos.items()
             }
-            for index, background, rendered, people in frames:
-                scene.write(rendered)
+
+            def write(
+                index: int, background: np.ndarray, rendered: np.ndarray, people: dict[int, np.ndarray]
+            ) -> None:
+                writers["scene"].write(rendered)
                 if jpgs:
                     self.write_image(Path(self.RENDERED_FRAMES) / frame_file(index, ".jpg"), rendered)
-                for i, writer in alone.items():
+                for i in ids:
                     image = people.get(i, background)
-                    writer.write(image)
+                    writers[i].write(image)
                     if jpgs:
                         self.write_image(
                             Path(self.RENDERED_INDIVIDUAL) / str(i) / frame_file(index, ".jpg"), image
                         )
+
+            # Entered last, left first: every queued frame is encoded before the videos close.
+            encoder = stack.enter_context(OrderedWriter(queue_depth, "body4d-render-encode"))
+            for item in frames:
+                encoder.submit(write, *item)
                 count += 1
         return count
 
