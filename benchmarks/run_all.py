@@ -83,6 +83,7 @@ BENCHMARKS = (
     Benchmark("smoothing", (), ("--frames", "100", "--people", "1")),
     Benchmark("occlusion_detection", (), ("--seeds", "1", "--frames", "30")),
     Benchmark("completion_schedule", (), ("--steps", "1")),
+    Benchmark("click_latency", ("--http",), ("--clicks", "3")),
 )
 
 

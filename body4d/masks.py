@@ -27,7 +27,7 @@ _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
 # Width in pixels of the white outline drawn around each object in overlays.
 CONTOUR_WIDTH = 2
-# Erosion by the 4-neighbourhood, repeated CONTOUR_WIDTH times: the contour's inner edge.
+# The outline is what one erosion per pixel of width removes; each erosion takes the 4 neighbours.
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # Image modes a label map may have: palette, 8-bit greyscale, 1-bit, and 16-bit greyscale (values
 # must still be ids 0..255). RGB is refused: its values are colours, not ids.
@@ -267,46 +267,38 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5, contour: 
     labels = _check_labels(labels)
     if frame.shape[:2] != labels.shape:
         raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
-    ids = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[1:]) + 1
+    # Only object pixels change: each object is painted inside its box (plus the border the
+    # contour needs), with a per-grey-level table of the blend (the same float32 arithmetic per
+    # pixel, done for the 256 levels only), so a 1080p frame is never converted to float.
     out = frame.copy()
-    if not len(ids):
-        return out
-    # Whole-array float32 arithmetic on the objects' bounding box (numpy's boolean indexing is
-    # several times slower); the same values as blending each object's pixels on their own.
-    box = _box(labels != 0)
-    sub_labels = labels[box]
-    palette = np.zeros((256, 1, 3), dtype=np.uint8)
-    palette[ids, 0] = [color_for(int(i)) for i in ids]
-    colour = cv2.LUT(cv2.merge([sub_labels] * 3), palette).astype(np.float32)
-    fill = frame[box].astype(np.float32) * (1 - alpha) + colour * alpha
-    blended = np.clip(fill + 0.5, 0, 255).astype(np.uint8)
-    out[box] = np.where((sub_labels != 0)[..., None], blended, frame[box])
-    if contour:
-        region = out[box]
-        for obj_id in ids:
-            # Erode only inside the object's box (plus the border it needs): same result, far less work.
-            ys, xs = _box(sub_labels == obj_id)
-            y0, x0 = max(ys.start - CONTOUR_WIDTH, 0), max(xs.start - CONTOUR_WIDTH, 0)
-            window = (slice(y0, ys.stop + CONTOUR_WIDTH), slice(x0, xs.stop + CONTOUR_WIDTH))
-            sub = (sub_labels[window] == obj_id).view(np.uint8)
+    counts = cv2.calcHist([np.ascontiguousarray(labels)], [0], None, [MAX_OBJ_ID + 1], [0, MAX_OBJ_ID + 1])
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    for obj_id in np.flatnonzero(counts.ravel()[1:]) + 1:
+        mask = labels == obj_id
+        ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        y0, y1 = max(ys[0] - CONTOUR_WIDTH, 0), ys[-1] + CONTOUR_WIDTH + 1
+        x0, x1 = max(xs[0] - CONTOUR_WIDTH, 0), xs[-1] + CONTOUR_WIDTH + 1
+        sub, window = mask[y0:y1, x0:x1].view(np.uint8), out[y0:y1, x0:x1]
+        color = np.array(color_for(int(obj_id)), dtype=np.float32)
+        table = np.clip(levels * (1 - alpha) + color * alpha + 0.5, 0, 255).astype(np.uint8)
+        # OpenCV writes into contiguous arrays only: paint a copy of the box, then put it back.
+        painted = cv2.copyTo(cv2.LUT(window, table.reshape(256, 1, 3)), sub, np.ascontiguousarray(window))
+        if contour:
             inner = cv2.erode(
                 sub, _CROSS, iterations=CONTOUR_WIDTH, borderType=cv2.BORDER_CONSTANT, borderValue=0
             )
-            region[window][sub > inner] = 255
+            painted = cv2.copyTo(np.full_like(painted, 255), cv2.subtract(sub, inner), painted)
+        window[...] = painted
     return out
-
-
-def _box(mask: np.ndarray) -> tuple[slice, slice]:
-    """The bounding box of a non-empty boolean mask, as slices."""
-    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
 
 
 def visualise_masks(frame: np.ndarray, labels: np.ndarray, background_alpha: float = 0.5) -> np.ndarray:
     """`masks_vis/` image: objects in full colour of the frame, background whitened by ``background_alpha``."""
     labels = _check_labels(labels)
-    whitened = frame.astype(np.float32) * (1 - background_alpha) + 255.0 * background_alpha
-    out = np.where((labels == 0)[..., None], np.clip(whitened + 0.5, 0, 255).astype(np.uint8), frame)
+    # The whitening as a per-grey-level table (the same float32 arithmetic, done for 256 levels).
+    levels = np.arange(256, dtype=np.float32)
+    table = np.clip(levels * (1 - background_alpha) + 255.0 * background_alpha + 0.5, 0, 255).astype(np.uint8)
+    out = cv2.copyTo(cv2.LUT(np.ascontiguousarray(frame), table), (labels == 0).view(np.uint8), frame.copy())
     return overlay(out, labels, alpha=0.35)
 
 
@@ -315,13 +307,16 @@ def draw_clicks(frame: np.ndarray, clicks: Iterable[Click]) -> np.ndarray:
     out = frame.copy()
     h, w = out.shape[:2]
     radius = max(6, int(round(0.015 * min(h, w))))
-    yy, xx = np.ogrid[:h, :w]
     for click in clicks:
         cx, cy = int(round(click.x)), int(round(click.y))
-        d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+        # The disc lies in the square of side 2 * radius + 1 around the click: only that is drawn on.
+        top, left = max(0, cy - radius), max(0, cx - radius)
+        yy, xx = np.ogrid[top : cy + radius + 1, left : cx + radius + 1]
+        disc = out[top : cy + radius + 1, left : cx + radius + 1]
+        d2 = (xx[:, : disc.shape[1]] - cx) ** 2 + (yy[: disc.shape[0]] - cy) ** 2
         fill = (60, 200, 80) if click.positive else (220, 60, 60)
-        out[d2 <= radius**2] = (255, 255, 255)
-        out[d2 <= (radius - 2) ** 2] = fill
+        disc[d2 <= radius**2] = (255, 255, 255)
+        disc[d2 <= (radius - 2) ** 2] = fill
         arm = max(2, radius // 2)
         y0, y1 = max(0, cy - 1), min(h, cy + 1)
         out[y0:y1, max(0, cx - arm) : min(w, cx + arm + 1)] = (255, 255, 255)

@@ -30,6 +30,7 @@ from body4d.errors import InputError
 from body4d.run_dir import RunDir
 from body4d.types import Click, Prompts, VideoInfo
 from body4d.video import Video, open_video
+from models.frames import FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,11 @@ class Session:
         self._frame_cache = (index, rgb)
         return rgb
 
+    def frame_source(self) -> FrameSource:
+        """The loaded video as SAM-3 reads it: the frame on screen from the cache (it is not
+        decoded twice), any other frame decoded without replacing it there."""
+        return _SessionFrames(self)
+
     def close(self) -> None:
         """Release the decoder, the cached frame and the tracker (all can be reopened later)."""
         if self._video is not None:
@@ -248,6 +254,22 @@ class Session:
     def prompts(self) -> Prompts:
         """The clicks of every target that has any, as the frozen `Prompts` the pipeline takes."""
         return Prompts({tid: tuple(clicks) for tid, clicks in self.targets.items() if clicks})
+
+
+class _SessionFrames:
+    """`Session.frame_source`: the session's video, reading the cached frame when it is asked for."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def __len__(self) -> int:
+        return self._session.require_info().n_frames
+
+    def frame(self, index: int) -> np.ndarray:
+        cached = self._session._frame_cache
+        if cached is not None and cached[0] == index:
+            return cached[1]
+        return self._session.video().frame(index)
 
 
 class SessionStore:

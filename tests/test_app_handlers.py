@@ -603,6 +603,22 @@ def test_click_shows_live_masks_of_every_target_and_edits_the_tracker(model_even
     assert tracker.obj_ids == [] and session.masks == {} and np.array_equal(out[w.frame], plain)
 
 
+def test_a_click_does_not_decode_the_frame_on_screen_again_for_sam3(model_events) -> None:
+    events, session, request, w = model_events
+    events.click("Positive", select(PERSON_X, PERSON_Y), request)  # opens the tracker on frame 0
+    events.scrub(CLIP_T - 1, request)
+    decoded = session.video().frames_decoded
+    out = events.click("Positive", select(PERSON_X, PERSON_Y), request)
+    assert session.video().frames_decoded == decoded, "SAM-3 read the frame the scrub decoded"
+    assert set(session.masks) == {0, CLIP_T - 1} and w.frame in out
+    source = session.frame_source()
+    assert len(source) == CLIP_T and source.frame(CLIP_T - 1) is session.frame(CLIP_T - 1)
+    assert np.array_equal(source.frame(2), session.video().frame(2))
+    decoded = session.video().frames_decoded
+    session.frame(CLIP_T - 1)
+    assert session.video().frames_decoded == decoded, "another frame read for SAM-3 keeps the one on screen"
+
+
 def test_negative_only_first_click_is_refused_and_not_recorded(model_events) -> None:
     events, session, request, w = model_events
     with pytest.warns(UserWarning):

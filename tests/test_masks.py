@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from body4d import masks
 from body4d.types import Click
@@ -71,6 +72,44 @@ def test_overlay_paints_only_objects() -> None:
         masks.overlay(frame, labels[:10])
 
 
+@pytest.mark.parametrize("alpha", [0.5, 0.35])
+def test_overlay_blends_object_pixels_and_outlines_two_pixels_inside_each_object(alpha: float) -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    labels = np.zeros((90, 60), np.uint8)
+    labels[:30, :25] = 4  # touches the frame's border: the border counts as outside the object
+    labels[70:, :] = 200  # as wide as the frame
+    labels[20:50, 30:55][rng.random((30, 25)) < 0.5] = 9  # speckle: many small pieces
+    labels = labels.T  # a non-contiguous view of 60 x 90
+    out = masks.overlay(frame, labels, alpha=alpha)
+    assert np.array_equal(out[labels == 0], frame[labels == 0])
+    for obj_id in (4, 9, 200):
+        mask = labels == obj_id
+        # Pixels at most CONTOUR_WIDTH steps (4-neighbour) from a pixel outside the object, or
+        # from the frame's edge, are the white outline; the rest is blended with the colour.
+        padded = np.pad(mask, 1)
+        steps = ndimage.distance_transform_cdt(padded, metric="taxicab")[1:-1, 1:-1]
+        edge = mask & (steps <= masks.CONTOUR_WIDTH)
+        colour = np.array(masks.color_for(obj_id), np.float32)
+        blend = np.clip(frame.astype(np.float32) * (1 - alpha) + colour * alpha + 0.5, 0, 255).astype(
+            np.uint8
+        )
+        assert edge.any() and (obj_id == 9 or (mask & ~edge).any())  # 9: speckle is all outline
+        assert (out[edge] == 255).all()
+        assert np.array_equal(out[mask & ~edge], blend[mask & ~edge])
+    assert np.array_equal(
+        masks.overlay(frame, labels, alpha=alpha, contour=False)[labels > 0], blend_all(frame, labels, alpha)
+    )
+
+
+def blend_all(frame: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
+    """Every object pixel of ``frame`` blended with its object's colour (float32, rounded)."""
+    colours = np.array([masks.color_for(int(i)) for i in labels[labels > 0]], np.float32)
+    return np.clip(frame[labels > 0].astype(np.float32) * (1 - alpha) + colours * alpha + 0.5, 0, 255).astype(
+        np.uint8
+    )
+
+
 def test_draw_clicks_marks_positive_and_negative() -> None:
     frame = np.zeros((100, 100, 3), np.uint8)
     out = masks.draw_clicks(frame, [Click(0, 20, 20, True), Click(0, 70, 70, False)])
@@ -78,3 +117,19 @@ def test_draw_clicks_marks_positive_and_negative() -> None:
     assert out[22, 23][1] > out[22, 23][0]  # green fill near the positive click
     assert out[72, 73][0] > out[72, 73][1]  # red fill near the negative click
     assert (out[50, 50] == 0).all()
+
+
+def test_click_markers_at_the_frame_edge_are_cut_by_it() -> None:
+    frame = np.zeros((100, 120, 3), np.uint8)
+    out = masks.draw_clicks(frame, [Click(0, 0, 99, True), Click(0, 119, 0, False)])
+    radius = 6  # the smallest marker (1.5 % of the shorter side is less)
+    yy, xx = np.ogrid[:100, :120]
+    for (cx, cy), fill in (((0, 99), (60, 200, 80)), ((119, 0), (220, 60, 60))):
+        d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+        ring = (d2 <= radius**2) & (d2 > (radius - 2) ** 2)
+        assert (out[ring] == 255).all()
+        inside = (d2 <= (radius - 2) ** 2) & ((np.abs(xx - cx) > 3) | (np.abs(yy - cy) > 3))
+        assert inside.any() and (out[inside] == fill).all()
+    far = np.ones((100, 120), bool)
+    far[90:, :10] = far[:10, 110:] = False
+    assert (out[far] == 0).all()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
+
 from body4d.checkpoints import CheckpointReport
 from body4d.driver import PipelineModels
 from body4d.errors import InputError
@@ -17,15 +19,14 @@ from body4d.stages.segment import apply_prompts
 from body4d.types import Click
 from body4d.ui.display import FrameView, display_scale, display_to_video, show_frame
 from body4d.ui.status import Capabilities, segment_fix
-from body4d.video import Video
-from models.frames import PromptError
+from models.frames import FrameSource, PromptError
 from models.sam3 import TrackerSession
 
 log = logging.getLogger(__name__)
 
 PERCENT = 100
 
-TrackerFactory = Callable[[Video], TrackerSession]
+TrackerFactory = Callable[[FrameSource], TrackerSession]
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,12 @@ def session_tracker(session: Session, open_tracker: TrackerFactory) -> TrackerSe
 
     Args:
         session: the caller's session (with a video).
-        open_tracker: opens a tracking session on the session's video.
+        open_tracker: opens a tracking session on a video (here `Session.frame_source`, so the
+            frame on screen is not decoded again).
     """
     if session.tracker is not None:
         return cast(TrackerSession, session.tracker)
-    tracker = open_tracker(session.video())
+    tracker = open_tracker(session.frame_source())
     apply_prompts(tracker, session.prompts())
     session.tracker = tracker
     log.info("session %s: SAM-3 tracking session opened", session.session_id)
@@ -118,8 +120,9 @@ def add_click(
             raise InputError(str(exc)) from exc
         assert tracker.last_masks is not None
         session.set_masks(frame, tracker.last_masks.masks)
-        share = PERCENT * float(mask.mean())
-        mask_note = f" Mask of Target {target}: {int(mask.sum())} px ({share:.1f} % of the frame)."
+        pixels = int(np.count_nonzero(mask))
+        share = PERCENT * (pixels / mask.size)
+        mask_note = f" Mask of Target {target}: {pixels} px ({share:.1f} % of the frame)."
     session.add_click(click)
     view = show_frame(session, frame)
     count = len(session.targets[target])
