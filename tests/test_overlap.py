@@ -127,11 +127,10 @@ def test_a_write_error_is_raised_by_the_next_submit_and_later_calls_are_dropped(
     def fail() -> None:
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
-        with OrderedWriter(2, "t-fail") as writer:
-            writer.submit(fail)
-            time.sleep(0.2)
-            writer.submit(lambda: ran.append(1))
+    with pytest.raises(OSError, match="No space left"), OrderedWriter(2, "t-fail") as writer:
+        writer.submit(fail)
+        time.sleep(0.2)
+        writer.submit(lambda: ran.append(1))
     assert ran == []
     assert not _threads("t-fail")
 
@@ -140,20 +139,18 @@ def test_a_write_error_after_the_last_submit_is_raised_when_the_block_ends() -> 
     def fail() -> None:
         raise ValueError("bad frame")
 
-    with pytest.raises(ValueError, match="bad frame"):
-        with OrderedWriter(4, "t-late") as writer:
-            writer.submit(fail)
+    with pytest.raises(ValueError, match="bad frame"), OrderedWriter(4, "t-late") as writer:
+        writer.submit(fail)
 
 
 def test_an_error_in_the_block_drops_waiting_calls_and_is_the_one_raised() -> None:
     ran: list[int] = []
     gate = threading.Event()
-    with pytest.raises(KeyError):
-        with OrderedWriter(8, "t-body") as writer:
-            writer.submit(lambda: gate.wait(5))
-            for i in range(5):
-                writer.submit(lambda i=i: ran.append(i))
-            gate.set()
-            raise KeyError("the producer failed")
+    with pytest.raises(KeyError), OrderedWriter(8, "t-body") as writer:
+        writer.submit(lambda: gate.wait(5))
+        for i in range(5):
+            writer.submit(lambda i=i: ran.append(i))
+        gate.set()
+        raise KeyError("the producer failed")
     assert len(ran) < 5
     assert not _threads("t-body")
