@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -88,17 +89,32 @@ def _frames() -> list[FrameInput]:
     return frames
 
 
+@pytest.mark.parametrize("queue_depth", [0, 3])
 def test_recover_after_out_of_memory_matches_an_unbatched_run(
-    port: SAM3DBody, monkeypatch: pytest.MonkeyPatch
+    port: SAM3DBody, monkeypatch: pytest.MonkeyPatch, queue_depth: int
 ) -> None:
+    """Also with the crops cut in a thread ahead of the network (``queue_depth``), which reads
+    the batch size as it halves."""
     K = np.array([[100.0, 0, W / 2], [0, 100.0, H / 2], [0, 0, 1]])
     camera = Intrinsics(K=K, width=W, height=H)
     options = {"inference_type": "body"}
     unbatched = recover_bodies(_frames(), T, camera, port, batch_size=1, **options)
     predict = _oom_above(FITS, port.predict)
     monkeypatch.setattr(port, "predict", predict)
+    real_prepare, cut_in = port.prepare, set()
+
+    def prepare(items):  # noqa: ANN001, ANN202
+        cut_in.add(threading.current_thread() is threading.main_thread())
+        return real_prepare(items)
+
+    monkeypatch.setattr(port, "prepare", prepare)
     job = Job("recover")
-    halved = recover_bodies(_frames(), T, camera, port, batch_size=8, job=job, **options)
+    halved = recover_bodies(
+        _frames(), T, camera, port, batch_size=8, job=job, queue_depth=queue_depth, **options
+    )
+    # Without a queue every crop is cut in the main thread; with one, the thread cuts them (the
+    # main thread only re-cuts the parts of a batch that ran out of memory).
+    assert (False in cut_in) == (queue_depth > 0) and True in cut_in
     assert max(predict.sizes) == 8 and 4 in predict.sizes
     assert job.notes == {"batch_size_configured": 8, "batch_size": FITS}
     assert sorted(halved) == sorted(unbatched) == [1, 2]

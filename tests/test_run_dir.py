@@ -240,3 +240,36 @@ def test_atomic_file_renames_on_success_and_cleans_up_on_error(tmp_path: Path) -
         tmp.write_bytes(b"half")
         raise RuntimeError("crash")
     assert sorted(p.name for p in run.path("out").iterdir()) == ["data.bin"]
+
+
+def _rendered(n: int, fail_at: int | None = None):  # noqa: ANN202 - the frames save_render takes
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        if i == fail_at:
+            raise RuntimeError("the renderer failed")
+        background = rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)
+        scene = np.full_like(background, 10 * i)
+        yield i, background, scene, ({1: scene} if i % 2 else {})
+
+
+@pytest.mark.parametrize("queue_depth", [0, 3])
+def test_render_videos_encoded_behind_the_renderer(tmp_path: Path, queue_depth: int) -> None:
+    """The result videos are the same whether they are encoded in this thread or a writer thread;
+    a renderer failing midway leaves no video behind."""
+    from body4d.video import open_video
+
+    run = _run(tmp_path)
+    n = run.save_render(_rendered(6), Fraction(10), [1], individual=True, jpgs=True, queue_depth=queue_depth)
+    assert n == 6
+    with open_video(run.result_video_path()) as video:
+        means = [float(f.mean()) for f in video]
+    assert np.allclose(means, [10 * i for i in range(6)], atol=2)
+    with open_video(run.individual_video_path(1)) as video:
+        assert len(video) == 6
+    assert len(list(run.path(RunDir.RENDERED_INDIVIDUAL).glob("1/*.jpg"))) == 6
+    failing = _run(tmp_path / "failing")
+    with pytest.raises(RuntimeError, match="the renderer failed"):
+        failing.save_render(
+            _rendered(6, fail_at=4), Fraction(10), [1], individual=True, jpgs=False, queue_depth=queue_depth
+        )
+    assert failing.result_video_path() is None and not failing.individual_video_path(1).exists()
