@@ -78,3 +78,20 @@ def test_draw_clicks_marks_positive_and_negative() -> None:
     assert out[22, 23][1] > out[22, 23][0]  # green fill near the positive click
     assert out[72, 73][0] > out[72, 73][1]  # red fill near the negative click
     assert (out[50, 50] == 0).all()
+
+
+def test_a_memory_mapped_label_volume_keeps_every_write_across_page_releases(tmp_path: Path) -> None:
+    n = 3 * masks.RELEASE_EVERY_FRAMES + 1
+    volume = masks.label_volume(n, 16, 24, tmp_path, max_bytes=0)
+    assert isinstance(volume, masks.LabelVolume) and volume.shape == (n, 16, 24)
+    for i in range(n):
+        volume[i] = i
+    frame = volume[5]  # a view written in place (as segmentation paints a frame)
+    frame[2:4, 2:4] = 200
+    for i in range(n):  # reads past several releases of the mapping's pages
+        expected = np.full((16, 24), i, np.uint8)
+        if i == 5:
+            expected[2:4, 2:4] = 200
+        assert np.array_equal(np.asarray(volume[i]), expected), i
+    small = masks.label_volume(2, 16, 24, tmp_path, max_bytes=2 * 16 * 24)
+    assert type(small) is np.ndarray, "a volume that fits stays in memory"
