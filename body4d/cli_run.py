@@ -233,6 +233,59 @@ def _where_interrupted(run: Any) -> str:
     return f"{during}: finished stages are kept in {run.root}; continue with --resume {run.run_id}"
 
 
+def _check_disk(
+    cfg: Any,
+    video: Any,
+    prompts: Prompts | None,
+    run: Any,
+    stages: tuple[str, ...],
+    force: bool,
+    output_dir: Path,
+) -> None:
+    """Print the frames and the disk use expected (`body4d.disk_use`) on stderr; refuse a run the
+    disk of ``output_dir`` has no room for.
+
+    Args:
+        cfg: the configuration.
+        video: the opened input.
+        prompts: the prompts (their targets are the people), or None.
+        run: the resumed run folder (its done stages are not written again unless ``force``), or None.
+        stages: the stages up to ``--stop-after``.
+        force: ``--force``.
+        output_dir: the parent of the run folder.
+
+    Raises:
+        body4d.disk_use.DiskSpaceError: less free space than the estimate (names the keys to turn off).
+    """
+    from body4d.disk_use import DiskSpaceError, estimate_disk, shortfall
+    from body4d.memory import format_bytes
+
+    done = set() if run is None or force else {name for name in stages if run.is_done(name)}
+    if "masks" in done:
+        people, source = len(run.manifest["stages"]["masks"].get("obj_ids", [])), "in the run's masks"
+    elif prompts is not None:
+        people, source = len(prompts.clicks), "prompted"
+    else:
+        people, source = 0, ""
+    info = video.info
+    todo = tuple(name for name in stages if name not in done)
+    estimate = estimate_disk(cfg, len(video), info.height, info.width, max(people, 1), stages=todo)
+    if source:
+        who = f"{people} {'person' if people == 1 else 'people'} {source}"
+    else:
+        more = estimate_disk(cfg, len(video), info.height, info.width, 2, stages=todo).total - estimate.total
+        who = f"people not known before the masks: estimated for 1 (each more adds {format_bytes(more)})"
+    print(
+        f"body4d run: {len(video)} frames of {info.width}x{info.height}, {who}; "
+        f"estimated disk use {estimate.describe()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    problem = shortfall(estimate, output_dir)
+    if problem is not None:
+        raise DiskSpaceError(problem)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Execute ``body4d run``; returns the exit code (`body4d.errors`)."""
     from transformers.utils import logging as hf_logging
@@ -272,6 +325,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.masks:
             check_mask_folder(Path(args.masks), len(video), video.info.height, video.info.width)
         run = RunDir.open(output_dir, args.resume, cfg, video=video) if args.resume is not None else None
+        _check_disk(cfg, video, prompts, run, STAGES[: last + 1], args.force, Path(output_dir))
         segment = args.masks is None and not (run is not None and run.is_done("masks") and not args.force)
         models = load_models(
             cfg,

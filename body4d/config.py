@@ -90,7 +90,9 @@ class RuntimeConfig:
 class VideoConfig:
     """``video:`` input limits and output encoding."""
 
-    max_frames: int = 1800
+    # 5 minutes at 30 fps: what memory allows (the recover stage grows by ~0.42 MB per person-frame)
+    # with the disk use checked before a run (body4d.disk_use; figures in the YAML, benchmarks/README.md).
+    max_frames: int = 9000
     max_side: int = 0
     folder_fps: float = 30.0
     jpeg_quality: int = 95
@@ -98,6 +100,14 @@ class VideoConfig:
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = "veryfast"
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """``outputs:`` optional per-frame image folders of the masks stage (``masks/`` is always written)."""
+
+    frame_images: bool = False
+    mask_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     sam3: Sam3Config = field(default_factory=Sam3Config)
     repair: RepairConfig = field(default_factory=RepairConfig)

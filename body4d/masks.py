@@ -7,11 +7,13 @@ visualisation (mask overlays, meshes, the UI) colours object ``k`` with `color_f
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,6 +34,10 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # Image modes a label map may have: palette, 8-bit greyscale, 1-bit, and 16-bit greyscale (values
 # must still be ids 0..255). RGB is refused: its values are colours, not ids.
 LABEL_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I")
+# A memory-mapped label volume hands its pages back to the kernel every this many frame reads or
+# writes: its share of the resident set stays below about this many frames (0.9 MB each at
+# 1280x720) however long the video (benchmarks/README.md, long videos).
+RELEASE_EVERY_FRAMES = 32
 
 
 def _davis_palette() -> np.ndarray:
@@ -207,13 +213,40 @@ def masks_to_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> 
     return labels
 
 
+class LabelVolume(np.memmap):
+    """``uint8[T, H, W]`` label maps memory-mapped from a file, whose pages are released as it is used.
+
+    A page of a mapping stays in the process's resident set once touched, so walking a long
+    video's masks (segmentation, saving, recovery, rendering) would end up holding all of them.
+    Every `RELEASE_EVERY_FRAMES` item reads or writes of the volume the whole mapping is released
+    (``MADV_DONTNEED``): a shared file mapping keeps its data, and the next access reads it back
+    from the page cache. Views of it (a frame) behave as plain memory-mapped arrays.
+    """
+
+    def __getitem__(self, index: Any) -> Any:
+        self._used()
+        return super().__getitem__(index)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._used()
+        super().__setitem__(index, value)
+
+    def _used(self) -> None:
+        if self.ndim != 3 or self._mmap is None:
+            return
+        self._uses = getattr(self, "_uses", 0) + 1
+        if self._uses % RELEASE_EVERY_FRAMES == 0:
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+
 def label_volume(n: int, height: int, width: int, folder: Path, max_bytes: int) -> np.ndarray:
-    """``uint8[n, H, W]`` zeros: in RAM up to ``max_bytes``, else memory-mapped from a file in ``folder``."""
+    """``uint8[n, H, W]`` zeros: in RAM up to ``max_bytes``, else a `LabelVolume` in a file in ``folder``."""
     if n * height * width <= max_bytes:
         return np.zeros((n, height, width), dtype=np.uint8)
     fd, name = tempfile.mkstemp(prefix="labels_", suffix=".npy", dir=folder)
     os.close(fd)
-    return np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=(n, height, width))
+    mapped = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=(n, height, width))
+    return mapped.view(LabelVolume)
 
 
 def read_mask_folder(folder: Path, labels: np.ndarray) -> Segmentation:

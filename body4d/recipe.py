@@ -147,7 +147,7 @@ def _save_masks(run: RunDir, seg: Segmentation, inputs: Inputs, job: Job) -> dic
 
     def saved(done: int, total: int) -> None:
         job.check()
-        job.report(done / total, f"saving frame {done}/{total}: images, masks and the mask video")
+        job.report(done / total, f"saving frame {done}/{total}: masks and the mask video")
 
     run.save_masks(seg, video, video.info.fps, on_frame=saved)
     return {"obj_ids": list(seg.track.obj_ids), "repairs": []}  # new masks: no repairs yet
@@ -438,7 +438,8 @@ RECIPE: tuple[Stage, ...] = (
         # The masks also come from prompts or an imported folder, which a resume does not repeat:
         # new masks are asked for explicitly (Mask Generation, --force).
         rerun_on_change=False,
-        # Writing every frame's image, masks and the overlay video takes about as long as tracking.
+        # Writing every frame's masks (and images, when on) and the overlay video takes about as
+        # long as tracking.
         save_share=0.5,
     ),
     Stage(

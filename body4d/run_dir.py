@@ -82,8 +82,10 @@ RUN_ID_RE = re.compile(r"^\d{8}_\d{6}_\d{3}_[0-9a-f]{8}$")
 FRAME_NAME = "{:08d}"
 # zlib level of RGB PNGs (masks_vis/): level 1 is 4x faster than PIL's default 6 for ~8 % more bytes.
 PNG_COMPRESS_LEVEL = 1
-# Label volumes larger than this are memory-mapped from .scratch/ instead of held in RAM.
-LABELS_IN_MEMORY_MAX_BYTES = 1 << 30
+# Label volumes larger than this (70 frames at 1280x720) are memory-mapped from .scratch/
+# (`body4d.masks.LabelVolume`, whose resident share stays a few frames) instead of held in RAM,
+# so that memory does not grow with the video's length (benchmarks/README.md, long videos).
+LABELS_IN_MEMORY_MAX_BYTES = 64 << 20
 # Most threads encoding images/, masks/ and masks_vis/ beside the overlay video encoder.
 MAX_SAVE_WORKERS = 4
 _VERSIONED = ("body4d", "torch", "torchvision", "transformers", "diffusers", "gradio", "av", "numpy")
@@ -290,12 +292,6 @@ def _fingerprint_differences(recorded: dict[str, Any], current: dict[str, Any]) 
     return out
 
 
-def _quality(config: Any) -> dict[str, Any]:
-    """The `RunDir` arguments taken from the config's ``video`` section."""
-    video = config.video
-    return {"jpeg_quality": video.jpeg_quality, "crf": video.crf, "preset": video.preset}
-
-
 def frame_file(index: int, suffix: str) -> str:
     """``00000042.png``: the name of frame ``index`` in every per-frame folder."""
     return FRAME_NAME.format(index) + suffix
@@ -307,9 +303,11 @@ class RunDir:
     Args:
         root: the folder.
         manifest: its parsed manifest.
-        jpeg_quality: quality of ``images/*.jpg`` (``video.jpeg_quality``).
+        jpeg_quality: quality of the JPEGs (``video.jpeg_quality``).
         crf: H.264 quality of the run's videos (``video.crf``).
         preset: x264 speed preset of the run's videos (``video.preset``).
+        frame_images: the masks stage writes ``images/`` (``outputs.frame_images``).
+        mask_images: the masks stage writes ``masks_vis/`` (``outputs.mask_images``).
     """
 
     # ---------------------------------------------------------------- the schema
@@ -337,13 +335,23 @@ class RunDir:
     SCRATCH = ".scratch"
 
     def __init__(
-        self, root: Path, manifest: dict[str, Any], *, jpeg_quality: int, crf: int, preset: str
+        self,
+        root: Path,
+        manifest: dict[str, Any],
+        *,
+        jpeg_quality: int,
+        crf: int,
+        preset: str,
+        frame_images: bool,
+        mask_images: bool,
     ) -> None:
         self.root = root
         self.run_id = root.name
         self.jpeg_quality = jpeg_quality
         self.crf = crf
         self.preset = preset
+        self.frame_images = frame_images
+        self.mask_images = mask_images
         self._manifest = manifest
         self._lock = threading.RLock()
 
@@ -361,7 +369,8 @@ class RunDir:
         Args:
             output_dir: parent folder (created if missing).
             config: the `body4d.config.Config`, snapshotted in the manifest; its ``video``
-                section sets the image and video quality.
+                section sets the image and video quality, its ``outputs`` section the optional
+                image folders.
             input_path: the input video or frame folder, recorded in the manifest.
             run_id: explicit id (validated); default a new one.
         """
@@ -389,7 +398,7 @@ class RunDir:
             "stages": {},
             "artefacts": {},
         }
-        run = cls(root, manifest, **_quality(config))
+        run = cls(root, manifest, **_writer_options(config))
         run._save_manifest()
         run._make_reserve()
         log.info("run folder %s", root)
@@ -410,8 +419,8 @@ class RunDir:
         Args:
             output_dir: parent folder.
             run_id: the run folder's name (validated).
-            config: the `body4d.config.Config` in force (its ``video`` section sets the quality
-                of what is written from now on).
+            config: the `body4d.config.Config` in force (its ``video`` and ``outputs`` sections
+                set the quality and the optional image folders of what is written from now on).
             clean_scratch: resume: remove what a killed process left (``.scratch/``, ``.part``
                 files) and make sure the disk-full reserve exists; False when a run of this
                 process may be using the folder (the app lists and reopens runs meanwhile).
@@ -426,7 +435,7 @@ class RunDir:
         path = root / MANIFEST
         if not path.is_file():
             raise RunDirError(f"no run {run_id} under {output_dir}: {path} is missing")
-        run = cls(root, _read_manifest(path), **_quality(config))
+        run = cls(root, _read_manifest(path), **_writer_options(config))
         if video is not None:
             run.check_input(video)
         if clean_scratch:
@@ -607,11 +616,18 @@ class RunDir:
         fps: Fraction,
         on_frame: Callable[[int, int], None] | None = None,
     ) -> None:
-        """Save a segmentation: ``masks/`` (palette PNG, value = id), ``images/`` (the frames),
-        ``masks_vis/``, the overlay video and ``segmentation.json``; ``on_frame(done, total)``
-        after each frame (it may raise to stop, e.g. `body4d.jobs.Cancelled`)."""
+        """Save a segmentation: ``masks/`` (palette PNG, value = id), ``images/`` (the frames; with
+        ``frame_images``), ``masks_vis/`` (with ``mask_images``), the overlay video and
+        ``segmentation.json``; ``on_frame(done, total)`` after each frame (it may raise to stop,
+        e.g. `body4d.jobs.Cancelled`)."""
         self._write_mask_frames(
-            seg.track, frames, fps, range(seg.track.n_frames), images=True, on_frame=on_frame
+            seg.track,
+            frames,
+            fps,
+            range(seg.track.n_frames),
+            images=self.frame_images,
+            vis=self.mask_images,
+            on_frame=on_frame,
         )
         self._write_segmentation(seg)
 
@@ -628,11 +644,12 @@ class RunDir:
         The masks stage's manifest entry gets ``record`` appended to its ``repairs`` list (the
         masks revision is the length of that list) and the new ``obj_ids``; the finished ``stale``
         stages are marked stale with their masks revision kept, so that they may redo only the
-        person-frames the repairs changed (`mask_changes_since`). Then ``masks/`` and
-        ``masks_vis/`` of the frames in ``record["changed"]`` are rewritten (each file atomically),
-        ``segmentation.json`` and the overlay video (re-encoded whole). Recording first means that
-        a crash while writing leaves stages that redo the changed person-frames from whatever
-        masks are on disk, never stages that trust masks they did not see.
+        person-frames the repairs changed (`mask_changes_since`). Then ``masks/`` (and
+        ``masks_vis/`` when the run has it) of the frames in ``record["changed"]`` are rewritten
+        (each file atomically), ``segmentation.json`` and the overlay video (re-encoded whole).
+        Recording first means that a crash while writing leaves stages that redo the changed
+        person-frames from whatever masks are on disk, never stages that trust masks they did not
+        see.
 
         Args:
             seg: the segmentation with the repaired label maps.
@@ -650,7 +667,8 @@ class RunDir:
             entry["output"] = secrets.token_hex(8)  # the masks changed: their readers run again
             self.invalidate(*stale, changes_known=True)
             self._save_manifest()
-        self._write_mask_frames(seg.track, frames, fps, rewrite, images=False)
+        vis = self.path(self.MASKS_VIS).is_dir()  # kept in step where the masks stage wrote it
+        self._write_mask_frames(seg.track, frames, fps, rewrite, images=False, vis=vis)
         self._write_segmentation(seg)
 
     def masks_revision(self) -> int:
@@ -676,10 +694,11 @@ class RunDir:
         rewrite: Container[int],
         *,
         images: bool,
+        vis: bool,
         on_frame: Callable[[int, int], None] | None = None,
     ) -> None:
-        """``masks/`` and ``masks_vis/`` (and ``images/`` with ``images``) of the frames in
-        ``rewrite``, and the overlay video of every frame.
+        """``masks/`` (and ``images/`` with ``images``, ``masks_vis/`` with ``vis``) of the frames
+        in ``rewrite``, and the overlay video of every frame.
 
         Frames are read once, in order; images are encoded on worker threads (PIL releases the
         GIL) beside the video encoder, a few frames in flight at most.
@@ -690,9 +709,10 @@ class RunDir:
             if images:
                 self.write_image(self.image_path(i), rgb)
             self.write_bytes(self.mask_path(i), masklib.encode_palette_png(labels))
-            self.write_image(
-                Path(self.MASKS_VIS) / frame_file(i, ".png"), masklib.visualise_masks(rgb, labels)
-            )
+            if vis:
+                self.write_image(
+                    Path(self.MASKS_VIS) / frame_file(i, ".png"), masklib.visualise_masks(rgb, labels)
+                )
 
         def overlays(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
             pending: deque[Future[None]] = deque()
@@ -1102,6 +1122,17 @@ class RunDir:
             if (cause := _read_only(exc)) is not None:
                 raise _not_writable(self.root, cause.strerror or str(cause), self.run_id) from exc
             raise
+
+
+def _writer_options(config: Any) -> dict[str, Any]:
+    """The `RunDir` options a `body4d.config.Config` sets (its ``video`` and ``outputs`` sections)."""
+    return {
+        "jpeg_quality": config.video.jpeg_quality,
+        "crf": config.video.crf,
+        "preset": config.video.preset,
+        "frame_images": config.outputs.frame_images,
+        "mask_images": config.outputs.mask_images,
+    }
 
 
 def _video_section(

@@ -116,6 +116,20 @@ def test_upload_vtest_creates_session_with_795_frames_at_10_fps(cfg: Config, loa
     assert result.view.index == 0 and result.view.time == "00:00.00 / 01:19.50"
     assert np.array_equal(result.view.image, vtest_frame(0))
     assert "795 frames at 10 fps" in result.message and "768×576" in result.message
+    # The disk use a run would take (body4d.disk_use), before anything is clicked.
+    assert "Estimated disk use for one person: " in result.message and "meshes " in result.message
+    assert "each more person adds " in result.message and "Warning" not in result.message
+
+
+def test_upload_warns_when_the_output_disk_has_less_room_than_the_estimate(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import body4d.disk_use
+
+    monkeypatch.setattr(body4d.disk_use, "free_bytes", lambda _folder: 5_000_000)
+    message = load_video(cfg, Session(session_id="full"), VTEST).message
+    assert "Warning: not enough free disk space in " in message and "5.0 MB free" in message
+    assert "export.obj (" in message, "names the key that saves the most"
 
 
 def test_preview_of_avi_is_h264_mp4_in_the_run_folder(cfg: Config, loaded) -> None:
@@ -648,7 +662,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
     assert len(list((run.root / "masks").glob("*.png"))) == CLIP_T
     assert "Mask Generation done" in status and "target(s) 1 tracked over 8 frames" in status
     assert progress.calls and progress.calls[-1][1].startswith("masks:") and progress.calls[-1][0] <= 1.0
-    # Writing images, masks and the mask video has its own labelled half of the bar (no silent 100 %).
+    # Writing masks and the mask video has its own labelled half of the bar (no silent 100 %).
     saving = [f for f, desc in progress.calls if desc.startswith("masks: saving frame")]
     tracking = [f for f, desc in progress.calls if not desc.startswith("masks: saving frame")]
     assert len(saving) == CLIP_T and saving == sorted(saving) and saving[0] > 0.5 and saving[-1] == 1.0
@@ -693,6 +707,7 @@ def test_mask_then_4d_generation_fill_the_run_folder_and_offer_the_zip(model_eve
         names = set(zf.namelist())
         zipped_manifest = json.loads(zf.read(f"{run.run_id}/manifest.json"))
     assert f"{run.run_id}/bodies.npz" in names and f"{run.run_id}/masks/00000000.png" in names
+    assert not any("/masks_vis/" in n for n in names), "no mask images by default (outputs.mask_images)"
     assert not any("/mesh_4d_individual/" in n for n in names), "per-frame OBJs only with app.zip_meshes"
     assert {f"{run.run_id}/people/1/1.glb", f"{run.run_id}/4d_{run.run_id}.mp4"} <= names
     with_meshes = {p.as_posix() for p in run_files(run, zip_meshes=True)}

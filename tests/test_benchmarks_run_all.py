@@ -94,7 +94,8 @@ def test_bad_arguments_exit_2_with_one_line(readme: Path, tmp_path: Path) -> Non
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "error: unknown benchmark 'nope'; choose from: video_io, sam3_memory, sam3dbody_bench, reconstruct_cpu, "
-        "render_bench, obj_export, smoothing, occlusion_detection, completion_schedule, click_latency"
+        "render_bench, obj_export, smoothing, occlusion_detection, completion_schedule, click_latency, "
+        "throughput, long_video"
     ]
     assert readme.read_text(encoding="utf-8") == original
     bare = tmp_path / "bare.md"

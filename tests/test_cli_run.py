@@ -11,11 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import body4d.disk_use
 from body4d.cli import main
 from body4d.cli_run import PromptFileError, load_prompts
+from body4d.config import load_config
 from body4d.masks import read_palette_png
+from body4d.run_dir import RunDir
+from body4d.ui.downloads import run_files, zip_run
 from body4d.video import encode_video, probe
-from tests.conftest import tiny_cpu_args, two_people_frames
+from tests.conftest import run_folders, tiny_cpu_args, two_people_frames
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W = 8, 64, 96
@@ -70,6 +74,10 @@ def test_run_with_prompts_writes_every_output(
             str(tmp_path / "out"),
             "--stop-after",
             "masks",
+            "--set",
+            "outputs.frame_images=true",
+            "--set",
+            "outputs.mask_images=true",
         ],
         ckpt_root,
         capsys,
@@ -78,6 +86,10 @@ def test_run_with_prompts_writes_every_output(
     summary = json.loads(out.strip().splitlines()[-1])
     root = Path(summary["run_dir"])
     assert summary["obj_ids"] == [1, 4] and summary["frames"] == T
+    assert f"body4d run: {T} frames of {W}x{H}, 2 people prompted; estimated disk use " in err
+    assert "frame images " in err and "mask images " in err and "meshes" not in err, (
+        "only the masks stage runs"
+    )
     names = [f"{i:08d}" for i in range(T)]
     assert sorted(p.stem for p in (root / "images").glob("*.jpg")) == names
     assert sorted(p.stem for p in (root / "masks").glob("*.png")) == names
@@ -250,3 +262,45 @@ def test_run_holds_its_run_lock_while_it_works(
     ((run_id, held),) = seen.items()
     assert held, "the lock was not held while the stages ran"
     assert not _lock_held(lock_path(tmp_path, run_id)), "the lock outlived the run"
+
+
+def test_frame_and_mask_images_are_off_by_default_and_the_run_resumes_from_its_masks(
+    clip: Path, ckpt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = write_prompts(tmp_path / "prompts.json", {"1": [{"frame": 0, "x": 15, "y": 25}]})
+    video = ["--input_video", str(clip), "--output_dir", str(tmp_path / "out")]
+    code, out, err = run([*video, "--prompts", str(prompts), "--stop-after", "masks"], ckpt_root, capsys)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    root = Path(summary["run_dir"])
+    assert not (root / "images").exists() and not (root / "masks_vis").exists()
+    assert len(list((root / "masks").glob("*.png"))) == T
+    assert "frame images" not in err and "mask images" not in err
+    code, out, err = run(
+        [*video, "--resume", summary["run_id"], "--stop-after", "recover"], ckpt_root, capsys
+    )
+    assert code == 0, err
+    assert "1 person in the run's masks" in err and "masks " not in err.split("estimated disk use")[1]
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    assert stages["recover"]["status"] == "done" and stages["recover"]["person_frames_estimated"] > 0
+    run_dir = RunDir.open(root.parent, root.name, load_config(env={}))
+    assert all(p.parts[0] not in ("images", "masks_vis") for p in run_files(run_dir))
+    assert zip_run(run_dir).is_file()
+
+
+def test_run_is_refused_when_the_disk_has_less_room_than_the_estimate(
+    clip: Path,
+    ckpt_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(body4d.disk_use, "free_bytes", lambda _folder: 2_000_000)
+    out_dir = tmp_path / "out"
+    code, _, err = run(["--input_video", str(clip), "--output_dir", str(out_dir)], ckpt_root, capsys)
+    assert code == 2
+    assert f"body4d run: {T} frames of {W}x{H}, people not known before the masks: estimated for 1" in err
+    (line,) = [row for row in err.splitlines() if "not enough free disk space" in row]
+    assert f"in {out_dir} for this run: it needs about" in line and "2.0 MB free" in line
+    assert "runtime.output_dir" in line and "export.obj (" in line and "render.individual (" in line
+    assert run_folders(out_dir) == [], "refused before a run folder is made"

@@ -223,7 +223,7 @@ def test_partial_yaml_uses_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.paths.ckpt_root == str(REPO_ROOT / "my_ckpts")
     assert cfg.sam3.ckpt_path == str(REPO_ROOT / "my_ckpts" / "sam3")
     assert cfg.sam3.detection_threshold == 0.7
-    assert cfg.video.max_frames == 1800
+    assert cfg.video.max_frames == 9000
     assert cfg.smoothing == Config().smoothing, "an empty section keeps its defaults"
 
 

@@ -133,3 +133,20 @@ def test_click_markers_at_the_frame_edge_are_cut_by_it() -> None:
     far = np.ones((100, 120), bool)
     far[90:, :10] = far[:10, 110:] = False
     assert (out[far] == 0).all()
+
+
+def test_a_memory_mapped_label_volume_keeps_every_write_across_page_releases(tmp_path: Path) -> None:
+    n = 3 * masks.RELEASE_EVERY_FRAMES + 1
+    volume = masks.label_volume(n, 16, 24, tmp_path, max_bytes=0)
+    assert isinstance(volume, masks.LabelVolume) and volume.shape == (n, 16, 24)
+    for i in range(n):
+        volume[i] = i
+    frame = volume[5]  # a view written in place (as segmentation paints a frame)
+    frame[2:4, 2:4] = 200
+    for i in range(n):  # reads past several releases of the mapping's pages
+        expected = np.full((16, 24), i, np.uint8)
+        if i == 5:
+            expected[2:4, 2:4] = 200
+        assert np.array_equal(np.asarray(volume[i]), expected), i
+    small = masks.label_volume(2, 16, 24, tmp_path, max_bytes=2 * 16 * 24)
+    assert type(small) is np.ndarray, "a volume that fits stays in memory"

@@ -55,7 +55,7 @@ def test_masks_saved_and_loaded_back(tmp_path: Path) -> None:
     labels[1, 20:30, 30:40] = 5
     seg = Segmentation(MaskTrack((2, 5), labels), {2: 0, 5: 1}, "prompts")
     run.save_masks(seg, ArrayFrames(frames), Fraction(30000, 1001))
-    assert run.image_path(2).is_file() and run.path("masks_vis/00000001.png").is_file()
+    assert not run.path("images").exists() and not run.path("masks_vis").exists(), "off by default"
     assert np.array_equal(read_palette_png(run.mask_path(1)), labels[1])
     assert run.mask_video_path() == run.root / f"video_mask_{run.run_id}.mp4"
     back = RunDir.open(tmp_path, run.run_id, CFG).load_masks()
@@ -68,6 +68,40 @@ def test_masks_saved_and_loaded_back(tmp_path: Path) -> None:
         96,
         "30000/1001",
     )
+
+
+def test_frame_and_mask_images_by_config_and_a_repair_keeps_only_existing_ones_in_step(
+    tmp_path: Path,
+) -> None:
+    frames = np.full((3, 32, 48, 3), 120, np.uint8)
+    labels = np.zeros((3, 32, 48), np.uint8)
+    labels[:, 4:20, 4:20] = 2
+    fps = Fraction(30)
+    for images in (True, False):
+        cfg = CFG.replace(**{"outputs.frame_images": images, "outputs.mask_images": images})
+        run = RunDir.create(tmp_path, cfg)
+        run.set_video(_video_info(3, 32, 48), _video_info(3, 32, 48))
+        with run.stage("masks"):
+            run.save_masks(
+                Segmentation(MaskTrack((2,), labels.copy()), {2: 0}, "prompts"), ArrayFrames(frames), fps
+            )
+        vis = run.path("masks_vis/00000001.png")
+        assert run.image_path(2).is_file() == images and vis.is_file() == images
+        before = vis.read_bytes() if images else None
+        repaired = labels.copy()
+        repaired[1, 20:30, 30:40] = 5
+        record = {"target": 5, "new": True, "frames": [1, 1], "changed": {"5": [[1, 1]]}}
+        seg = Segmentation(MaskTrack((2, 5), repaired), {2: 0, 5: 1}, "prompts")
+        # Reopened with the images on: a repair keeps the run's own folders in step, makes no new ones.
+        reopened = RunDir.open(tmp_path, run.run_id, CFG.replace(**{"outputs.mask_images": True}))
+        reopened.save_mask_repair(seg, record, ArrayFrames(frames), fps, stale=())
+        assert np.array_equal(read_palette_png(reopened.mask_path(1)), repaired[1])
+        assert vis.is_file() == images and reopened.image_path(1).is_file() == images
+        if images:
+            assert vis.read_bytes() != before, "the changed frame's visualisation is rewritten"
+        else:
+            assert not run.path("masks_vis").exists()
+        assert np.array_equal(reopened.load_masks().track.labels, repaired)
 
 
 def test_stage_records_status_timing_and_extra_fields(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """Downloads offered by the app: a zip of a run folder, streamed to disk (never built in memory).
 
-The zip holds the run's deliverables: the manifest, masks, mask visualisations, the mask video,
-camera and body files, occlusion completion results, the 4D result videos, the per-person bundles
-(``people/<id>/``: animated GLB, BVH, npz, json) and the scene GLB, and rendered frames when they
-were asked for. The per-frame OBJ meshes and camera JSONs (thousands of files, most of a run's
+The zip holds the run's deliverables: the manifest, masks, mask visualisations (when written:
+``outputs.mask_images``), the mask video, camera and body files, occlusion completion results,
+the 4D result videos, the per-person bundles (``people/<id>/``: animated GLB, BVH, npz, json) and
+the scene GLB, and rendered frames when they were asked for. The per-frame OBJ meshes and camera JSONs (thousands of files, most of a run's
 bytes) are zipped only with ``zip_meshes`` (``app.zip_meshes``). It leaves out the per-frame
 copies of the input (``images/``: the input video is the source), the browser preview of the
 input, earlier zips, and per-person folders of targets that are not in the current

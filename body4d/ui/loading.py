@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from body4d.config import Config
+from body4d.disk_use import estimate_disk, shortfall
+from body4d.memory import format_bytes
 from body4d.run_dir import RunDir
 from body4d.session import Session
 from body4d.types import VideoInfo
@@ -113,10 +115,20 @@ def load_video(cfg: Config, session: Session, path: str | Path) -> LoadResult:
         f"Loaded {path.name}: {vi.n_frames} frames at {format_fps(vi.fps)} fps, {vi.width}×{vi.height}, "
         f"{format_time(Fraction(vi.n_frames) / vi.fps)} ({source.codec}). "
         + ("Making a browser-playable H.264 preview… " if transcode else "")
-        + f"Run folder: {run.run_id}. Pick a frame and click on a person to add points."
+        + f"Run folder: {run.run_id}. {disk_note(cfg, vi)} Pick a frame and click on a person to add points."
     )
     log.info("session %s loaded %s into run %s", session.session_id, path, run.run_id)
     return LoadResult(vi, run.run_id, view, transcode, message)
+
+
+def disk_note(cfg: Config, info: VideoInfo) -> str:
+    """The disk use a run of the video is expected to take (`body4d.disk_use`), for one person and
+    per person more, and a warning when the output folder's disk has less free space than that."""
+    one = estimate_disk(cfg, info.n_frames, info.height, info.width, 1)
+    more = estimate_disk(cfg, info.n_frames, info.height, info.width, 2).total - one.total
+    note = f"Estimated disk use for one person: {one.describe()}; each more person adds {format_bytes(more)}."
+    problem = shortfall(one, Path(cfg.runtime.output_dir))
+    return f"{note} Warning: {problem}." if problem else note
 
 
 def make_preview(session: Session, on_progress: Callable[[int, int], None] | None = None) -> Path | None:
