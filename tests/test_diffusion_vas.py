@@ -102,9 +102,12 @@ def test_stock_unet_cannot_run_the_release(vas_root: Path) -> None:
 
 
 # Per-step tolerance, relative to the largest latent of the step. One float64 step from the same
-# state differs by <= 1.5e-13 between thread counts and AVX2/AVX-512 kernels (measured); the legacy
-# quirks change every step by >= 9e-5 and other noise the first step by ~1.
-STEP_RTOL = 1e-9
+# state differs by <= 1.5e-13 between thread counts and AVX2/AVX-512 kernels on Intel Xeon, and by
+# up to 2.1e-6 (one late step of the amodal model; the others <= 5e-8) on AMD EPYC (measured): the
+# tiny random UNet amplifies rounding. The legacy quirks change every step by >= 9e-5 and other
+# noise the first step by ~1, so a miss is told apart by MISS_RTOL.
+STEP_RTOL = 1e-5
+MISS_RTOL = 5e-5
 
 
 def _teacher_forced(
@@ -180,10 +183,10 @@ def test_loop_equals_the_released_pipeline(vas_root: Path, monkeypatch: pytest.M
             released,
             monkeypatch,
         )
-        assert _step_errors(fixed, released).min() > 1e4 * STEP_RTOL, key
+        assert _step_errors(fixed, released).min() > MISS_RTOL, key
         # ... and so does other initial noise (the first step starts from our own draws).
         other, _ = _teacher_forced(model, cond_a, cond_b, opts, golden["seed"] + 1, released, monkeypatch)
-        assert _step_errors(other, released)[0] > 1e4 * STEP_RTOL, key
+        assert _step_errors(other, released)[0] > MISS_RTOL, key
 
 
 def test_batched_targets_equal_separate_calls(amodal64: dv.VASModel) -> None:
