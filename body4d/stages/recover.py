@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 # Masks smaller than this many pixels are treated as absent (a few stray pixels give no body).
 MIN_MASK_PIXELS = 16
+# Batches cut ahead of the network. One hides the cutting whenever a batch's network time exceeds
+# it (the case on a GPU: benchmarks/throughput.py), and each holds ~7 MB per person (crops, rays
+# and the full-frame mask), ~450 MB at the default batch_size of 64, on the device with CUDA.
+AHEAD_BATCHES = 1
 # Bodies per call when rebuilding keypoints from (smoothed) parameters.
 REFIT_BATCH = 32
 
@@ -76,7 +80,8 @@ def recover_bodies(
         batch_size: crops per network call (halved on out-of-memory, noted on ``job``).
         inference_type: ``"full"`` or ``"body"``.
         job: progress after each batch, cancellation checked per frame.
-        queue_depth: batches read and cropped ahead of the network calls, in a thread (0: none).
+        queue_depth: ``runtime.queue_depth``; above 0 the next batch is read and cropped in a
+            thread while the network runs (`AHEAD_BATCHES`), at 0 one step after the other.
 
     Returns:
         ``{obj_id: BodyTrack}`` spanning each id's first to last frame; frames where the id is
@@ -162,18 +167,18 @@ def _estimates(
     inference_type: str,
     job: Job | None,
     queue_depth: int,
-) -> dict[int, dict[int, BodyEstimate]]:
-    """``{obj_id: {frame: estimate}}`` of every present person-frame (only ``wanted`` ones if given).
+) -> dict[int, dict[int, Row]]:
+    """``{obj_id: {frame: estimate row}}`` of every present person-frame (only ``wanted`` ones if given).
 
     Reading the frames, finding the people in the label maps and cutting their crops run in a
-    thread up to ``queue_depth`` batches ahead of the network calls (`body4d.overlap.prefetch`;
-    0 = one after the other), so the device does not wait for them.
+    thread `AHEAD_BATCHES` ahead of the network calls when ``queue_depth`` > 0
+    (`body4d.overlap.prefetch`; 0 = one after the other), so the device does not wait for them.
     """
-    results: dict[int, dict[int, BodyEstimate]] = {}
+    results: dict[int, dict[int, Row]] = {}
     batch = HalvingBatch(batch_size, "batch_size", job)
     last_index = -1
     made = _batches(frames, intrinsics, model, wanted, batch, job)
-    for b in prefetch(made, queue_depth, "body4d-recover-crops"):
+    for b in prefetch(made, min(queue_depth, AHEAD_BATCHES), "body4d-recover-crops"):
         if job is not None:
             job.check()
 
@@ -184,7 +189,7 @@ def _estimates(
             )
 
         for (frame, obj_id), est in zip(b.keys, batch.map(call, b.items), strict=True):
-            results.setdefault(obj_id, {})[frame] = est
+            results.setdefault(obj_id, {})[frame] = _row(est)
         last_index = b.last_index
         if job is not None:
             job.report((last_index + 1) / max(n_frames, 1), f"frame {last_index + 1}/{n_frames}")
@@ -256,7 +261,17 @@ _ESTIMATE_FIELDS: dict[str, tuple[Callable[[BodyEstimate], np.ndarray], tuple[in
 }
 
 
-def _track(obj_id: int, per_frame: dict[int, BodyEstimate]) -> BodyTrack:
+# The values of one estimate a track keeps (`_ESTIMATE_FIELDS`), as copies of their own.
+Row = dict[str, np.ndarray]
+
+
+def _row(est: BodyEstimate) -> Row:
+    """What a track keeps of ``est``, copied: an estimate's arrays are views of its batch's host
+    buffer, mesh vertices included (0.2 MB per person-frame), which would stay alive with them."""
+    return {name: np.array(get(est), dtype=np.float32) for name, (get, _) in _ESTIMATE_FIELDS.items()}
+
+
+def _track(obj_id: int, per_frame: dict[int, Row]) -> BodyTrack:
     first, last = min(per_frame), max(per_frame)
     frames = np.arange(first, last + 1, dtype=np.int64)
     n = len(frames)
@@ -269,7 +284,7 @@ def _track(obj_id: int, per_frame: dict[int, BodyEstimate]) -> BodyTrack:
     return _with_estimates(track, per_frame)
 
 
-def _with_estimates(track: BodyTrack, per_frame: dict[int, BodyEstimate]) -> BodyTrack:
+def _with_estimates(track: BodyTrack, per_frame: dict[int, Row]) -> BodyTrack:
     """``track`` with the rows of ``per_frame``'s frames replaced by those estimates (made valid).
 
     The track is widened (invalid NaN rows) when a frame lies outside its span.
@@ -287,10 +302,10 @@ def _with_estimates(track: BodyTrack, per_frame: dict[int, BodyEstimate]) -> Bod
 
     arrays = {name: widen(getattr(track, name), np.nan) for name in _ESTIMATE_FIELDS}
     valid, filled = widen(track.valid, False), widen(track.filled, False)
-    for f, est in per_frame.items():
+    for f, values in per_frame.items():
         row = f - lo
-        for name, (get, _) in _ESTIMATE_FIELDS.items():
-            arrays[name][row] = get(est)
+        for name in _ESTIMATE_FIELDS:
+            arrays[name][row] = values[name]
         valid[row], filled[row] = True, False
     return BodyTrack(obj_id=track.obj_id, frames=frames, valid=valid, filled=filled, **arrays)
 
@@ -338,7 +353,7 @@ def recover_completed(
     if not completed:
         return dict(tracks)
     K = np.asarray(intrinsics.K, dtype=np.float64)
-    results: dict[int, dict[int, BodyEstimate]] = {}
+    results: dict[int, dict[int, Row]] = {}
     batch = HalvingBatch(batch_size, "batch_size", job)
     for start in range(0, len(completed), batch_size):
         if job is not None:
@@ -355,7 +370,7 @@ def recover_completed(
             lambda part, size: model.predict(part, inference_type=inference_type, batch_size=size), items
         )
         for c, est in zip(chunk, estimates, strict=True):
-            results.setdefault(c.obj_id, {})[c.frame] = est
+            results.setdefault(c.obj_id, {})[c.frame] = _row(est)
         if job is not None:
             job.report(min(start + batch_size, len(completed)) / len(completed), "completed person-frames")
     out = dict(tracks)
