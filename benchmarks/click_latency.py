@@ -2,14 +2,17 @@
 
 Runs the app's own click handler (`body4d.ui.events.UiEvents.click`: the click mapped to video
 pixels, `models.sam3.TrackerSession.add_points` on the tiny random SAM-3 checkpoint of
-`body4d.testing.tiny_sam3`, masks upsampled to the frame, overlay, click markers, downscale for
-the browser) and then Gradio's encoding of the returned frame (``gr.Image.postprocess``: the
-JPEG the page downloads), on a synthetic 1920x1080 H.264 clip written by `body4d.video`.
+`body4d.testing.tiny_sam3`, masks upsampled to the frame, then label map, overlay and click
+markers drawn at the size the browser gets, on the frame downscaled once per frame) and then
+Gradio's encoding of the returned frame (``gr.Image.postprocess``: the JPEG the page downloads),
+on a synthetic 1920x1080 H.264 clip written by `body4d.video`.
 
 Each click is timed whole and split by wrapping the functions it calls with timers: the network
 (the tracker's ``forward``, without the frame reading and preprocessing that happen inside it),
-frame decoding, preprocessing to the model side, mask upsampling, the label map, overlay, click
-markers, downscale for the browser, JPEG encoding, and the rest (session, prompts, bookkeeping).
+frame decoding, preprocessing to the model side, mask upsampling, the label map (masks resized
+to the display and merged), overlay, click markers, downscale of the frame for the browser (done
+by the scrub, cached for the clicks on that frame), JPEG encoding, and the rest (session,
+prompts, bookkeeping).
 "Excluding network" is the whole click minus the network. The clicks follow a user: on each of
 several frames (scrubbed to first, not timed), one positive click on each of three people, so the
 first click on a frame preprocesses it and the others reuse it. The first click of all (lazy
@@ -69,6 +72,7 @@ STAGES = (
 )
 # The display functions a redraw calls (`body4d.ui.display.show_frame`), by stage.
 DISPLAY_STAGES = {
+    "labels_to_display": "label map of the masks",
     "masks_to_labels": "label map of the masks",
     "overlay": "overlay",
     "draw_clicks": "click markers",

@@ -80,6 +80,8 @@ class Session:
         cancel: set by the Cancel button while a run is going or queued; the running pipeline
             polls it, a queued run sees it when it starts; cleared when that run ends.
         run_lock: held while a pipeline runs on this session's run folder.
+        display_cache: ``(index, uint8[h, w, 3])``, the last frame shown, at the size the browser
+            gets (`body4d.ui.display.display_frame`); None after `close()`.
     """
 
     session_id: str
@@ -103,6 +105,7 @@ class Session:
     run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _video: Video | None = field(default=None, repr=False, compare=False)
+    display_cache: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
     _frame_cache: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ video
@@ -180,11 +183,12 @@ class Session:
         return _SessionFrames(self)
 
     def close(self) -> None:
-        """Release the decoder, the cached frame and the tracker (all can be reopened later)."""
+        """Release the decoder, the cached frames and the tracker (all can be reopened later)."""
         if self._video is not None:
             self._video.close()
         self._video = None
         self._frame_cache = None
+        self.display_cache = None
         self.tracker = None
 
     # ------------------------------------------------------------------ prompts

@@ -189,9 +189,43 @@ def test_click_on_downscaled_frame_maps_back_to_video_pixels(cfg: Config, make_v
     session = Session(session_id="wide")
     view = load_video(cfg, session, clip).view
     assert view.scale == pytest.approx(0.5) and view.image.shape == (360, 1280, 3)
-    add_click(session, ClickRequest(100, 50, positive=True), caps, report)
-    add_click(session, ClickRequest(5000, -3, positive=True), caps, report)
-    assert session.targets[1] == [Click(0, 200.0, 100.0, True), Click(0, 2559.0, 0.0, True)]
+    add_click(session, ClickRequest(0, 0, positive=True), caps, report)
+    add_click(session, ClickRequest(1279, 359, positive=True), caps, report)
+    add_click(session, ClickRequest(100, 50, positive=False), caps, report)
+    last = add_click(session, ClickRequest(5000, -3, positive=True), caps, report)
+    assert session.targets[1] == [
+        Click(0, 0.0, 0.0, True),
+        Click(0, 2558.0, 718.0, True),
+        Click(0, 200.0, 100.0, False),
+        Click(0, 2559.0, 0.0, True),
+    ], "display pixels / 0.5, clamped inside the video"
+    # The markers are drawn on the 1280x360 display where the clicks were made (scaled once,
+    # not twice): the fill 2 px down-right of the corner click, 2 px up-left of the others, off
+    # the white arms.
+    image = last.view.image
+    assert image.shape == (360, 1280, 3)
+    assert tuple(int(v) for v in image[357, 1277]) == POSITIVE_FILL
+    assert tuple(int(v) for v in image[48, 98]) == NEGATIVE_FILL
+    assert tuple(int(v) for v in image[2, 2]) == POSITIVE_FILL
+    assert np.array_equal(image[100:250, 300:1000], view.image[100:250, 300:1000]), "no marker in between"
+
+
+def test_masks_of_a_downscaled_frame_are_drawn_at_display_size(cfg: Config, make_video) -> None:
+    from body4d.masks import overlay
+
+    clip = make_video(n=2, height=720, width=2560, fps=Fraction(30), name="wide.mp4")
+    session = Session(session_id="wide")
+    plain = load_video(cfg, session, clip).view.image
+    left = np.zeros((720, 2560), dtype=bool)
+    left[:, :1280] = True  # the left half of the video = the left 640 display columns
+    session.masks[0] = {1: left}
+    image = show_frame(session, 0).image
+    assert image.shape == plain.shape == (360, 1280, 3)
+    labels = np.zeros((360, 1280), dtype=np.uint8)
+    labels[:, :640] = 1
+    assert np.array_equal(image, overlay(plain, labels)), "the display frame with the display-size label map"
+    assert np.array_equal(image[:, 640:], plain[:, 640:])
+    assert not np.array_equal(image[:, :638], plain[:, :638])
 
 
 def test_targets_add_remove_clear_keep_their_ids(fresh: Session, caps_report) -> None:

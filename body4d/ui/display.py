@@ -1,17 +1,19 @@
 """A frame of the session's video as the browser shows it: time labels, display scale, click mapping.
 
-Pixel coordinates: the frame on screen may be downscaled (`DISPLAY_MAX_SIDE`); clicks are
-converted back (`display_to_video`) and stored in the video's own pixel coordinates.
+Pixel coordinates: the frame on screen may be downscaled (`DISPLAY_MAX_SIDE`); masks and click
+markers are drawn at that size, and clicks are converted back (`display_to_video`) and stored in
+the video's own pixel coordinates.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from body4d.masks import draw_clicks, masks_to_labels, overlay, read_palette_png
 from body4d.session import Session
@@ -47,12 +49,23 @@ def display_scale(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> 
 
 
 def to_display(rgb: np.ndarray, scale: float) -> np.ndarray:
-    """Downscale ``rgb`` by ``scale`` for the browser (unchanged when ``scale == 1``)."""
+    """Downscale ``rgb`` by ``scale`` for the browser by pixel-area averaging (as is at ``scale == 1``)."""
     if scale >= 1.0:
         return rgb
     h, w = rgb.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def labels_to_display(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map (or a boolean mask viewed as ``uint8``) resized to ``size`` ``(w, h)``.
+
+    Nearest neighbour keeps ids whole; the EXACT variant samples each display pixel's centre, so
+    the masks line up with the area-averaged frame of `to_display`.
+    """
+    if labels.shape == (size[1], size[0]):
+        return labels
+    return cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def display_to_video(x: float, y: float, scale: float, info: VideoInfo) -> tuple[float, float]:
@@ -79,28 +92,49 @@ class FrameView:
     scale: float
 
 
-def frame_labels(session: Session, index: int) -> np.ndarray | None:
-    """The label map to draw on frame ``index``: ``uint8[H, W]`` (pixel = target id) or None.
+def frame_labels(session: Session, index: int, size: tuple[int, int]) -> np.ndarray | None:
+    """The label map to draw on frame ``index`` at ``size`` ``(w, h)``: ``uint8[h, w]`` (pixel =
+    target id) or None.
 
     Once Mask Generation is done, every frame shows the tracked masks of the run, except the
     frames whose live click masks are newer (the clicks changed since: a correction under way).
     Before it, the frames clicked on show their live click masks.
     """
-    info = session.require_info()
     live = session.masks.get(index)
     run = session.run
     tracked = run is not None and run.is_done("masks") and run.mask_path(index).is_file()
     edited = session.prompts() != session.mask_prompts
     if live and (edited or not tracked):
-        return masks_to_labels(live, (info.height, info.width))
+        return masks_to_labels(_masks_to_display(live, size), (size[1], size[0]))
     if tracked:
         assert run is not None
-        return read_palette_png(run.mask_path(index))
+        return labels_to_display(read_palette_png(run.mask_path(index)), size)
     return None
 
 
+def _masks_to_display(masks: Mapping[int, np.ndarray], size: tuple[int, int]) -> dict[int, np.ndarray]:
+    """Each ``bool[H, W]`` mask resized to ``size`` ``(w, h)`` (merging them after the resize gives
+    the resized label map, without building it at full resolution)."""
+    out = {}
+    for obj_id, mask in masks.items():
+        small = labels_to_display(np.ascontiguousarray(mask, dtype=bool).view(np.uint8), size)
+        out[obj_id] = small.view(bool)
+    return out
+
+
+def display_frame(session: Session, index: int, scale: float) -> np.ndarray:
+    """Frame ``index`` downscaled by ``scale`` (`to_display`), cached in the session for redraws."""
+    cached = session.display_cache
+    if cached is not None and cached[0] == index:
+        return cached[1]
+    rgb = to_display(session.frame(index), scale)
+    session.display_cache = (index, rgb)
+    return rgb
+
+
 def show_frame(session: Session, index: int) -> FrameView:
-    """Make ``index`` the current frame and render it with its masks (`frame_labels`) and clicks.
+    """Make ``index`` the current frame and render it at display size with its masks
+    (`frame_labels`) and click markers (at the clicks' display pixels).
 
     Args:
         session: the caller's session.
@@ -112,12 +146,12 @@ def show_frame(session: Session, index: int) -> FrameView:
     info = session.require_info()
     index = min(max(int(index), 0), info.n_frames - 1)
     session.current_frame = index
-    rgb = session.frame(index)
-    labels = frame_labels(session, index)
+    scale = display_scale(info.width, info.height)
+    rgb = display_frame(session, index, scale)
+    labels = frame_labels(session, index, (rgb.shape[1], rgb.shape[0]))
     if labels is not None and labels.any():
         rgb = overlay(rgb, labels)
-    clicks = [click for _, click in session.clicks_on(index)]
+    clicks = [replace(click, x=click.x * scale, y=click.y * scale) for _, click in session.clicks_on(index)]
     if clicks:
         rgb = draw_clicks(rgb, clicks)
-    scale = display_scale(info.width, info.height)
-    return FrameView(to_display(rgb, scale), index, time_label(index, info), scale)
+    return FrameView(rgb, index, time_label(index, info), scale)
