@@ -242,8 +242,8 @@ def _check_disk(
     force: bool,
     output_dir: Path,
 ) -> None:
-    """Print the frames and the disk use expected (`body4d.disk_use`) on stderr; refuse a run the
-    disk of ``output_dir`` has no room for.
+    """Log the frames and the disk use expected (`body4d.disk_use`); refuse a run the disk of
+    ``output_dir`` has no room for.
 
     Args:
         cfg: the configuration.
@@ -275,11 +275,14 @@ def _check_disk(
     else:
         more = estimate_disk(cfg, len(video), info.height, info.width, 2, stages=todo).total - estimate.total
         who = f"people not known before the masks: estimated for 1 (each more adds {format_bytes(more)})"
-    print(
-        f"body4d run: {len(video)} frames of {info.width}x{info.height}, {who}; "
-        f"estimated disk use {estimate.describe()}",
-        file=sys.stderr,
-        flush=True,
+    # A log line (stderr), so that a run that then fails still ends with exactly one error line.
+    log.info(
+        "body4d run: %d frames of %dx%d, %s; estimated disk use %s",
+        len(video),
+        info.width,
+        info.height,
+        who,
+        estimate.describe(),
     )
     problem = shortfall(estimate, output_dir)
     if problem is not None:

@@ -90,7 +90,7 @@ class RuntimeConfig:
 class VideoConfig:
     """``video:`` input limits and output encoding."""
 
-    # 5 minutes at 30 fps: what memory allows (the recover stage grows by ~0.42 MB per person-frame)
+    # 5 minutes at 30 fps: what memory allows (a run grows by ~0.12 MB per frame past its ~2.3 GB)
     # with the disk use checked before a run (body4d.disk_use; figures in the YAML, benchmarks/README.md).
     max_frames: int = 9000
     max_side: int = 0

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
-import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -284,6 +283,8 @@ class VideoWriter:
             )
         if frame.shape[0] % 2 or frame.shape[1] % 2:
             frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+        import cv2  # here: `body4d version`/`probe` import this module and nothing heavy
+
         # BT.601 limited range, as libswscale converts rgb24 (within 3 levels), at a tenth of its time.
         vf = av.VideoFrame.from_ndarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
         vf.pts = self.count

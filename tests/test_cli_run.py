@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from fractions import Fraction
@@ -55,8 +56,13 @@ def run(args: list[str], ckpt_root: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_run_with_prompts_writes_every_output(
-    clip: Path, ckpt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    clip: Path,
+    ckpt_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="body4d.cli_run")
     prompts = write_prompts(
         tmp_path / "prompts.json",
         {
@@ -86,8 +92,9 @@ def test_run_with_prompts_writes_every_output(
     summary = json.loads(out.strip().splitlines()[-1])
     root = Path(summary["run_dir"])
     assert summary["obj_ids"] == [1, 4] and summary["frames"] == T
-    assert f"body4d run: {T} frames of {W}x{H}, 2 people prompted; estimated disk use " in err
-    assert "frame images " in err and "mask images " in err and "meshes" not in err, (
+    estimate = caplog.text  # logged before the run starts
+    assert f"body4d run: {T} frames of {W}x{H}, 2 people prompted; estimated disk use " in estimate
+    assert "frame images " in estimate and "mask images " in estimate and "meshes" not in estimate, (
         "only the masks stage runs"
     )
     names = [f"{i:08d}" for i in range(T)]
@@ -265,8 +272,13 @@ def test_run_holds_its_run_lock_while_it_works(
 
 
 def test_frame_and_mask_images_are_off_by_default_and_the_run_resumes_from_its_masks(
-    clip: Path, ckpt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    clip: Path,
+    ckpt_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="body4d.cli_run")
     prompts = write_prompts(tmp_path / "prompts.json", {"1": [{"frame": 0, "x": 15, "y": 25}]})
     video = ["--input_video", str(clip), "--output_dir", str(tmp_path / "out")]
     code, out, err = run([*video, "--prompts", str(prompts), "--stop-after", "masks"], ckpt_root, capsys)
@@ -275,12 +287,17 @@ def test_frame_and_mask_images_are_off_by_default_and_the_run_resumes_from_its_m
     root = Path(summary["run_dir"])
     assert not (root / "images").exists() and not (root / "masks_vis").exists()
     assert len(list((root / "masks").glob("*.png"))) == T
-    assert "frame images" not in err and "mask images" not in err
+    assert "estimated disk use" in caplog.text
+    assert "frame images" not in caplog.text and "mask images" not in caplog.text
+    caplog.clear()
     code, out, err = run(
         [*video, "--resume", summary["run_id"], "--stop-after", "recover"], ckpt_root, capsys
     )
     assert code == 0, err
-    assert "1 person in the run's masks" in err and "masks " not in err.split("estimated disk use")[1]
+    estimate = caplog.text
+    assert (
+        "1 person in the run's masks" in estimate and "masks " not in estimate.split("estimated disk use")[1]
+    )
     stages = json.loads((root / "manifest.json").read_text())["stages"]
     assert stages["recover"]["status"] == "done" and stages["recover"]["person_frames_estimated"] > 0
     run_dir = RunDir.open(root.parent, root.name, load_config(env={}))
@@ -293,14 +310,19 @@ def test_run_is_refused_when_the_disk_has_less_room_than_the_estimate(
     ckpt_root: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A one-line error after the logged estimate."""
+    caplog.set_level(logging.INFO, logger="body4d.cli_run")
     monkeypatch.setattr(body4d.disk_use, "free_bytes", lambda _folder: 2_000_000)
     out_dir = tmp_path / "out"
     code, _, err = run(["--input_video", str(clip), "--output_dir", str(out_dir)], ckpt_root, capsys)
     assert code == 2
-    assert f"body4d run: {T} frames of {W}x{H}, people not known before the masks: estimated for 1" in err
-    (line,) = [row for row in err.splitlines() if "not enough free disk space" in row]
+    estimate = f"body4d run: {T} frames of {W}x{H}, people not known before the masks: estimated for 1"
+    assert estimate in caplog.text
+    (line,) = err.strip().splitlines()
+    assert "not enough free disk space" in line
     assert f"in {out_dir} for this run: it needs about" in line and "2.0 MB free" in line
     assert "runtime.output_dir" in line and "export.obj (" in line and "render.individual (" in line
     assert run_folders(out_dir) == [], "refused before a run folder is made"

@@ -377,8 +377,13 @@ def _fill(disk: Path, leave: int) -> Path:
 
 
 def test_a_full_disk_is_a_clear_error_and_the_manifest_records_the_failed_stage(
-    inputs, finished: Path, tiny_ckpt_root: Path, tmp_path, capsys
+    inputs, finished: Path, tiny_ckpt_root: Path, tmp_path, capsys, monkeypatch
 ):
+    """The disk fills while a stage writes (the estimate before the run is told the space is there:
+    its refusal is tested in test_cli_run)."""
+    import body4d.disk_use
+
+    monkeypatch.setattr(body4d.disk_use, "free_bytes", lambda _folder: 1 << 40)
     with _mounted_tmpfs(tmp_path / "disk", "64m") as disk:
         code, err = _cli(
             ["--input_video", str(inputs["a"]), "--masks", str(inputs["masks"]), "--stop-after", "smooth"],
