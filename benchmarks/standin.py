@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from body4d.render import MeshRenderer
-from models.sam3 import TrackerSession
+from models.sam3 import FrameMasks, TrackerSession
 from models.sam_3d_body import BodyEstimate, SAM3DBody
 from models.sam_3d_body.mhr_layout import NUM_JOINTS, NUM_KP, NUM_VERTS
 
@@ -97,7 +97,6 @@ class StandIn:
     @property
     def _track(self) -> Callable[..., Any]:
         stand_in = self
-        real_frame_masks = TrackerSession.track.__globals__["FrameMasks"]
 
         def track(session: TrackerSession, frame: int, *, reverse: bool = False) -> Any:
             ids = sorted(session.obj_ids)
@@ -108,7 +107,7 @@ class StandIn:
                 inside = _resized(truth[obj_id], LOW_RES) if obj_id in truth else 0.0
                 low[k, 0] = np.where(inside, 10.0, -10.0)  # logits
             out = SimpleNamespace(pred_masks=torch.from_numpy(low), object_ids=ids)
-            return real_frame_masks(frame=frame, masks=session._to_masks(out))
+            return FrameMasks(frame=frame, masks=session._to_masks(out))
 
         return track
 

@@ -101,13 +101,13 @@ def test_recover_after_out_of_memory_matches_an_unbatched_run(
     unbatched = recover_bodies(_frames(), T, camera, port, batch_size=1, **options)
     predict = _oom_above(FITS, port.predict)
     monkeypatch.setattr(port, "predict", predict)
-    real_prepare, cut_in = port.prepare, set()
+    real_crops, cut_in = port._crops, set()  # what prepare and predict cut crops with
 
-    def prepare(items):  # noqa: ANN001, ANN202
+    def crops(items):  # noqa: ANN001, ANN202
         cut_in.add(threading.current_thread() is threading.main_thread())
-        return real_prepare(items)
+        return real_crops(items)
 
-    monkeypatch.setattr(port, "prepare", prepare)
+    monkeypatch.setattr(port, "_crops", crops)
     job = Job("recover")
     halved = recover_bodies(
         _frames(), T, camera, port, batch_size=8, job=job, queue_depth=queue_depth, **options

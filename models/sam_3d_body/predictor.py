@@ -298,6 +298,10 @@ class SAM3DBody:
         """
         for i, item in enumerate(items):
             _check_item(i, item)
+        return self._crops(items)
+
+    def _crops(self, items: list[BodyItem]) -> PreparedCrops:
+        """`prepare` of items already checked."""
         images: list[np.ndarray] = []
         index: dict[int, int] = {}
         specs = []
@@ -363,7 +367,7 @@ class SAM3DBody:
         out: list[BodyEstimate] = []
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            crops = self.prepare(chunk)
+            crops = self._crops(chunk)  # checked above, with their indices in ``items``
             with torch.inference_mode():
                 out.extend(self._predict_chunk(chunk, crops, inference_type))
         return out
