@@ -103,7 +103,10 @@ class DiskEstimate:
         return sum(self.kinds.values())
 
     def describe(self) -> str:
-        """``"4.1 GB: meshes 3.9 GB, mask video 95.2 MB, ..."`` (largest kinds first)."""
+        """``"4.1 GB: meshes 3.9 GB, mask video 95.2 MB, ..."`` (largest kinds first); ``"none"``
+        when nothing is left to write (a resume of a finished run)."""
+        if not self.kinds:
+            return "none"
         parts = [f"{kind} {format_bytes(n)}" for kind, n in sorted(self.kinds.items(), key=lambda kv: -kv[1])]
         return f"{format_bytes(self.total)}: " + ", ".join(parts)
 

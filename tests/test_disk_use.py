@@ -9,6 +9,7 @@ import pytest
 import body4d.disk_use
 from body4d.config import load_config
 from body4d.disk_use import SCRATCH, artefact_kind, estimate_disk, free_bytes, shortfall
+from body4d.memory import format_bytes
 from body4d.run_dir import LABELS_IN_MEMORY_MAX_BYTES
 
 CFG = load_config(env={})
@@ -92,3 +93,10 @@ def test_files_are_sorted_into_kinds_by_their_top_folder() -> None:
     assert artefact_kind("rendered_frames_individual/2/00000001.jpg", rid) == "rendered frames"
     assert artefact_kind("bodies_raw.npz", rid) == "bodies"
     assert artefact_kind("manifest.json", rid) == "other"
+
+
+def test_a_run_with_nothing_left_to_run_is_described_as_writing_nothing() -> None:
+    finished = estimate_disk(CFG, 300, H, W, 1, stages=())
+    assert finished.kinds == {} and finished.total == 0 and finished.describe() == "none"
+    whole = estimate_disk(CFG, 300, H, W, 1)
+    assert whole.describe().startswith(f"{format_bytes(whole.total)}: meshes ")
