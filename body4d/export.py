@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -128,19 +129,26 @@ def obj_meshes(
 
 
 def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
-    """Start the pool's ``workers`` processes now, with SIGINT blocked while they are made.
+    """Start the pool's ``workers`` processes now, ignoring SIGINT while they are made.
 
-    They inherit the blocked mask, so a Ctrl-C at a terminal (sent to the whole process group)
-    reaches only this process, which stops the pool and reports the interrupt once, instead of
-    every worker printing a ``KeyboardInterrupt`` traceback. A Ctrl-C meanwhile waits, not lost.
+    They inherit the ignored disposition (Python keeps an inherited SIG_IGN; a blocked signal
+    mask is not inherited by spawned processes), so a Ctrl-C at a terminal (sent to the whole
+    process group) reaches only this process, which stops the pool and reports the interrupt
+    once, instead of every worker printing a ``KeyboardInterrupt`` traceback. This process
+    ignores SIGINT only while the processes are forked (the submits, milliseconds), not while they
+    start up. Signal dispositions belong to the main thread: from another thread (the app's
+    jobs, never a terminal's foreground process) the workers keep the default.
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    in_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
     try:
         # Submitted back to back, before any worker is up and idle, each task starts a process.
-        for started in [pool.submit(os.getpid) for _ in range(workers)]:
-            started.result()
+        started = [pool.submit(os.getpid) for _ in range(workers)]
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if in_main:
+            signal.signal(signal.SIGINT, old)
+    for future in started:
+        future.result()
 
 
 _WORKER_WRITER: ObjWriter | None = None
